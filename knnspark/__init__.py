@@ -1,0 +1,20 @@
+"""knnspark: exact k-nearest-neighbor classification, regression and search on Apache Spark."""
+
+from knnspark._version import __version__
+from knnspark.classification import KNNClassificationModel, KNNClassifier
+from knnspark.errors import InvalidInputError, KNNSparkError, ModelLoadError
+from knnspark.neighbors import NearestNeighbors, NearestNeighborsModel
+from knnspark.regression import KNNRegressionModel, KNNRegressor
+
+__all__ = [
+    "InvalidInputError",
+    "KNNClassificationModel",
+    "KNNClassifier",
+    "KNNRegressionModel",
+    "KNNRegressor",
+    "KNNSparkError",
+    "ModelLoadError",
+    "NearestNeighbors",
+    "NearestNeighborsModel",
+    "__version__",
+]

@@ -1,0 +1,214 @@
+"""Estimator and Model bases shared by the classifier, regressor and neighbor search."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from pyspark.ml import Estimator, Model
+from pyspark.ml.functions import array_to_vector
+from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable, MLReadable, MLWritable
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from knnspark.errors import InvalidInputError
+from knnspark.index import TrainingIndex, build_index
+from knnspark.params import HANDLE_INVALID_OPTIONS
+from knnspark.partition import (
+    NDIST_TMP,
+    NIDS_TMP,
+    NLAB_TMP,
+    PRED_TMP,
+    PROBA_TMP,
+    SearchSettings,
+)
+from knnspark.schema import check_output_columns, feature_array_expr
+from knnspark.search import search_dataframe
+
+__all__: list[str] = []
+
+
+def _check_handle_invalid(value: str) -> None:
+    if value not in HANDLE_INVALID_OPTIONS:
+        raise ValueError(
+            "Param handleInvalid must be one of "
+            + ", ".join(repr(o) for o in HANDLE_INVALID_OPTIONS)
+            + f"; got {value!r}"
+        )
+
+
+class _KNNEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable):
+    """Fits a :class:`TrainingIndex` and wraps it in the matching model."""
+
+    _classifier = False
+    _supervised = True
+
+    def _create_model(self, index: TrainingIndex) -> _KNNModel:
+        raise NotImplementedError
+
+    def _fit(self, dataset: DataFrame) -> _KNNModel:
+        _check_handle_invalid(self.getHandleInvalid())
+        num_shards = self.getNumShards() or dataset.sparkSession.sparkContext.defaultParallelism
+        index = build_index(
+            dataset,
+            features_col=self.getFeaturesCol(),
+            label_col=self.getLabelCol() if self._supervised else None,
+            id_col=self.getIdCol(),
+            classifier=self._classifier,
+            num_shards=int(num_shards),
+            k=self.getK(),
+            handle_invalid=self.getHandleInvalid(),
+            max_broadcast_bytes=self.getMaxBroadcastBytes(),
+        )
+        return self._copyValues(self._create_model(index))
+
+
+class _KNNModel(Model, MLWritable, MLReadable):
+    """A fitted index plus the search-time params; searches with ``transform``/``kneighbors``."""
+
+    _task = "neighbors"
+
+    def __init__(self, index: TrainingIndex | None = None) -> None:
+        super().__init__()
+        self._index = index
+        self._broadcast: tuple[Any, Any] | None = None
+
+    # ------------------------------------------------------------ fitted state
+
+    @property
+    def index(self) -> TrainingIndex:
+        if self._index is None:
+            raise ValueError(f"{type(self).__name__} has no fitted index; fit or load it first.")
+        return self._index
+
+    @property
+    def numFeatures(self) -> int:
+        """Length of the feature vectors the model was trained on."""
+        return self.index.n_features
+
+    @property
+    def numTrainingRows(self) -> int:
+        """Number of training rows in the index (after ``handleInvalid='skip'``)."""
+        return self.index.n_rows
+
+    @property
+    def shardSizes(self) -> dict[int, int]:
+        """Rows per shard, by shard number."""
+        return dict(self.index.shard_sizes)
+
+    @property
+    def storage(self) -> str:
+        """``"broadcast"`` or ``"distributed"``: how queries reach the shards."""
+        return self.index.storage
+
+    # ------------------------------------------------------------ search
+
+    def kneighbors(
+        self,
+        dataset: DataFrame,
+        neighborIdsCol: str = "neighbor_ids",
+        distancesCol: str = "distances",
+    ) -> DataFrame:
+        """Every column of ``dataset`` plus the k nearest training ids and their distances.
+
+        Returns
+        -------
+        DataFrame
+            ``neighborIdsCol`` is ``array<long>`` and ``distancesCol`` is
+            ``array<double>``, nearest first (ties to the smaller id); both are
+            null for invalid query rows under ``handleInvalid='keep'``.
+        """
+        check_output_columns(
+            dataset.schema, {"neighborIdsCol": neighborIdsCol, "distancesCol": distancesCol}
+        )
+        searched = self._search(dataset, "neighbors", with_neighbors=False)
+        return searched.withColumnsRenamed({NIDS_TMP: neighborIdsCol, NDIST_TMP: distancesCol})
+
+    def _search(self, dataset: DataFrame, task: str, with_neighbors: bool) -> DataFrame:
+        _check_handle_invalid(self.getHandleInvalid())
+        index = self.index
+        k = self.getK()
+        if k > index.n_rows:
+            raise InvalidInputError(
+                f"Param k must be <= the number of training rows ({index.n_rows}); got {k}."
+            )
+        # Fails early on a missing or mistyped features column.
+        feature_array_expr(dataset.schema, self.getFeaturesCol())
+        settings = SearchSettings(
+            task=task,
+            k=k,
+            metric=self.getMetric(),
+            p=float(self.getP()),
+            n_features=index.n_features,
+            features_col=self.getFeaturesCol(),
+            handle_invalid=self.getHandleInvalid(),
+            weights=self.getOrDefault("weights") if self.hasParam("weights") else "uniform",
+            classes=tuple(float(c) for c in index.classes) if index.classes is not None else (),
+            with_neighbors=with_neighbors,
+        )
+        bc = self._shards_broadcast(dataset) if index.storage == "broadcast" else None
+        return search_dataframe(dataset, index, settings, bc)
+
+    def _shards_broadcast(self, dataset: DataFrame) -> Any:
+        """Broadcast the shards once per SparkContext and reuse it across transforms."""
+        sc = dataset.sparkSession.sparkContext
+        if self._broadcast is None or self._broadcast[0] is not sc or sc._jsc is None:
+            self._broadcast = (sc, sc.broadcast(self.index.shards))
+        return self._broadcast[1]
+
+    def _supervised_transform(self, dataset: DataFrame, classify: bool) -> DataFrame:
+        outputs = {"predictionCol": self.getPredictionCol()}
+        if classify:
+            outputs["probabilityCol"] = self.getProbabilityCol()
+        outputs["neighborsCol"] = self.getNeighborsCol()
+        check_output_columns(dataset.schema, outputs)
+        with_neighbors = self.getNeighborsCol() is not None
+        searched = self._search(dataset, "classify" if classify else "regress", with_neighbors)
+        renames = {PRED_TMP: self.getPredictionCol()}
+        out = searched.withColumnsRenamed(renames)
+        if classify:
+            proba = F.col(PROBA_TMP)
+            out = out.withColumn(
+                self.getProbabilityCol(), F.when(proba.isNotNull(), array_to_vector(proba))
+            ).drop(PROBA_TMP)
+        if with_neighbors:
+            out = out.withColumn(
+                self.getNeighborsCol(),
+                F.transform(
+                    F.col(NIDS_TMP),
+                    lambda x, i: F.struct(
+                        x.alias("id"),
+                        F.col(NDIST_TMP)[i].alias("distance"),
+                        F.col(NLAB_TMP)[i].alias("label"),
+                    ),
+                ),
+            ).drop(NIDS_TMP, NDIST_TMP, NLAB_TMP)
+        return out
+
+    # ------------------------------------------------------------ persistence
+
+    def write(self) -> Any:
+        from knnspark.persistence import KNNModelWriter
+
+        return KNNModelWriter(self)
+
+    @classmethod
+    def read(cls) -> Any:
+        from knnspark.persistence import KNNModelReader
+
+        return KNNModelReader(cls)
+
+    def __repr__(self) -> str:
+        if self._index is None:
+            return f"{type(self).__name__}(uid={self.uid}, unfitted)"
+        return (
+            f"{type(self).__name__}(uid={self.uid}, k={self.getK()}, metric={self.getMetric()}, "
+            f"rows={self.index.n_rows}, features={self.index.n_features}, "
+            f"shards={self.index.num_shards}, storage={self.index.storage})"
+        )
+
+
+def classes_array(index: TrainingIndex) -> np.ndarray:
+    if index.classes is None:
+        raise ValueError("This model has no classes.")
+    return index.classes.copy()

@@ -1,0 +1,294 @@
+"""Spark ML Params shared by the knnspark estimators and models.
+
+Each Estimator/Model pair shares one params mixin, as ``pyspark.ml`` does
+(``_LogisticRegressionParams``): the Estimator sets them, ``fit`` copies them to
+the Model, and the Model can still change the search-time ones (``k``,
+``weights``, output columns) without refitting.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.param.shared import (
+    HasFeaturesCol,
+    HasHandleInvalid,
+    HasLabelCol,
+    HasPredictionCol,
+    HasProbabilityCol,
+    HasSeed,
+)
+
+from knnspark.kernels.distances import EXACT_METRICS
+from knnspark.kernels.predict import WEIGHTINGS
+
+__all__ = [
+    "ALGORITHMS",
+    "DEFAULT_MAX_BROADCAST_BYTES",
+    "HANDLE_INVALID_OPTIONS",
+    "METRICS",
+]
+
+#: Valid values of ``algorithm``.
+ALGORITHMS = ("brute",)
+#: Valid values of ``metric``.
+METRICS = EXACT_METRICS
+#: Valid values of ``handleInvalid``.
+HANDLE_INVALID_OPTIONS = ("error", "skip", "keep")
+#: Default of ``maxBroadcastBytes``: 256 MiB of training features, ids and labels.
+DEFAULT_MAX_BROADCAST_BYTES = 256 * 1024 * 1024
+
+
+def _int_at_least(name: str, low: int, optional: bool = False) -> Callable[[Any], Any]:
+    """A type converter that accepts integers (or integral floats) >= low."""
+
+    def convert(value: Any) -> Any:
+        if value is None and optional:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"Param {name} must be an integer >= {low}; got {value!r}")
+        if isinstance(value, float) and not value.is_integer():
+            raise TypeError(f"Param {name} must be an integer >= {low}; got {value!r}")
+        value = int(value)
+        if value < low:
+            raise ValueError(f"Param {name} must be an integer >= {low}; got {value}")
+        return value
+
+    return convert
+
+
+def _one_of(name: str, options: tuple[str, ...]) -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        if not isinstance(value, str) or value not in options:
+            raise ValueError(
+                f"Param {name} must be one of {', '.join(repr(o) for o in options)}; got {value!r}"
+            )
+        return value
+
+    return convert
+
+
+def _positive_float(name: str) -> Callable[[Any], float]:
+    def convert(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"Param {name} must be a finite number > 0; got {value!r}")
+        value = float(value)
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"Param {name} must be a finite number > 0; got {value!r}")
+        return value
+
+    return convert
+
+
+def _optional_string(name: str) -> Callable[[Any], Any]:
+    def convert(value: Any) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value:
+            raise TypeError(f"Param {name} must be a non-empty column name or None; got {value!r}")
+        return value
+
+    return convert
+
+
+class _KNNSharedParams(HasFeaturesCol, HasSeed, HasHandleInvalid):
+    """Params common to every knnspark estimator and model."""
+
+    k: Param[int] = Param(
+        Params._dummy(),
+        "k",
+        "number of neighbors, an integer >= 1 and <= the number of training rows",
+        typeConverter=_int_at_least("k", 1),
+    )
+    metric: Param[str] = Param(
+        Params._dummy(),
+        "metric",
+        "distance metric, one of " + ", ".join(METRICS) + " (as scikit-learn defines them)",
+        typeConverter=_one_of("metric", METRICS),
+    )
+    p: Param[float] = Param(
+        Params._dummy(),
+        "p",
+        "power of the minkowski metric, a finite number > 0 (used only when metric='minkowski')",
+        typeConverter=_positive_float("p"),
+    )
+    algorithm: Param[str] = Param(
+        Params._dummy(),
+        "algorithm",
+        "search algorithm, one of " + ", ".join(ALGORITHMS),
+        typeConverter=_one_of("algorithm", ALGORITHMS),
+    )
+    numShards: Param[int] = Param(
+        Params._dummy(),
+        "numShards",
+        "number of training shards, an integer >= 1, or None for the cluster's default parallelism",
+        typeConverter=_int_at_least("numShards", 1, optional=True),
+    )
+    idCol: Param[str] = Param(
+        Params._dummy(),
+        "idCol",
+        "column of unique integer ids of the training rows, or None to number the rows "
+        "0..n-1 in the order of the training DataFrame",
+        typeConverter=_optional_string("idCol"),
+    )
+    maxBroadcastBytes: Param[int] = Param(
+        Params._dummy(),
+        "maxBroadcastBytes",
+        "largest training set (features, ids and labels, in bytes, an integer >= 0) that is "
+        "broadcast to every executor; a larger one is searched by a distributed reduce. "
+        f"Default {DEFAULT_MAX_BROADCAST_BYTES} (256 MiB)",
+        typeConverter=_int_at_least("maxBroadcastBytes", 0),
+    )
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._setDefault(
+            k=5,
+            metric="euclidean",
+            p=2.0,
+            algorithm="brute",
+            numShards=None,
+            seed=0,
+            handleInvalid="error",
+            idCol=None,
+            maxBroadcastBytes=DEFAULT_MAX_BROADCAST_BYTES,
+        )
+
+    def getK(self) -> int:
+        return self.getOrDefault(self.k)
+
+    def getMetric(self) -> str:
+        return self.getOrDefault(self.metric)
+
+    def getP(self) -> float:
+        return self.getOrDefault(self.p)
+
+    def getAlgorithm(self) -> str:
+        return self.getOrDefault(self.algorithm)
+
+    def getNumShards(self) -> int | None:
+        return self.getOrDefault(self.numShards)
+
+    def getIdCol(self) -> str | None:
+        return self.getOrDefault(self.idCol)
+
+    def getMaxBroadcastBytes(self) -> int:
+        return self.getOrDefault(self.maxBroadcastBytes)
+
+    def setK(self, value: int) -> Any:
+        return self._set(k=value)
+
+    def setFeaturesCol(self, value: str) -> Any:
+        return self._set(featuresCol=value)
+
+    def setMetric(self, value: str) -> Any:
+        return self._set(metric=value)
+
+    def setP(self, value: float) -> Any:
+        return self._set(p=value)
+
+    def setAlgorithm(self, value: str) -> Any:
+        return self._set(algorithm=value)
+
+    def setNumShards(self, value: int | None) -> Any:
+        return self._set(numShards=value)
+
+    def setSeed(self, value: int) -> Any:
+        return self._set(seed=value)
+
+    def setHandleInvalid(self, value: str) -> Any:
+        return self._set(handleInvalid=value)
+
+    def setIdCol(self, value: str | None) -> Any:
+        return self._set(idCol=value)
+
+    def setMaxBroadcastBytes(self, value: int) -> Any:
+        return self._set(maxBroadcastBytes=value)
+
+
+class _KNNSupervisedParams(_KNNSharedParams, HasLabelCol, HasPredictionCol):
+    """Params of the classifier and the regressor."""
+
+    weights: Param[str] = Param(
+        Params._dummy(),
+        "weights",
+        "neighbor weighting, one of " + ", ".join(WEIGHTINGS) + " ('distance' weighs by "
+        "1/distance; an exact match takes all the weight)",
+        typeConverter=_one_of("weights", WEIGHTINGS),
+    )
+    neighborsCol: Param[str] = Param(
+        Params._dummy(),
+        "neighborsCol",
+        "optional output column: each row's neighbors as array<struct<id, distance, label>>, "
+        "nearest first; None (default) leaves it out",
+        typeConverter=_optional_string("neighborsCol"),
+    )
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._setDefault(weights="uniform", neighborsCol=None)
+
+    def getWeights(self) -> str:
+        return self.getOrDefault(self.weights)
+
+    def getNeighborsCol(self) -> str | None:
+        return self.getOrDefault(self.neighborsCol)
+
+    def setWeights(self, value: str) -> Any:
+        return self._set(weights=value)
+
+    def setNeighborsCol(self, value: str | None) -> Any:
+        return self._set(neighborsCol=value)
+
+    def setLabelCol(self, value: str) -> Any:
+        return self._set(labelCol=value)
+
+    def setPredictionCol(self, value: str) -> Any:
+        return self._set(predictionCol=value)
+
+
+class _KNNClassifierParams(_KNNSupervisedParams, HasProbabilityCol):
+    """Params of :class:`KNNClassifier` and :class:`KNNClassificationModel`."""
+
+    def setProbabilityCol(self, value: str) -> Any:
+        return self._set(probabilityCol=value)
+
+
+class _KNNRegressorParams(_KNNSupervisedParams):
+    """Params of :class:`KNNRegressor` and :class:`KNNRegressionModel`."""
+
+
+class _NearestNeighborsParams(_KNNSharedParams):
+    """Params of :class:`NearestNeighbors` and :class:`NearestNeighborsModel`."""
+
+    neighborIdsCol: Param[str] = Param(
+        Params._dummy(),
+        "neighborIdsCol",
+        "output column of neighbor ids, array<long>, nearest first",
+        typeConverter=TypeConverters.toString,
+    )
+    distancesCol: Param[str] = Param(
+        Params._dummy(),
+        "distancesCol",
+        "output column of neighbor distances, array<double>, ascending",
+        typeConverter=TypeConverters.toString,
+    )
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._setDefault(k=10, neighborIdsCol="neighbor_ids", distancesCol="distances")
+
+    def getNeighborIdsCol(self) -> str:
+        return self.getOrDefault(self.neighborIdsCol)
+
+    def getDistancesCol(self) -> str:
+        return self.getOrDefault(self.distancesCol)
+
+    def setNeighborIdsCol(self, value: str) -> Any:
+        return self._set(neighborIdsCol=value)
+
+    def setDistancesCol(self, value: str) -> Any:
+        return self._set(distancesCol=value)

@@ -1,0 +1,369 @@
+"""Partition functions: adapt the numpy kernels to Arrow batches of queries.
+
+Everything here runs on the executors.  The factories take plain values (a
+:class:`SearchSettings`, a broadcast) and return the function Spark ships, so
+no closure ever captures a model, a DataFrame or the SparkSession.
+
+The functions work on Arrow record batches (``mapInArrow`` /
+``applyInArrow``) rather than pandas frames: a list column becomes one
+contiguous numpy matrix without a Python loop over rows, and the query's
+other columns pass through untouched.  That matters for ML vector columns:
+through pandas they would be rebuilt row by row, and a NaN inside a vector
+would turn into a null on the way back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyspark.sql import types as T
+
+from knnspark.errors import InvalidInputError
+from knnspark.kernels.exact import ExactShard, exact_search
+from knnspark.kernels.predict import (
+    class_probabilities,
+    predict_from_probabilities,
+    weighted_average,
+)
+from knnspark.kernels.topk import PAD_ID, drop_duplicate_ids, select_topk
+
+__all__ = [
+    "FEATURES_TMP",
+    "KEY_HI",
+    "KEY_LO",
+    "PARTIAL_SCHEMA",
+    "SearchSettings",
+    "broadcast_search_fn",
+    "list_matrix",
+    "merge_partials_fn",
+    "output_fields",
+    "pair_search_fn",
+]
+
+#: Temporary columns added to the query DataFrame.
+FEATURES_TMP = "__knn_features"
+# The distributed-reduce path keys each query by two hashes of its features
+# (96 bits): a key that depends on content only, so every evaluation of the
+# plan agrees on it, and queries with equal features share one search.
+KEY_HI = "__knn_key_hi"
+KEY_LO = "__knn_key_lo"
+SHARD_KEY = "__knn_shard"
+BLOCK_KEY = "__knn_qblock"
+
+PRED_TMP = "__knn_pred"
+PROBA_TMP = "__knn_proba"
+NIDS_TMP = "__knn_nids"
+NDIST_TMP = "__knn_ndist"
+NLAB_TMP = "__knn_nlab"
+
+#: One query's partial top-k list from one shard (distributed-reduce path).
+PARTIAL_SCHEMA = T.StructType(
+    [
+        T.StructField(KEY_HI, T.LongType(), False),
+        T.StructField(KEY_LO, T.IntegerType(), False),
+        T.StructField("ids", T.ArrayType(T.LongType(), False), False),
+        T.StructField("dist", T.ArrayType(T.DoubleType(), False), False),
+        T.StructField("labels", T.ArrayType(T.DoubleType(), True), True),
+    ]
+)
+
+_LIST_I64 = pa.list_(pa.field("element", pa.int64(), nullable=False))
+_LIST_F64 = pa.list_(pa.field("element", pa.float64(), nullable=False))
+_LIST_F64_NULLS = pa.list_(pa.field("element", pa.float64(), nullable=True))
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Everything a search task needs, as plain picklable values."""
+
+    task: str  # "classify", "regress" or "neighbors"
+    k: int
+    metric: str
+    p: float
+    n_features: int
+    features_col: str
+    handle_invalid: str
+    weights: str = "uniform"
+    classes: tuple[float, ...] = ()
+    with_neighbors: bool = False
+
+
+def output_fields(settings: SearchSettings) -> list[T.StructField]:
+    """Temporary output columns the partition functions add, by task."""
+    arr_d = T.ArrayType(T.DoubleType(), False)
+    fields = []
+    if settings.task in ("classify", "regress"):
+        fields.append(T.StructField(PRED_TMP, T.DoubleType(), True))
+    if settings.task == "classify":
+        fields.append(T.StructField(PROBA_TMP, arr_d, True))
+    if settings.task == "neighbors" or settings.with_neighbors:
+        fields.append(T.StructField(NIDS_TMP, T.ArrayType(T.LongType(), False), True))
+        fields.append(T.StructField(NDIST_TMP, arr_d, True))
+    if settings.task != "neighbors" and settings.with_neighbors:
+        fields.append(T.StructField(NLAB_TMP, arr_d, True))
+    return fields
+
+
+# ---------------------------------------------------------------- Arrow <-> numpy
+
+
+def _combined(array: pa.Array | pa.ChunkedArray) -> pa.Array:
+    if isinstance(array, pa.ChunkedArray):
+        return array.combine_chunks() if array.num_chunks != 1 else array.chunk(0)
+    return array
+
+
+def list_lengths(array: pa.Array) -> np.ndarray:
+    """Length of each list; -1 for a null list."""
+    lengths = pc.list_value_length(array).fill_null(-1)
+    return lengths.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def list_matrix(
+    array: pa.Array | pa.ChunkedArray, width: int, dtype: Any = np.float32
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of a list column that have ``width`` values, as one contiguous matrix.
+
+    Returns
+    -------
+    matrix : ndarray of shape (n_selected, width)
+        Null list elements become NaN.
+    selected : ndarray of shape (n_rows,), bool
+        Which rows were the right length (a null list never is).
+    """
+    array = _combined(array)
+    lengths = list_lengths(array)
+    selected = lengths == width
+    values = array.flatten().to_numpy(zero_copy_only=False)
+    if not selected.all():
+        values = values[np.repeat(selected, np.maximum(lengths, 0))]
+    matrix = np.ascontiguousarray(values, dtype=dtype).reshape(int(selected.sum()), width)
+    return matrix, selected
+
+
+def padded_matrix(array: pa.Array | pa.ChunkedArray, fill: Any, dtype: Any) -> np.ndarray:
+    """A list column of any lengths as a 2-D array padded with ``fill``."""
+    array = _combined(array)
+    lengths = np.maximum(list_lengths(array), 0)
+    width = int(lengths.max()) if lengths.size else 0
+    out = np.full((len(array), width), fill, dtype=dtype)
+    mask = np.arange(width)[None, :] < lengths[:, None]
+    out[mask] = array.flatten().to_numpy(zero_copy_only=False)
+    return out
+
+
+def list_array(matrix: np.ndarray | None, valid: np.ndarray, list_type: pa.DataType) -> pa.Array:
+    """One list per row from the rows of ``matrix``; null where ``valid`` is False."""
+    n_rows = valid.shape[0]
+    width = 0 if matrix is None or matrix.ndim < 2 else matrix.shape[1]
+    offsets = np.zeros(n_rows + 1, dtype=np.int32)
+    np.cumsum(valid.astype(np.int32) * width, out=offsets[1:])
+    values = pa.array(
+        np.empty(0) if matrix is None else np.ascontiguousarray(matrix).reshape(-1),
+        type=list_type.value_type,
+    )
+    return pa.ListArray.from_arrays(
+        pa.array(offsets), values, type=list_type, mask=pa.array(~valid)
+    )
+
+
+def scalar_array(values: np.ndarray, valid: np.ndarray) -> pa.Array:
+    out = np.zeros(valid.shape[0])
+    out[valid] = values
+    return pa.array(out, type=pa.float64(), mask=~valid)
+
+
+# ---------------------------------------------------------------- query batches
+
+
+def query_matrix(
+    features: pa.Array | pa.ChunkedArray, settings: SearchSettings
+) -> tuple[np.ndarray, np.ndarray]:
+    """Valid query rows as one float32 matrix, and the mask of valid rows.
+
+    Raises a clear error for invalid rows when ``handleInvalid='error'``;
+    otherwise invalid rows are left out of the matrix (they get null outputs).
+    """
+    matrix, right_length = list_matrix(features, settings.n_features)
+    finite = np.isfinite(matrix).all(axis=1)
+    valid = right_length.copy()
+    valid[right_length] = finite
+    if settings.handle_invalid == "error" and not valid.all():
+        _raise_invalid_query(list_lengths(_combined(features)), right_length, settings)
+    return matrix[finite], valid
+
+
+def _raise_invalid_query(
+    lengths: np.ndarray, right_length: np.ndarray, settings: SearchSettings
+) -> None:
+    col = settings.features_col
+    hint = "Set handleInvalid='keep' to return null outputs for such rows instead."
+    if np.any(lengths <= 0):
+        raise InvalidInputError(
+            f"Column '{col}' (param featuresCol) holds a null or empty vector in a query "
+            f"row. {hint}"
+        )
+    if not right_length.all():
+        bad = int(lengths[~right_length][0])
+        raise InvalidInputError(
+            f"Column '{col}' (param featuresCol) holds a query vector of length {bad}, but "
+            f"the model was trained on vectors of length {settings.n_features}. {hint}"
+        )
+    raise InvalidInputError(
+        f"Column '{col}' (param featuresCol) holds NaN or infinite values in a query row. {hint}"
+    )
+
+
+def search_shards(
+    shards: list[ExactShard], queries: np.ndarray, settings: SearchSettings
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Search every shard and merge the partial lists inside the task."""
+    dists, ids, labels = [], [], []
+    for shard in shards:
+        dist, pos = exact_search(shard, queries, settings.k, settings.metric, settings.p)
+        dists.append(dist)
+        ids.append(shard.ids[pos])
+        if shard.labels is not None:
+            labels.append(shard.labels[pos])
+    dist, out_ids, pos = select_topk(
+        np.concatenate(dists, axis=1), np.concatenate(ids, axis=1), settings.k
+    )
+    out_labels = np.take_along_axis(np.concatenate(labels, axis=1), pos, axis=1) if labels else None
+    return dist, out_ids, out_labels
+
+
+def output_arrays(
+    dist: np.ndarray,
+    ids: np.ndarray,
+    labels: np.ndarray | None,
+    valid: np.ndarray,
+    settings: SearchSettings,
+) -> dict[str, pa.Array]:
+    """Temporary output columns for a batch; rows where ``valid`` is False get nulls."""
+    columns: dict[str, pa.Array] = {}
+    if settings.task == "classify":
+        classes = np.asarray(settings.classes, dtype=np.float64)
+        proba = class_probabilities(labels, dist, classes, settings.weights)
+        columns[PRED_TMP] = scalar_array(predict_from_probabilities(proba, classes), valid)
+        columns[PROBA_TMP] = list_array(proba, valid, _LIST_F64)
+    elif settings.task == "regress":
+        columns[PRED_TMP] = scalar_array(weighted_average(labels, dist, settings.weights), valid)
+    if settings.task == "neighbors" or settings.with_neighbors:
+        columns[NIDS_TMP] = list_array(ids, valid, _LIST_I64)
+        columns[NDIST_TMP] = list_array(dist, valid, _LIST_F64)
+    if settings.task != "neighbors" and settings.with_neighbors:
+        columns[NLAB_TMP] = list_array(labels, valid, _LIST_F64)
+    return columns
+
+
+def _with_columns(batch: pa.RecordBatch, columns: dict[str, pa.Array]) -> pa.RecordBatch:
+    for name, array in columns.items():
+        batch = batch.append_column(pa.field(name, array.type, nullable=True), array)
+    return batch
+
+
+# ---------------------------------------------------------------- broadcast path
+
+
+def broadcast_search_fn(
+    shards_broadcast: Any, settings: SearchSettings
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """mapInArrow function: search all broadcast shards, merge inside the task."""
+
+    def search(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        shards = shards_broadcast.value  # loaded once per Python worker, then cached
+        for batch in batches:
+            queries, valid = query_matrix(batch.column(FEATURES_TMP), settings)
+            dist, ids, labels = search_shards(shards, queries, settings)
+            out = output_arrays(dist, ids, labels, valid, settings)
+            batch = batch.drop_columns([FEATURES_TMP])
+            yield _with_columns(batch, out)
+
+    return search
+
+
+# ------------------------------------------------------- distributed-reduce path
+
+
+def pair_search_fn(
+    settings: SearchSettings,
+) -> Callable[[pa.Table, pa.Table], pa.Table]:
+    """cogroup function: one block of queries meets one shard, emits partial lists."""
+
+    def search(queries: pa.Table, shard_rows: pa.Table) -> pa.Table:
+        if queries.num_rows == 0 or shard_rows.num_rows == 0:
+            return _partials_table(np.empty(0, np.int64), np.empty(0, np.int32), None, None, None)
+        features, _ = list_matrix(shard_rows.column("features"), settings.n_features)
+        shard = ExactShard(
+            features=features,
+            ids=shard_rows.column("id").to_numpy(),
+            labels=shard_rows.column("label").to_numpy(zero_copy_only=False),
+        )
+        queries = _distinct_keys(queries)
+        matrix, valid = query_matrix(queries.column(FEATURES_TMP), settings)
+        dist, pos = exact_search(shard, matrix, settings.k, settings.metric, settings.p)
+        return _partials_table(
+            queries.column(KEY_HI).to_numpy()[valid],
+            queries.column(KEY_LO).to_numpy()[valid],
+            shard.ids[pos],
+            dist,
+            shard.labels[pos],
+        )
+
+    return search
+
+
+def _distinct_keys(queries: pa.Table) -> pa.Table:
+    hi = queries.column(KEY_HI).to_numpy()
+    lo = queries.column(KEY_LO).to_numpy()
+    keys = np.stack([hi, lo.astype(np.int64)], axis=1)
+    _, first = np.unique(keys, axis=0, return_index=True)
+    if first.size == queries.num_rows:
+        return queries
+    return queries.take(pa.array(np.sort(first)))
+
+
+def _partials_table(
+    key_hi: np.ndarray,
+    key_lo: np.ndarray,
+    ids: np.ndarray | None,
+    dist: np.ndarray | None,
+    labels: np.ndarray | None,
+) -> pa.Table:
+    every = np.ones(key_hi.shape[0], dtype=bool)
+    return pa.table(
+        {
+            KEY_HI: pa.array(key_hi, type=pa.int64()),
+            KEY_LO: pa.array(key_lo, type=pa.int32()),
+            "ids": list_array(ids, every, _LIST_I64),
+            "dist": list_array(dist, every, _LIST_F64),
+            "labels": list_array(labels, every, _LIST_F64_NULLS),
+        }
+    )
+
+
+def merge_partials_fn(
+    settings: SearchSettings,
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """mapInArrow function over rows that hold all partial lists of one query."""
+
+    def merge(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            dist = padded_matrix(batch.column("dist"), np.inf, np.float64)
+            ids = padded_matrix(batch.column("ids"), PAD_ID, np.int64)
+            labels = padded_matrix(batch.column("labels"), np.nan, np.float64)
+            # Equal queries in several input partitions searched a shard more than once.
+            dist, ids = drop_duplicate_ids(dist, ids)
+            dist, ids, pos = select_topk(dist, ids, settings.k)
+            labels = np.take_along_axis(labels, pos, axis=1)
+            valid = np.ones(batch.num_rows, dtype=bool)
+            out = output_arrays(dist, ids, labels, valid, settings)
+            keys = batch.select([KEY_HI, KEY_LO])
+            yield _with_columns(keys, out)
+
+    return merge

@@ -1,0 +1,117 @@
+"""Schema checks and column expressions, run on the driver before any Spark job.
+
+Messages name the param and column, the rule, and the value received.
+"""
+
+from __future__ import annotations
+
+from pyspark.ml.functions import vector_to_array
+from pyspark.ml.linalg import VectorUDT
+from pyspark.sql import Column
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from knnspark.errors import InvalidInputError
+
+__all__ = [
+    "FEATURE_TYPES_TEXT",
+    "check_id_column",
+    "check_label_column",
+    "check_output_columns",
+    "feature_array_expr",
+    "invalid_features_expr",
+    "require_column",
+]
+
+FEATURE_TYPES_TEXT = "a Spark ML vector, array<float> or array<double>"
+
+_INTEGRAL = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
+_NUMERIC = (*_INTEGRAL, T.FloatType, T.DoubleType, T.DecimalType)
+
+
+def _field(schema: T.StructType, name: str, param: str) -> T.StructField:
+    require_column(schema, name, param)
+    return schema[name]
+
+
+def require_column(schema: T.StructType, name: str, param: str) -> None:
+    """Raise if ``name`` is not a column of ``schema``."""
+    if name not in schema.fieldNames():
+        available = ", ".join(schema.fieldNames()) or "(none)"
+        raise InvalidInputError(
+            f"Column '{name}' (param {param}) does not exist. Available columns: {available}."
+        )
+
+
+def feature_array_expr(schema: T.StructType, name: str, param: str = "featuresCol") -> Column:
+    """An ``array<float>`` expression of the features column, null where the input is null.
+
+    Raises
+    ------
+    TypeError
+        If the column is not a vector, ``array<float>`` or ``array<double>``.
+    """
+    dtype = _field(schema, name, param).dataType
+    col = F.col(f"`{name}`")
+    if isinstance(dtype, VectorUDT):
+        # vector_to_array rejects nulls instead of passing them through.
+        return F.when(col.isNotNull(), vector_to_array(col, "float32"))
+    if isinstance(dtype, T.ArrayType) and isinstance(
+        dtype.elementType, (T.FloatType, T.DoubleType)
+    ):
+        return col.cast(T.ArrayType(T.FloatType()))
+    raise TypeError(
+        f"Column '{name}' (param {param}) must be {FEATURE_TYPES_TEXT}; got {dtype.simpleString()}."
+    )
+
+
+def invalid_features_expr(features: Column) -> Column:
+    """True where an ``array<float>`` features value is null, empty, or not all finite."""
+    bad_value = F.exists(features, lambda x: x.isNull() | F.isnan(x) | (F.abs(x) == float("inf")))
+    return features.isNull() | (F.size(features) == 0) | bad_value
+
+
+def check_label_column(schema: T.StructType, name: str, classifier: bool) -> None:
+    """Labels must be numeric; the classifier points string labels to StringIndexer."""
+    dtype = _field(schema, name, "labelCol").dataType
+    if isinstance(dtype, _NUMERIC):
+        return
+    if classifier and isinstance(dtype, T.StringType):
+        raise TypeError(
+            f"Column '{name}' (param labelCol) must be numeric; got string. Encode string "
+            "labels as numbers first, for example with pyspark.ml.feature.StringIndexer."
+        )
+    raise TypeError(
+        f"Column '{name}' (param labelCol) must be numeric; got {dtype.simpleString()}."
+    )
+
+
+def check_id_column(schema: T.StructType, name: str) -> None:
+    """Ids must be integers (byte, short, int or long)."""
+    dtype = _field(schema, name, "idCol").dataType
+    if not isinstance(dtype, _INTEGRAL):
+        raise TypeError(
+            f"Column '{name}' (param idCol) must hold integers (int or long); "
+            f"got {dtype.simpleString()}."
+        )
+
+
+def check_output_columns(schema: T.StructType, outputs: dict[str, str | None]) -> None:
+    """Output columns must be new and distinct.
+
+    Parameters
+    ----------
+    outputs : dict
+        Param name -> output column name (None when the output is disabled).
+    """
+    seen: dict[str, str] = {}
+    for param, name in outputs.items():
+        if name is None:
+            continue
+        if name in schema.fieldNames():
+            raise InvalidInputError(f"Output column '{name}' (param {param}) already exists.")
+        if name in seen:
+            raise InvalidInputError(
+                f"Params {seen[name]} and {param} name the same output column '{name}'."
+            )
+        seen[name] = param

@@ -1,0 +1,97 @@
+"""Exact search and distances against scikit-learn's brute force."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import pairwise_distances
+from sklearn.neighbors import NearestNeighbors as SkNearestNeighbors
+
+from knnspark.kernels import exact as exact_module
+from knnspark.kernels.distances import EXACT_METRICS, pair_distances
+from knnspark.kernels.exact import ExactShard, exact_search
+
+
+def _data(metric, n_train=300, n_query=40, dim=8, seed=0):
+    rng = np.random.default_rng(seed)
+    train = rng.normal(size=(n_train, dim)).astype(np.float32)
+    query = rng.normal(size=(n_query, dim)).astype(np.float32)
+    if metric == "hamming":
+        train, query = (train > 0).astype(np.float32), (query > 0).astype(np.float32)
+    return train, query
+
+
+def _sk_params(metric):
+    return {"metric": metric, "p": 3} if metric == "minkowski" else {"metric": metric}
+
+
+@pytest.mark.parametrize("metric", EXACT_METRICS)
+def test_pair_distances_match_sklearn(metric):
+    train, query = _data(metric)
+    ours = pair_distances(query, train, metric, p=3)
+    ref = pairwise_distances(
+        query.astype(np.float64), train.astype(np.float64), **_sk_params(metric)
+    )
+    np.testing.assert_allclose(ours, ref, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("metric", EXACT_METRICS)
+def test_exact_search_matches_sklearn(metric):
+    train, query = _data(metric)
+    k = 7
+    dist, pos = exact_search(ExactShard(train, np.arange(len(train))), query, k, metric, p=3)
+    ref = SkNearestNeighbors(n_neighbors=k, algorithm="brute", **_sk_params(metric))
+    ref_dist, ref_idx = ref.fit(train.astype(np.float64)).kneighbors(query.astype(np.float64))
+    np.testing.assert_allclose(dist, ref_dist, rtol=1e-6, atol=1e-6)
+    # Ids follow the (distance, id) rule, which settles hamming's many exact ties.
+    full = np.round(pairwise_distances(query, train, **_sk_params(metric)), 9)
+    expected = np.array([np.lexsort((np.arange(len(train)), row))[:k] for row in full])
+    np.testing.assert_array_equal(pos, expected)
+    if metric != "hamming":  # continuous data has no ties: sklearn's ids agree too
+        np.testing.assert_array_equal(pos, ref_idx)
+
+
+def test_exact_search_ties_go_to_smaller_id():
+    # Four identical training rows: every query ties on all of them.
+    train = np.ones((4, 3), dtype=np.float32)
+    shard = ExactShard(train, np.array([40, 10, 30, 20]))
+    dist, pos = exact_search(shard, np.zeros((2, 3), dtype=np.float32), 2)
+    np.testing.assert_array_equal(shard.ids[pos], [[10, 20], [10, 20]])
+
+
+def test_exact_search_blocks_agree_with_one_block(monkeypatch):
+    train, query = _data("euclidean", n_train=2000, n_query=300, dim=16, seed=3)
+    shard = ExactShard(train, np.arange(len(train)))
+    whole = exact_search(shard, query, 10)
+    # Tiny blocks: many query and training blocks, merged through select_topk.
+    monkeypatch.setattr(exact_module, "_TRAIN_BLOCK", 97)
+    monkeypatch.setattr(exact_module, "_BLOCK_BYTES", 97 * 4 * 16)
+    blocked = exact_search(ExactShard(train, np.arange(len(train))), query, 10)
+    np.testing.assert_array_equal(blocked[1], whole[1])
+    np.testing.assert_array_equal(blocked[0], whole[0])
+
+
+def test_exact_search_small_shard_returns_all_rows():
+    shard = ExactShard(np.array([[0.0], [2.0]], dtype=np.float32), np.array([5, 6]))
+    dist, pos = exact_search(shard, np.array([[1.9]], dtype=np.float32), 5)
+    assert dist.shape == (1, 2)
+    np.testing.assert_array_equal(shard.ids[pos], [[6, 5]])
+
+
+def test_exact_match_distance_is_exactly_zero():
+    rng = np.random.default_rng(4)
+    train = (rng.normal(size=(500, 32)) * 1000 + 5000).astype(np.float32)
+    dist, pos = exact_search(ExactShard(train, np.arange(500)), train[:50], 1)
+    np.testing.assert_array_equal(dist[:, 0], 0.0)
+    np.testing.assert_array_equal(pos[:, 0], np.arange(50))
+
+
+def test_exact_search_rejects_unknown_metric():
+    shard = ExactShard(np.zeros((2, 2), dtype=np.float32), np.arange(2))
+    with pytest.raises(ValueError, match="Unknown metric 'cityblock'"):
+        exact_search(shard, np.zeros((1, 2), dtype=np.float32), 1, "cityblock")
+
+
+def test_shard_rejects_duplicate_ids():
+    with pytest.raises(ValueError, match="ids within a shard must be unique"):
+        ExactShard(np.zeros((3, 2), dtype=np.float32), np.array([2, 1, 2]))
