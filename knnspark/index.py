@@ -172,7 +172,7 @@ def build_index(
         sizes = {int(r["shard"]): int(r["count"]) for r in sorted(counts)}
         index = TrainingIndex(shard_sizes=sizes, shard_rows=shard_rows, **common)
     logger.info(
-        "knnspark: indexed %d training rows x %d features in %d shards (%s, %.1f MiB)",
+        "indexed %d training rows x %d features in %d shards (%s, %.1f MiB)",
         n_valid,
         n_features,
         len(sizes),

@@ -1,0 +1,366 @@
+"""TOML job configs: load, apply ``--set key=value`` overrides, validate against a schema.
+
+A schema is a plain dict: each key maps to a :class:`Field` (one value), a nested dict (a TOML
+table with fixed keys) or an :class:`OpenTable` (a table whose keys are free, such as Spark
+settings). Validation rejects unknown keys, wrong types and values outside ``choices`` with a
+:class:`ConfigError` that names the dotted key, the expected type and the value, and fills in
+defaults, so jobs read a complete nested dict. Values are checked only for type here; the
+library checks its own params (``k >= 1``, known metrics) when the job builds the estimator.
+This module imports neither pyspark nor knnspark, so it is tested without Spark.
+
+Examples
+--------
+>>> schema = {"model": {"k": Field(int, default=5), "path": Field(str)}}
+>>> apply_overrides({"model": {"path": "out"}}, ["model.k=7"], schema)
+{'model': {'path': 'out', 'k': 7}}
+>>> validate({"model": {"path": "out"}}, schema)
+{'model': {'k': 5, 'path': 'out'}}
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+__all__ = [
+    "FIT_SCHEMA",
+    "REQUIRED",
+    "SCORE_SCHEMA",
+    "ConfigError",
+    "Field",
+    "OpenTable",
+    "apply_overrides",
+    "load_config",
+    "parse_override",
+    "validate",
+]
+
+
+class ConfigError(ValueError):
+    """A job config that cannot be used: bad TOML, unknown key, wrong type or value."""
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+#: Default of a :class:`Field` that must be given.
+REQUIRED: Any = _Required()
+
+# Human names of the accepted value types, for error messages.
+_TYPE_NAMES = {str: "string", int: "integer", float: "number", bool: "boolean"}
+
+
+@dataclass(frozen=True)
+class Field:
+    """One config value.
+
+    Parameters
+    ----------
+    type : {str, int, float, bool, list}
+        Expected type. ``float`` also accepts integers; ``list`` means a list of strings.
+    default : object, default REQUIRED
+        Value used when the key is absent; ``None`` makes the key optional (TOML has no null,
+        so leaving the key out is how a user asks for the library default).
+    choices : tuple of str, optional
+        Allowed values, checked after the type.
+    """
+
+    type: type
+    default: Any = REQUIRED
+    choices: tuple[str, ...] | None = None
+
+    def describe(self) -> str:
+        """Name of the expected type, as error messages print it."""
+        if self.type is list:
+            return "list of strings"
+        name = _TYPE_NAMES[self.type]
+        return f"{name} or absent" if self.default is None else name
+
+
+@dataclass(frozen=True)
+class OpenTable:
+    """A table with free keys whose values are strings, numbers or booleans (``[spark.conf]``)."""
+
+
+Schema = Mapping[str, Union[Field, OpenTable, "Schema"]]
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, dict):
+        return "table"
+    if isinstance(value, list):
+        return "list"
+    return _TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def _wrong(key: str, expected: str, value: Any) -> ConfigError:
+    return ConfigError(f"{key}: expected {expected}, got {value!r} ({_type_name(value)})")
+
+
+def _check_field(key: str, field: Field, value: Any) -> Any:
+    # bool is a subclass of int in Python, but `k = true` is a typo, not the number 1.
+    is_bool = isinstance(value, bool)
+    if field.type is list:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise _wrong(key, field.describe(), value)
+    elif field.type is float:
+        if is_bool or not isinstance(value, (int, float)):
+            raise _wrong(key, field.describe(), value)
+        value = float(value)
+    elif field.type is int:
+        if is_bool or not isinstance(value, int):
+            raise _wrong(key, field.describe(), value)
+    elif not isinstance(value, field.type):
+        raise _wrong(key, field.describe(), value)
+    if field.choices is not None and value not in field.choices:
+        options = ", ".join(repr(c) for c in field.choices)
+        raise ConfigError(f"{key}: expected one of {options}, got {value!r}")
+    return value
+
+
+def _check_open_table(key: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _wrong(key, "table", value)
+    for name, item in value.items():
+        if not isinstance(item, (str, int, float, bool)):
+            raise _wrong(f"{key}.{name}", "string, number or boolean", item)
+    return dict(value)
+
+
+def _unknown_key(prefix: str, name: str, schema: Schema) -> ConfigError:
+    key = f"{prefix}{name}"
+    hint = difflib.get_close_matches(name, list(schema), n=1)
+    did_you_mean = f" (did you mean {prefix}{hint[0]}?)" if hint else ""
+    where = f"[{prefix[:-1]}]" if prefix else "the top level"
+    return ConfigError(
+        f"unknown key {key}{did_you_mean}; valid keys in {where}: {', '.join(sorted(schema))}"
+    )
+
+
+def validate(config: Mapping[str, Any], schema: Schema, _prefix: str = "") -> dict[str, Any]:
+    """Check a config against a schema and fill in defaults.
+
+    Parameters
+    ----------
+    config : mapping
+        Parsed TOML (nested dicts).
+    schema : mapping
+        Declared keys, see the module docstring.
+
+    Returns
+    -------
+    dict
+        A new nested dict with every declared key; absent optional keys hold their default.
+
+    Raises
+    ------
+    ConfigError
+        If a key is unknown or required and missing, or a value has the wrong type or is not
+        one of the field's choices.
+    """
+    for name in config:
+        if name not in schema:
+            raise _unknown_key(_prefix, name, schema)
+    result: dict[str, Any] = {}
+    for name, spec in schema.items():
+        key = f"{_prefix}{name}"
+        if isinstance(spec, Field):
+            if name in config:
+                result[name] = _check_field(key, spec, config[name])
+            elif spec.default is REQUIRED:
+                raise ConfigError(f"{key}: required {spec.describe()} is missing")
+            else:
+                result[name] = copy.deepcopy(spec.default)
+        elif isinstance(spec, OpenTable):
+            result[name] = _check_open_table(key, config.get(name, {}))
+        else:
+            table = config.get(name, {})
+            if not isinstance(table, dict):
+                raise _wrong(key, "table", table)
+            result[name] = validate(table, spec, f"{key}.")
+    return result
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split one ``--set key=value`` into the dotted key and its value.
+
+    The value is read as a TOML value when it is one (``7`` is an integer, ``true`` a boolean,
+    ``"x"`` a string, ``["a", "b"]`` a list); anything else, such as ``local[2]`` or a bare
+    word, is kept as a string.
+
+    Parameters
+    ----------
+    text : str
+        ``key=value``; only the first ``=`` separates them.
+
+    Returns
+    -------
+    tuple of (str, object)
+        The dotted key and the parsed value.
+
+    Examples
+    --------
+    >>> parse_override("model.k=7"), parse_override("spark.master=local[2]")
+    (('model.k', 7), ('spark.master', 'local[2]'))
+    """
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set expects key=value, got {text!r}")
+    try:
+        return key, tomllib.loads(f"value = {raw.strip()}")["value"]
+    except tomllib.TOMLDecodeError:
+        return key, raw.strip()
+
+
+def _key_path(key: str, schema: Schema) -> list[str]:
+    """Split a dotted key, keeping what follows an OpenTable whole (``spark.conf.spark.x.y``)."""
+    parts = key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        spec = schema.get(part) if isinstance(schema, Mapping) else None
+        if isinstance(spec, OpenTable):
+            return [*parts[: i + 1], ".".join(parts[i + 1 :])]
+        if not isinstance(spec, Mapping):
+            break
+        schema = spec
+    return parts
+
+
+def apply_overrides(
+    config: Mapping[str, Any], overrides: Iterable[str], schema: Schema
+) -> dict[str, Any]:
+    """Return a copy of ``config`` with ``--set key=value`` overrides applied, in order.
+
+    Parameters
+    ----------
+    config : mapping
+        Parsed TOML.
+    overrides : iterable of str
+        ``key=value`` strings, see :func:`parse_override`.
+    schema : mapping
+        Used to split keys of open tables, and to keep the raw text of a value meant for a
+        string field (``--set input.path=2024`` is the path "2024", not an integer).
+
+    Returns
+    -------
+    dict
+        The updated config, not yet validated.
+    """
+    result = copy.deepcopy(dict(config))
+    for text in overrides:
+        key, value = parse_override(text)
+        *parents, leaf = _key_path(key, schema)
+        table, spec = result, schema
+        for depth, part in enumerate(parents):
+            if not isinstance(table.setdefault(part, {}), dict):
+                prefix = ".".join(parents[: depth + 1])
+                raise ConfigError(f"--set {text}: {prefix} is a value, not a table")
+            table = table[part]
+            spec = spec.get(part, {}) if isinstance(spec, Mapping) else {}
+        field = spec.get(leaf) if isinstance(spec, Mapping) else None
+        if isinstance(field, Field) and field.type is str and not isinstance(value, str):
+            value = text.partition("=")[2].strip()
+        table[leaf] = value
+    return result
+
+
+def load_config(path: str | Path, schema: Schema, overrides: Iterable[str] = ()) -> dict[str, Any]:
+    """Read a TOML config, apply overrides and validate it.
+
+    Parameters
+    ----------
+    path : str or Path
+        TOML file.
+    schema : mapping
+        The job's schema, e.g. :data:`FIT_SCHEMA`.
+    overrides : iterable of str, default ()
+        ``key=value`` strings from ``--set``, applied after the file.
+
+    Returns
+    -------
+    dict
+        The validated config with defaults filled in.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ConfigError
+        If the file is not valid TOML or the config does not match the schema.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        with path.open("rb") as fh:
+            raw = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    return validate(apply_overrides(raw, overrides, schema), schema)
+
+
+# Schemas of the jobs. Model params use the Spark ML names (camelCase) so a key reads the same
+# as the param it sets; unset ones (default None) are not passed, so the library's own
+# defaults apply and are not restated here.
+
+_SPARK = {
+    "app_name": Field(str, default="knnspark"),
+    # Used only when spark-submit (or an active SparkContext) did not set a master.
+    "master": Field(str, default="local[*]"),
+    "conf": OpenTable(),
+}
+
+_INPUT = {
+    "path": Field(str),
+    "format": Field(str, default="parquet", choices=("parquet", "csv")),
+    # Numeric columns assembled into the features column; required for csv.
+    "feature_columns": Field(list, default=[]),
+    "header": Field(bool, default=True),
+    "sep": Field(str, default=","),
+}
+
+_TASKS = ("classification", "regression")
+
+#: Schema of ``jobs/fit.py``.
+FIT_SCHEMA: Schema = {
+    "spark": _SPARK,
+    "input": _INPUT,
+    "model": {
+        "task": Field(str, default="classification", choices=_TASKS),
+        "path": Field(str),
+        "overwrite": Field(bool, default=True),
+        "k": Field(int, default=None),
+        "weights": Field(str, default=None),
+        "metric": Field(str, default=None),
+        "p": Field(float, default=None),
+        "algorithm": Field(str, default=None),
+        "numShards": Field(int, default=None),
+        "idCol": Field(str, default=None),
+        "handleInvalid": Field(str, default=None),
+        "featuresCol": Field(str, default=None),
+        "labelCol": Field(str, default=None),
+    },
+}
+
+#: Schema of ``jobs/score.py``.
+SCORE_SCHEMA: Schema = {
+    "spark": _SPARK,
+    "input": _INPUT,
+    "model": {
+        "task": Field(str, default="classification", choices=_TASKS),
+        "path": Field(str),
+        # Search-time params a fitted model may change without refitting.
+        "k": Field(int, default=None),
+        "weights": Field(str, default=None),
+    },
+    "output": {
+        "path": Field(str),
+    },
+}

@@ -1,0 +1,103 @@
+"""The one place the jobs build their SparkSession."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from pyspark import SparkConf, SparkContext
+from pyspark.sql import SparkSession
+
+__all__ = ["DEFAULT_LOG_CONFIG", "build_session"]
+
+#: log4j2 config applied when the job itself starts the JVM (plain ``python jobs/...``).
+DEFAULT_LOG_CONFIG = Path("conf/log4j2.properties")
+
+
+def _submitted_master() -> str | None:
+    """The master chosen outside the job config, or None if nobody chose one."""
+    active = SparkContext._active_spark_context
+    if active is not None:
+        return active.master
+    if "PYSPARK_GATEWAY_PORT" in os.environ:
+        # spark-submit started the JVM and put --master (default local[*]) in its properties.
+        SparkContext._ensure_initialized()
+        return SparkConf().get("spark.master", None)
+    # pyspark passes PYSPARK_SUBMIT_ARGS to the spark-submit that launches the JVM.
+    args = shlex.split(os.environ.get("PYSPARK_SUBMIT_ARGS", ""))
+    for arg, following in zip(args, [*args[1:], None], strict=True):
+        if arg == "--master" and following is not None:
+            return following
+        if arg.startswith("--master="):
+            return arg.partition("=")[2]
+    return None
+
+
+def _spark_string(value: object) -> str:
+    # Spark reads booleans as "true"/"false"; str(True) would give "True".
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def build_session(
+    app_name: str,
+    spark_conf: Mapping[str, object],
+    master: str | None,
+    log_config: str | Path | None = DEFAULT_LOG_CONFIG,
+) -> SparkSession:
+    """Build (or get) the SparkSession of a job.
+
+    A master set by spark-submit or by an already running SparkContext wins over ``master``.
+    Arrow is always enabled, since the library's partition functions exchange Arrow batches.
+    In local mode the Python workers run ``sys.executable`` unless ``PYSPARK_PYTHON`` or
+    ``spark.pyspark.python`` says otherwise: Spark's default, ``python3`` on the PATH, is often
+    an interpreter without pyarrow or knnspark.
+
+    Parameters
+    ----------
+    app_name : str
+        Spark application name.
+    spark_conf : mapping of str to object
+        Extra Spark settings (``[spark.conf]``); values are passed as strings.
+    master : str or None
+        Master used when none was given outside the config; None means ``local[*]``.
+    log_config : str, Path or None, default ``conf/log4j2.properties``
+        log4j2 file, applied only when this call starts the driver JVM in local mode (under
+        spark-submit the JVM is already running, and its own options apply). Ignored if missing.
+
+    Returns
+    -------
+    SparkSession
+        The session, with the log level set to WARN.
+    """
+    conf = {key: _spark_string(value) for key, value in spark_conf.items()}
+    conf["spark.sql.execution.arrow.pyspark.enabled"] = "true"
+    submitted = _submitted_master()
+    effective_master = submitted or master or "local[*]"
+    # Under spark-submit, or with a SparkContext already running, the JVM exists already.
+    launches_jvm = SparkContext._active_spark_context is None and (
+        "PYSPARK_GATEWAY_PORT" not in os.environ
+    )
+    if effective_master.startswith("local"):
+        python = conf.get("spark.pyspark.python") or os.environ.get("PYSPARK_PYTHON")
+        python = python or sys.executable
+        # The Python side reads the env var when the SparkContext starts.
+        os.environ["PYSPARK_PYTHON"] = python
+        # JVM-level settings count only when this call launches the JVM.
+        if launches_jvm:
+            conf["spark.pyspark.python"] = python
+            if log_config is not None and Path(log_config).is_file():
+                option = f"-Dlog4j2.configurationFile={Path(log_config).resolve().as_uri()}"
+                extra = conf.get("spark.driver.extraJavaOptions")
+                conf["spark.driver.extraJavaOptions"] = f"{extra} {option}" if extra else option
+
+    builder = SparkSession.builder.appName(app_name)
+    if submitted is None:
+        builder = builder.master(effective_master)
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
