@@ -24,6 +24,7 @@ def _make_spark():
         # Small Arrow batches: every partition reaches the UDFs in several batches.
         .config("spark.sql.execution.arrow.maxRecordsPerBatch", "64")
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.memory", "2g")
         .config("spark.sql.adaptive.enabled", "false")
         .getOrCreate()

@@ -12,7 +12,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from knnspark.errors import InvalidInputError
-from knnspark.index import TrainingIndex, build_index
+from knnspark.index import IndexSpec, TrainingIndex, build_index
 from knnspark.params import HANDLE_INVALID_OPTIONS
 from knnspark.partition import (
     NDIST_TMP,
@@ -49,8 +49,7 @@ class _KNNEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable):
     def _fit(self, dataset: DataFrame) -> _KNNModel:
         _check_handle_invalid(self.getHandleInvalid())
         num_shards = self.getNumShards() or dataset.sparkSession.sparkContext.defaultParallelism
-        index = build_index(
-            dataset,
+        spec = IndexSpec(
             features_col=self.getFeaturesCol(),
             label_col=self.getLabelCol() if self._supervised else None,
             id_col=self.getIdCol(),
@@ -59,7 +58,15 @@ class _KNNEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable):
             k=self.getK(),
             handle_invalid=self.getHandleInvalid(),
             max_broadcast_bytes=self.getMaxBroadcastBytes(),
+            algorithm=self.getAlgorithm(),
+            metric=self.getMetric(),
+            m=self.getM(),
+            ef_construction=self.getEfConstruction(),
+            ef=self.getEf(),
+            seed=self.getSeed(),
+            max_shard_bytes=self.getMaxShardBytes(),
         )
+        index = build_index(dataset, spec)
         return self._copyValues(self._create_model(index))
 
 
@@ -71,7 +78,7 @@ class _KNNModel(Model, MLWritable, MLReadable):
     def __init__(self, index: TrainingIndex | None = None) -> None:
         super().__init__()
         self._index = index
-        self._broadcast: tuple[Any, Any] | None = None
+        self._broadcast: tuple[Any, str, Any] | None = None
 
     # ------------------------------------------------------------ fitted state
 
@@ -100,6 +107,22 @@ class _KNNModel(Model, MLWritable, MLReadable):
     def storage(self) -> str:
         """``"broadcast"`` or ``"distributed"``: how queries reach the shards."""
         return self.index.storage
+
+    @property
+    def algorithmUsed(self) -> str:
+        """``"brute"`` or ``"hnsw"``: what ``fit`` built (``algorithm="auto"`` chooses)."""
+        return self.index.algorithm
+
+    @property
+    def indexSizeBytes(self) -> int:
+        """Bytes of the index: float32 features, ids and labels, plus any HNSW graphs.
+
+        Exact part: ``n_rows * (4 * n_features + 16)``.  HNSW graphs: their
+        serialized size, predicted before the build by
+        ``n_rows * (4 * n_features + 8 * M + 24)`` (see
+        :func:`knnspark.kernels.hnsw.estimate_hnsw_bytes`).
+        """
+        return self.index.size_bytes
 
     # ------------------------------------------------------------ search
 
@@ -134,8 +157,12 @@ class _KNNModel(Model, MLWritable, MLReadable):
             )
         # Fails early on a missing or mistyped features column.
         feature_array_expr(dataset.schema, self.getFeaturesCol())
+        algorithm = self._search_algorithm()
         settings = SearchSettings(
             task=task,
+            algorithm=algorithm,
+            ef=self.getEf(),
+            token=index.token,
             k=k,
             metric=self.getMetric(),
             p=float(self.getP()),
@@ -146,15 +173,37 @@ class _KNNModel(Model, MLWritable, MLReadable):
             classes=tuple(float(c) for c in index.classes) if index.classes is not None else (),
             with_neighbors=with_neighbors,
         )
-        bc = self._shards_broadcast(dataset) if index.storage == "broadcast" else None
+        bc = None
+        if index.storage == "broadcast":
+            bc = self._shards_broadcast(dataset, algorithm)
         return search_dataframe(dataset, index, settings, bc)
 
-    def _shards_broadcast(self, dataset: DataFrame) -> Any:
+    def _search_algorithm(self) -> str:
+        """Exact search on request; otherwise what fit built."""
+        requested, built = self.getAlgorithm(), self.index.algorithm
+        if requested == "brute" or built == "brute":
+            if requested == "hnsw":
+                raise ValueError(
+                    "Param algorithm is 'hnsw' but this model was fitted with exact search "
+                    "(algorithmUsed='brute'); refit with algorithm='hnsw' to build graphs."
+                )
+            return "brute"
+        built_metric = self.index.hnsw_params["metric"]
+        if self.getMetric() != built_metric:
+            raise ValueError(
+                f"Param metric is {self.getMetric()!r} but this model's HNSW graphs were built "
+                f"for {built_metric!r}; set algorithm='brute' to search with another metric."
+            )
+        return "hnsw"
+
+    def _shards_broadcast(self, dataset: DataFrame, algorithm: str) -> Any:
         """Broadcast the shards once per SparkContext and reuse it across transforms."""
         sc = dataset.sparkSession.sparkContext
-        if self._broadcast is None or self._broadcast[0] is not sc or sc._jsc is None:
-            self._broadcast = (sc, sc.broadcast(self.index.shards))
-        return self._broadcast[1]
+        cached = self._broadcast
+        if cached is None or cached[0] is not sc or cached[1] != algorithm or sc._jsc is None:
+            payload = self.index.graphs if algorithm == "hnsw" else self.index.shards
+            self._broadcast = (sc, algorithm, sc.broadcast(payload))
+        return self._broadcast[2]
 
     def _supervised_transform(self, dataset: DataFrame, classify: bool) -> DataFrame:
         outputs = {"predictionCol": self.getPredictionCol()}
@@ -204,7 +253,8 @@ class _KNNModel(Model, MLWritable, MLReadable):
         return (
             f"{type(self).__name__}(uid={self.uid}, k={self.getK()}, metric={self.getMetric()}, "
             f"rows={self.index.n_rows}, features={self.index.n_features}, "
-            f"shards={self.index.num_shards}, storage={self.index.storage})"
+            f"shards={self.index.num_shards}, algorithm={self.index.algorithm}, "
+            f"storage={self.index.storage})"
         )
 
 

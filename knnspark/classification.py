@@ -10,7 +10,11 @@ from pyspark.sql import DataFrame
 
 from knnspark.base import _KNNEstimator, _KNNModel, classes_array
 from knnspark.index import TrainingIndex
-from knnspark.params import DEFAULT_MAX_BROADCAST_BYTES, _KNNClassifierParams
+from knnspark.params import (
+    DEFAULT_MAX_BROADCAST_BYTES,
+    DEFAULT_MAX_SHARD_BYTES,
+    _KNNClassifierParams,
+)
 
 __all__ = ["KNNClassificationModel", "KNNClassifier"]
 
@@ -51,13 +55,17 @@ class KNNClassifier(_KNNEstimator, _KNNClassifierParams):
         weights: str = "uniform",
         metric: str = "euclidean",
         p: float = 2.0,
-        algorithm: str = "brute",
+        algorithm: str = "auto",
         numShards: int | None = None,
         seed: int = 0,
         handleInvalid: str = "error",
         idCol: str | None = None,
         neighborsCol: str | None = None,
         maxBroadcastBytes: int = DEFAULT_MAX_BROADCAST_BYTES,
+        M: int = 16,
+        efConstruction: int = 200,
+        ef: int = 64,
+        maxShardBytes: int = DEFAULT_MAX_SHARD_BYTES,
     ) -> None:
         super().__init__()
         self._set(**self._input_kwargs)

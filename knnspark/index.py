@@ -1,46 +1,45 @@
-"""Fit-time work: validate the training data, number it, split it into shards.
+"""Fit-time work: choose the algorithm and build every shard on the executors.
 
-One aggregation job checks the whole training set (row counts, invalid rows,
-vector lengths, classes) before anything is built, so bad data fails with a
-clear message on the driver.  The shards are then built on the executors
-(``groupBy(shard).applyInArrow``); a training set that fits the broadcast
-budget comes back to the driver as numpy blocks, a larger one stays in Spark
-as a persisted DataFrame that the distributed-reduce path joins against.
+The training rows (see :mod:`knnspark.training`) are grouped by shard and
+each group is built in its own task (``groupBy(shard).applyInArrow``): an
+exact block (sorted float32 rows) and, for HNSW, a graph.  An index that
+fits ``maxBroadcastBytes`` comes back to the driver and is broadcast at
+search time; a larger one stays in Spark as persisted DataFrames that the
+distributed-reduce path joins against.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import uuid
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame
-from pyspark.sql import functions as F
+from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
 from knnspark.errors import InvalidInputError
 from knnspark.kernels.exact import ExactShard
-from knnspark.schema import (
-    check_id_column,
-    check_label_column,
-    feature_array_expr,
-    invalid_features_expr,
-)
+from knnspark.kernels.hnsw import HNSW_METRICS, HnswShard, build_hnsw, estimate_hnsw_bytes
+from knnspark.training import prepare_training
 
 __all__ = [
     "SHARD_BLOB_SCHEMA",
     "SHARD_ROWS_SCHEMA",
+    "IndexSpec",
     "TrainingIndex",
     "build_index",
+    "choose_algorithm",
     "estimate_index_bytes",
 ]
 
 logger = logging.getLogger("knnspark")
 
-#: Training rows of a distributed-storage index (also the Parquet layout of saved models).
+#: Training rows (also the Parquet layout of ``data/`` in saved models).
 SHARD_ROWS_SCHEMA = T.StructType(
     [
         T.StructField("shard", T.IntegerType(), False),
@@ -50,20 +49,23 @@ SHARD_ROWS_SCHEMA = T.StructType(
     ]
 )
 
-#: One built shard, as returned by the executors (numpy buffers, never pickles).
+#: One built shard, as returned by the executors (numpy buffers and hnswlib's
+#: file format, never pickles); also the Parquet layout of ``index/``.
 SHARD_BLOB_SCHEMA = T.StructType(
     [
         T.StructField("shard", T.IntegerType(), False),
         T.StructField("n_rows", T.LongType(), False),
         T.StructField("n_features", T.IntegerType(), False),
         T.StructField("ids", T.BinaryType(), False),
-        T.StructField("features", T.BinaryType(), False),
+        T.StructField("features", T.BinaryType(), True),
         T.StructField("labels", T.BinaryType(), True),
+        T.StructField("graph", T.BinaryType(), True),
     ]
 )
 
-# Bits of monotonically_increasing_id() that count rows within a partition.
-_ROW_BITS = 33
+# Exact search uses BLAS, which evaluates a distance about this many times
+# faster than HNSW's scattered memory reads; see choose_algorithm.
+_BLAS_ADVANTAGE = 10
 
 
 def estimate_index_bytes(n_rows: int, n_features: int) -> int:
@@ -71,13 +73,35 @@ def estimate_index_bytes(n_rows: int, n_features: int) -> int:
     return int(n_rows) * (4 * int(n_features) + 16)
 
 
+@dataclass(frozen=True)
+class IndexSpec:
+    """Everything ``fit`` needs to build an index, read from the estimator's params."""
+
+    features_col: str
+    label_col: str | None
+    id_col: str | None
+    classifier: bool
+    num_shards: int
+    k: int
+    handle_invalid: str
+    max_broadcast_bytes: int
+    algorithm: str = "brute"
+    metric: str = "euclidean"
+    m: int = 16
+    ef_construction: int = 200
+    ef: int = 64
+    seed: int = 0
+    max_shard_bytes: int = 1 << 30
+
+
 @dataclass
 class TrainingIndex:
     """What a fitted model knows about its training data.
 
-    Exactly one of ``shards`` (numpy blocks on the driver, broadcast at search
-    time) and ``shard_rows`` (a DataFrame with :data:`SHARD_ROWS_SCHEMA`,
-    searched by a distributed reduce) is set.
+    Broadcast storage keeps ``shards`` (exact blocks) and, for HNSW,
+    ``graphs`` on the driver.  Distributed storage keeps ``shard_rows`` (a
+    DataFrame with :data:`SHARD_ROWS_SCHEMA`) and, for HNSW, ``shard_blobs``
+    (:data:`SHARD_BLOB_SCHEMA`).
     """
 
     n_features: int
@@ -85,8 +109,14 @@ class TrainingIndex:
     shard_sizes: dict[int, int]
     classes: np.ndarray | None
     generated_ids: bool
+    algorithm: str = "brute"
+    token: str = ""
+    hnsw_params: dict | None = None
+    graph_bytes: int = 0
     shards: list[ExactShard] | None = None
+    graphs: list[HnswShard] | None = None
     shard_rows: DataFrame | None = None
+    shard_blobs: DataFrame | None = None
 
     @property
     def storage(self) -> str:
@@ -98,250 +128,184 @@ class TrainingIndex:
 
     @property
     def size_bytes(self) -> int:
-        return estimate_index_bytes(self.n_rows, self.n_features)
+        """Bytes of the searchable index: the exact block, plus the HNSW graphs."""
+        return estimate_index_bytes(self.n_rows, self.n_features) + self.graph_bytes
 
 
-def build_index(
-    df: DataFrame,
-    *,
-    features_col: str,
-    label_col: str | None,
-    id_col: str | None,
-    classifier: bool,
-    num_shards: int,
-    k: int,
-    handle_invalid: str,
-    max_broadcast_bytes: int,
-) -> TrainingIndex:
-    """Validate, number and shard the training data; see the module docstring."""
-    schema = df.schema
-    feature_expr = feature_array_expr(schema, features_col)
-    if label_col is not None:
-        check_label_column(schema, label_col, classifier)
-    if id_col is not None:
-        check_id_column(schema, id_col)
+def choose_algorithm(
+    requested: str, metric: str, n_rows: int, num_shards: int, ef_construction: int, ef: int, m: int
+) -> str:
+    """The algorithm ``fit`` uses.  ``"auto"`` weighs build cost against search savings.
 
-    columns = [
-        F.spark_partition_id().alias("pid"),
-        F.monotonically_increasing_id().alias("mono"),
-        feature_expr.alias("features"),
-        (F.col(f"`{id_col}`").cast("long") if id_col else F.lit(0).cast("long")).alias("id"),
-        (F.col(f"`{label_col}`").cast("double") if label_col else F.lit(None).cast("double")).alias(
-            "label"
-        ),
-    ]
-    base = df.select(*columns)
-    bad_features = invalid_features_expr(F.col("features"))
-    bad_label = F.col("label").isNull() | F.isnan(F.col("label")) if label_col else F.lit(False)
-    invalid = bad_features | bad_label
+    Exact search costs about ``n_rows`` distance evaluations per query (done by
+    BLAS, ``_BLAS_ADVANTAGE`` = 10 times cheaper each).  HNSW costs about
+    ``ef_construction`` evaluations per row to build and ``ef * M`` per query
+    and shard to search.  Assuming a model scores at least as many rows as it
+    was trained on, HNSW pays off when
+    ``n_rows > 10 * (ef_construction + num_shards * ef * M)`` — with the
+    defaults and 2 shards, from about 22,500 training rows.  Metrics HNSW
+    cannot serve always use exact search.
+    """
+    if requested != "auto":
+        return requested
+    if metric not in HNSW_METRICS:
+        return "brute"
+    threshold = _BLAS_ADVANTAGE * (ef_construction + num_shards * ef * m)
+    return "hnsw" if n_rows > threshold else "brute"
 
-    stats = _collect_stats(base, bad_features, bad_label, invalid, classifier)
-    n_valid = _check_stats(stats, features_col, label_col, id_col, handle_invalid, k)
-    n_features = int(stats["min_len"])
 
-    if id_col is None:
-        ids = _generated_ids(stats["partition_rows"])
-        shard = F.pmod(ids, F.lit(num_shards))
-    else:
-        ids = F.col("id")
-        shard = F.pmod(F.xxhash64(F.col("id")), F.lit(num_shards))
-    rows = base.filter(~invalid).select(
-        shard.cast("int").alias("shard"),
-        ids.alias("id"),
-        F.col("features"),
-        F.col("label"),
+def build_index(df: DataFrame, spec: IndexSpec) -> TrainingIndex:
+    """Validate, number and shard the training data, then build every shard."""
+    if spec.algorithm == "hnsw" and spec.metric not in HNSW_METRICS:
+        raise ValueError(_hnsw_metric_message(spec.metric))
+    prepared = prepare_training(
+        df,
+        features_col=spec.features_col,
+        label_col=spec.label_col,
+        id_col=spec.id_col,
+        classifier=spec.classifier,
+        num_shards=spec.num_shards,
+        k=spec.k,
+        handle_invalid=spec.handle_invalid,
     )
-    if id_col is not None:
-        _check_unique_ids(rows, id_col)
-
-    classes = np.array(sorted(stats["classes"]), dtype=np.float64) if classifier else None
-    index_bytes = estimate_index_bytes(n_valid, n_features)
+    n_rows, n_features = prepared.n_rows, prepared.n_features
+    algorithm = choose_algorithm(
+        spec.algorithm, spec.metric, n_rows, spec.num_shards, spec.ef_construction, spec.ef, spec.m
+    )
+    graph_bytes = 0
+    if algorithm == "hnsw":
+        graph_bytes = _check_shard_memory(spec, n_rows, n_features)
     common = dict(
         n_features=n_features,
-        n_rows=n_valid,
-        classes=classes,
-        generated_ids=id_col is None,
+        n_rows=n_rows,
+        classes=prepared.classes,
+        generated_ids=spec.id_col is None,
+        algorithm=algorithm,
+        token=uuid.uuid4().hex,
+        hnsw_params=(
+            {
+                "M": spec.m,
+                "efConstruction": spec.ef_construction,
+                "seed": spec.seed,
+                "metric": spec.metric,
+            }
+            if algorithm == "hnsw"
+            else None
+        ),
     )
-    if index_bytes <= max_broadcast_bytes:
-        shards = build_exact_shards(rows, has_labels=label_col is not None)
-        sizes = {sid: shard.n_rows for sid, shard in sorted(shards.items())}
-        index = TrainingIndex(shard_sizes=sizes, shards=[shards[s] for s in sizes], **common)
+    has_labels = spec.label_col is not None
+    build_graph = _graph_settings(spec) if algorithm == "hnsw" else None
+    blobs = _shard_blobs(prepared.rows, has_labels, build_graph)
+    total_bytes = estimate_index_bytes(n_rows, n_features) + graph_bytes
+    if total_bytes <= spec.max_broadcast_bytes:
+        collected = sorted(blobs.collect(), key=lambda b: b["shard"])
+        sizes = {int(b["shard"]): int(b["n_rows"]) for b in collected}
+        index = TrainingIndex(
+            shard_sizes=sizes, shards=[shard_from_blob(b) for b in collected], **common
+        )
+        if algorithm == "hnsw":
+            index.graphs = [graph_from_blob(b, spec.metric, index.token) for b in collected]
+            index.graph_bytes = sum(len(b["graph"]) for b in collected)
     else:
-        shard_rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
-        counts = shard_rows.groupBy("shard").count().collect()
-        sizes = {int(r["shard"]): int(r["count"]) for r in sorted(counts)}
-        index = TrainingIndex(shard_sizes=sizes, shard_rows=shard_rows, **common)
+        shard_rows = prepared.rows.persist(StorageLevel.MEMORY_AND_DISK)
+        shard_blobs = None
+        if algorithm == "hnsw":
+            shard_blobs = blobs.drop("features").persist(StorageLevel.MEMORY_AND_DISK)
+            built = shard_blobs.select("shard", "n_rows", "graph").collect()
+            sizes = {int(r["shard"]): int(r["n_rows"]) for r in built}
+            common["graph_bytes"] = sum(len(r["graph"]) for r in built)
+        else:
+            counts = shard_rows.groupBy("shard").count().collect()
+            sizes = {int(r["shard"]): int(r["count"]) for r in counts}
+        sizes = dict(sorted(sizes.items()))
+        index = TrainingIndex(
+            shard_sizes=sizes, shard_rows=shard_rows, shard_blobs=shard_blobs, **common
+        )
     logger.info(
-        "indexed %d training rows x %d features in %d shards (%s, %.1f MiB)",
-        n_valid,
+        "indexed %d training rows x %d features in %d shards (%s, %s, %.1f MiB)",
+        n_rows,
         n_features,
         len(sizes),
+        algorithm,
         index.storage,
-        index_bytes / 2**20,
+        index.size_bytes / 2**20,
     )
     return index
 
 
-def _collect_stats(
-    base: DataFrame, bad_features: Column, bad_label: Column, invalid: Column, classifier: bool
-) -> dict:
-    """One job: per-partition counts and checks, combined on the driver."""
-    null_or_empty = F.col("features").isNull() | (F.size("features") == 0)
-    valid_len = F.when(~invalid, F.size("features"))
-    aggs = [
-        F.count(F.lit(1)).alias("n"),
-        F.sum(null_or_empty.cast("long")).alias("n_null_empty"),
-        F.sum((bad_features & ~null_or_empty).cast("long")).alias("n_nonfinite"),
-        F.sum(bad_label.cast("long")).alias("n_bad_label"),
-        F.sum(invalid.cast("long")).alias("n_invalid"),
-        F.sum(F.col("id").isNull().cast("long")).alias("n_null_id"),
-        F.min(valid_len).alias("min_len"),
-        F.max(valid_len).alias("max_len"),
-    ]
-    if classifier:
-        label = F.col("label")
-        aggs.append(F.sum((~invalid & (label != F.floor(label))).cast("long")).alias("n_nonint"))
-        aggs.append(
-            F.first(F.when(~invalid & (label != F.floor(label)), label), True).alias(
-                "nonint_example"
-            )
-        )
-        aggs.append(F.collect_set(F.when(~invalid, label)).alias("classes"))
-    per_partition = base.groupBy("pid").agg(*aggs).collect()
+def _hnsw_metric_message(metric: str) -> str:
+    return (
+        f"Param metric {metric!r} is not supported by algorithm='hnsw', which supports "
+        f"{', '.join(HNSW_METRICS)}; the metrics manhattan, chebyshev, minkowski and hamming "
+        "need algorithm='brute'."
+    )
 
-    total = {
-        key: sum(int(r[key] or 0) for r in per_partition)
-        for key in ("n", "n_null_empty", "n_nonfinite", "n_bad_label", "n_invalid", "n_null_id")
+
+def _check_shard_memory(spec: IndexSpec, n_rows: int, n_features: int) -> int:
+    """Fail before building when a shard's graph would not fit ``maxShardBytes``."""
+    # Hash sharding is uneven; allow the largest shard 20% above the mean.
+    rows_per_shard = math.ceil(1.2 * n_rows / spec.num_shards)
+    per_shard = estimate_hnsw_bytes(rows_per_shard, n_features, spec.m)
+    if per_shard > spec.max_shard_bytes:
+        rows_that_fit = max(1, (spec.max_shard_bytes - 1024) // (4 * n_features + 8 * spec.m + 24))
+        needed = math.ceil(1.2 * n_rows / rows_that_fit)
+        raise InvalidInputError(
+            f"An HNSW shard would take about {per_shard / 2**20:.0f} MiB "
+            f"({rows_per_shard} rows x (4 x {n_features} features + 8 x M={spec.m} + 24) "
+            f"bytes), over maxShardBytes={spec.max_shard_bytes} "
+            f"({spec.max_shard_bytes / 2**20:.0f} MiB). Use more shards (numShards >= "
+            f"{needed}), a smaller M, or raise maxShardBytes if the Python workers have the "
+            "memory. An index over maxBroadcastBytes is not broadcast: the distributed-reduce "
+            "path searches it shard by shard."
+        )
+    return estimate_hnsw_bytes(n_rows, n_features, spec.m)
+
+
+def _graph_settings(spec: IndexSpec) -> dict:
+    return {
+        "metric": spec.metric,
+        "m": spec.m,
+        "ef_construction": spec.ef_construction,
+        "seed": spec.seed,
     }
-    lengths = [r["min_len"] for r in per_partition if r["min_len"] is not None]
-    lengths += [r["max_len"] for r in per_partition if r["max_len"] is not None]
-    total["min_len"] = min(lengths) if lengths else None
-    total["max_len"] = max(lengths) if lengths else None
-    total["partition_rows"] = {int(r["pid"]): int(r["n"]) for r in per_partition}
-    if classifier:
-        total["n_nonint"] = sum(int(r["n_nonint"] or 0) for r in per_partition)
-        examples = [r["nonint_example"] for r in per_partition if r["nonint_example"] is not None]
-        total["nonint_example"] = examples[0] if examples else None
-        total["classes"] = {float(c) for r in per_partition for c in r["classes"]}
-    return total
 
 
-def _check_stats(
-    stats: dict,
-    features_col: str,
-    label_col: str | None,
-    id_col: str | None,
-    handle_invalid: str,
-    k: int,
-) -> int:
-    """Raise the first rule the training data breaks; return the number of usable rows."""
-    if stats["n"] == 0:
-        raise InvalidInputError(f"The training DataFrame is empty; fit needs at least k={k} rows.")
-    if id_col is not None and stats["n_null_id"]:
-        raise InvalidInputError(
-            f"Column '{id_col}' (param idCol) holds {stats['n_null_id']} null ids; every "
-            "training row needs a unique id."
-        )
-    if stats["n_invalid"] and handle_invalid == "error":
-        parts = []
-        if stats["n_null_empty"]:
-            parts.append(f"{stats['n_null_empty']} null or empty feature vectors")
-        if stats["n_nonfinite"]:
-            parts.append(f"{stats['n_nonfinite']} feature vectors with NaN or infinite values")
-        if stats["n_bad_label"]:
-            parts.append(f"{stats['n_bad_label']} null or NaN labels in column '{label_col}'")
-        raise InvalidInputError(
-            f"Invalid training rows in column '{features_col}' (param featuresCol)"
-            + (f" or '{label_col}' (param labelCol)" if label_col else "")
-            + f": {'; '.join(parts)}. Set handleInvalid='skip' to drop such rows."
-        )
-    n_valid = stats["n"] - stats["n_invalid"]
-    if n_valid == 0:
-        raise InvalidInputError(
-            f"No valid training rows: all {stats['n']} rows have null, empty or non-finite "
-            f"features in column '{features_col}'" + (" or null labels." if label_col else ".")
-        )
-    if stats["min_len"] != stats["max_len"]:
-        raise InvalidInputError(
-            f"Column '{features_col}' (param featuresCol) holds vectors of different lengths "
-            f"in the training data: {stats['min_len']} and {stats['max_len']}."
-        )
-    if stats.get("n_nonint"):
-        raise InvalidInputError(
-            f"Column '{label_col}' (param labelCol) must hold integer class values for "
-            f"KNNClassifier; got {stats['n_nonint']} non-integer labels such as "
-            f"{stats['nonint_example']!r}. Use KNNRegressor for continuous targets."
-        )
-    if k > n_valid:
-        raise InvalidInputError(
-            f"Param k must be <= the number of training rows ({n_valid}); got {k}."
-        )
-    return n_valid
-
-
-def _generated_ids(partition_rows: dict[int, int]) -> Column:
-    """Ids 0..n-1 in the order of the training DataFrame, without a shuffle.
-
-    ``monotonically_increasing_id`` puts the partition index in the upper bits
-    and the row's position within its partition in the lower 33 bits; adding
-    the number of rows in earlier partitions gives the row's global position.
-    """
-    n_partitions = max(partition_rows) + 1 if partition_rows else 1
-    offsets = np.zeros(n_partitions, dtype=np.int64)
-    for pid, count in partition_rows.items():
-        if pid + 1 < n_partitions:
-            offsets[pid + 1] = count
-    offsets = np.cumsum(offsets)
-    offset = F.element_at(F.array(*[F.lit(int(o)) for o in offsets]), F.col("pid") + 1)
-    position = F.col("mono") - F.shiftleft(F.col("pid").cast("long"), _ROW_BITS)
-    return (offset + position).cast("long")
-
-
-def _check_unique_ids(rows: DataFrame, id_col: str) -> None:
-    duplicate = rows.groupBy("id").count().filter(F.col("count") > 1).limit(1).collect()
-    if duplicate:
-        raise InvalidInputError(
-            f"Column '{id_col}' (param idCol) must hold unique ids; id {duplicate[0]['id']} "
-            f"appears {duplicate[0]['count']} times."
-        )
-
-
-def build_exact_shards(rows: DataFrame, has_labels: bool) -> dict[int, ExactShard]:
-    """Build every shard on the executors and bring the blocks back to the driver."""
+def _shard_blobs(rows: DataFrame, has_labels: bool, build_graph: dict | None) -> DataFrame:
+    """One row per shard, built on the executors."""
 
     def build(table: pa.Table) -> pa.Table:
-        return shard_blob_table(table, has_labels)
+        return shard_blob_table(table, has_labels, build_graph)
 
-    blobs = rows.groupBy("shard").applyInArrow(build, SHARD_BLOB_SCHEMA).collect()
-    return {int(b["shard"]): shard_from_blob(b) for b in blobs}
+    return rows.groupBy("shard").applyInArrow(build, SHARD_BLOB_SCHEMA)
 
 
-def shard_blob_table(table: pa.Table, has_labels: bool) -> pa.Table:
-    """Partition function: the rows of one shard -> one row of numpy buffers."""
+def shard_blob_table(table: pa.Table, has_labels: bool, build_graph: dict | None) -> pa.Table:
+    """Partition function: the rows of one shard -> one row of numpy buffers (and graph)."""
     ids = table.column("id").to_numpy()
     order = np.argsort(ids, kind="stable")
     lengths = pc.list_value_length(table.column("features")).to_numpy()
     n_features = int(lengths[0]) if len(lengths) else 0
-    features = table.column("features").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-    features = features.astype(np.float32).reshape(len(ids), n_features)[order]
-    labels = (
-        table.column("label").to_numpy(zero_copy_only=False)[order].astype(np.float64).tobytes()
-        if has_labels
-        else None
-    )
+    flat = table.column("features").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    features = np.ascontiguousarray(flat.astype(np.float32).reshape(len(ids), n_features)[order])
+    labels = None
+    if has_labels:
+        label_values = table.column("label").to_numpy(zero_copy_only=False)
+        labels = label_values[order].astype(np.float64).tobytes()
+    graph = build_hnsw(features, **build_graph) if build_graph else None
     return pa.table(
         {
             "shard": pa.array([table.column("shard")[0].as_py()], type=pa.int32()),
             "n_rows": pa.array([len(ids)], type=pa.int64()),
             "n_features": pa.array([n_features], type=pa.int32()),
             "ids": pa.array([ids[order].astype(np.int64).tobytes()], type=pa.binary()),
-            "features": pa.array([np.ascontiguousarray(features).tobytes()], type=pa.binary()),
+            "features": pa.array([features.tobytes()], type=pa.binary()),
             "labels": pa.array([labels], type=pa.binary()),
+            "graph": pa.array([graph], type=pa.binary()),
         }
     )
 
 
-def shard_from_blob(blob: dict | object) -> ExactShard:
+def shard_from_blob(blob: object) -> ExactShard:
     """Rebuild an :class:`ExactShard` from a :data:`SHARD_BLOB_SCHEMA` row."""
     n_rows, n_features = int(blob["n_rows"]), int(blob["n_features"])
     features = np.frombuffer(blob["features"], dtype=np.float32).reshape(n_rows, n_features)
@@ -350,4 +314,18 @@ def shard_from_blob(blob: dict | object) -> ExactShard:
         features=features,
         ids=np.frombuffer(blob["ids"], dtype=np.int64),
         labels=None if labels is None else np.frombuffer(labels, dtype=np.float64),
+    )
+
+
+def graph_from_blob(blob: object, metric: str, token: str) -> HnswShard:
+    """Wrap a :data:`SHARD_BLOB_SCHEMA` row's graph (not deserialized until searched)."""
+    labels = blob["labels"]
+    return HnswShard(
+        index_bytes=bytes(blob["graph"]),
+        ids=np.frombuffer(blob["ids"], dtype=np.int64),
+        labels=None if labels is None else np.frombuffer(labels, dtype=np.float64),
+        n_features=int(blob["n_features"]),
+        metric=metric,
+        token=token,
+        shard=int(blob["shard"]),
     )

@@ -9,7 +9,11 @@ from pyspark.sql import DataFrame
 
 from knnspark.base import _KNNEstimator, _KNNModel
 from knnspark.index import TrainingIndex
-from knnspark.params import DEFAULT_MAX_BROADCAST_BYTES, _NearestNeighborsParams
+from knnspark.params import (
+    DEFAULT_MAX_BROADCAST_BYTES,
+    DEFAULT_MAX_SHARD_BYTES,
+    _NearestNeighborsParams,
+)
 
 __all__ = ["NearestNeighbors", "NearestNeighborsModel"]
 
@@ -42,13 +46,17 @@ class NearestNeighbors(_KNNEstimator, _NearestNeighborsParams):
         idCol: str | None = None,
         metric: str = "euclidean",
         p: float = 2.0,
-        algorithm: str = "brute",
+        algorithm: str = "auto",
         numShards: int | None = None,
         seed: int = 0,
         handleInvalid: str = "error",
         neighborIdsCol: str = "neighbor_ids",
         distancesCol: str = "distances",
         maxBroadcastBytes: int = DEFAULT_MAX_BROADCAST_BYTES,
+        M: int = 16,
+        efConstruction: int = 200,
+        ef: int = 64,
+        maxShardBytes: int = DEFAULT_MAX_SHARD_BYTES,
     ) -> None:
         super().__init__()
         self._set(**self._input_kwargs)

@@ -33,13 +33,15 @@ __all__ = [
 ]
 
 #: Valid values of ``algorithm``.
-ALGORITHMS = ("brute",)
+ALGORITHMS = ("auto", "brute", "hnsw")
 #: Valid values of ``metric``.
 METRICS = EXACT_METRICS
 #: Valid values of ``handleInvalid``.
 HANDLE_INVALID_OPTIONS = ("error", "skip", "keep")
-#: Default of ``maxBroadcastBytes``: 256 MiB of training features, ids and labels.
+#: Default of ``maxBroadcastBytes``: 256 MiB of training features, ids, labels and graphs.
 DEFAULT_MAX_BROADCAST_BYTES = 256 * 1024 * 1024
+#: Default of ``maxShardBytes``: 1 GiB of HNSW graph per shard.
+DEFAULT_MAX_SHARD_BYTES = 1024 * 1024 * 1024
 
 
 def _int_at_least(name: str, low: int, optional: bool = False) -> Callable[[Any], Any]:
@@ -118,7 +120,9 @@ class _KNNSharedParams(HasFeaturesCol, HasSeed, HasHandleInvalid):
     algorithm: Param[str] = Param(
         Params._dummy(),
         "algorithm",
-        "search algorithm, one of " + ", ".join(ALGORITHMS),
+        "search algorithm: 'brute' (exact), 'hnsw' (approximate, per-shard HNSW graphs; "
+        "metrics euclidean, cosine, inner_product) or 'auto' (HNSW when the training set is "
+        "large enough for the graphs to pay off, see knnspark.index.choose_algorithm)",
         typeConverter=_one_of("algorithm", ALGORITHMS),
     )
     numShards: Param[int] = Param(
@@ -143,13 +147,45 @@ class _KNNSharedParams(HasFeaturesCol, HasSeed, HasHandleInvalid):
         typeConverter=_int_at_least("maxBroadcastBytes", 0),
     )
 
+    M: Param[int] = Param(
+        Params._dummy(),
+        "M",
+        "HNSW: links per node, an integer >= 2 (hnswlib's M); more links, better recall, "
+        "more memory",
+        typeConverter=_int_at_least("M", 2),
+    )
+    efConstruction: Param[int] = Param(
+        Params._dummy(),
+        "efConstruction",
+        "HNSW: search breadth while building, an integer >= 1",
+        typeConverter=_int_at_least("efConstruction", 1),
+    )
+    ef: Param[int] = Param(
+        Params._dummy(),
+        "ef",
+        "HNSW: search breadth per shard, an integer >= 1 (max(ef, k) is used); can be changed "
+        "on a fitted model without rebuilding",
+        typeConverter=_int_at_least("ef", 1),
+    )
+    maxShardBytes: Param[int] = Param(
+        Params._dummy(),
+        "maxShardBytes",
+        "HNSW: largest graph one shard may take, in bytes (an integer >= 1); fit fails early "
+        f"when a shard would not fit. Default {DEFAULT_MAX_SHARD_BYTES} (1 GiB)",
+        typeConverter=_int_at_least("maxShardBytes", 1),
+    )
+
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self._setDefault(
             k=5,
             metric="euclidean",
             p=2.0,
-            algorithm="brute",
+            algorithm="auto",
+            M=16,
+            efConstruction=200,
+            ef=64,
+            maxShardBytes=DEFAULT_MAX_SHARD_BYTES,
             numShards=None,
             seed=0,
             handleInvalid="error",
@@ -168,6 +204,30 @@ class _KNNSharedParams(HasFeaturesCol, HasSeed, HasHandleInvalid):
 
     def getAlgorithm(self) -> str:
         return self.getOrDefault(self.algorithm)
+
+    def getM(self) -> int:
+        return self.getOrDefault(self.M)
+
+    def getEfConstruction(self) -> int:
+        return self.getOrDefault(self.efConstruction)
+
+    def getEf(self) -> int:
+        return self.getOrDefault(self.ef)
+
+    def getMaxShardBytes(self) -> int:
+        return self.getOrDefault(self.maxShardBytes)
+
+    def setM(self, value: int) -> Any:
+        return self._set(M=value)
+
+    def setEfConstruction(self, value: int) -> Any:
+        return self._set(efConstruction=value)
+
+    def setEf(self, value: int) -> Any:
+        return self._set(ef=value)
+
+    def setMaxShardBytes(self, value: int) -> Any:
+        return self._set(maxShardBytes=value)
 
     def getNumShards(self) -> int | None:
         return self.getOrDefault(self.numShards)

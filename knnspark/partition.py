@@ -25,6 +25,7 @@ from pyspark.sql import types as T
 
 from knnspark.errors import InvalidInputError
 from knnspark.kernels.exact import ExactShard, exact_search
+from knnspark.kernels.hnsw import HnswShard, hnsw_search
 from knnspark.kernels.predict import (
     class_probabilities,
     predict_from_probabilities,
@@ -91,6 +92,9 @@ class SearchSettings:
     weights: str = "uniform"
     classes: tuple[float, ...] = ()
     with_neighbors: bool = False
+    algorithm: str = "brute"  # "brute" or "hnsw"
+    ef: int = 64
+    token: str = ""  # names the fitted index, for the per-worker graph cache
 
 
 def output_fields(settings: SearchSettings) -> list[T.StructField]:
@@ -219,13 +223,22 @@ def _raise_invalid_query(
     )
 
 
+def search_one(
+    shard: ExactShard | HnswShard, queries: np.ndarray, settings: SearchSettings
+) -> tuple[np.ndarray, np.ndarray]:
+    """One shard's partial top-k list: distances and row positions in the shard."""
+    if isinstance(shard, HnswShard):
+        return hnsw_search(shard, queries, settings.k, settings.ef)
+    return exact_search(shard, queries, settings.k, settings.metric, settings.p)
+
+
 def search_shards(
-    shards: list[ExactShard], queries: np.ndarray, settings: SearchSettings
+    shards: list[ExactShard] | list[HnswShard], queries: np.ndarray, settings: SearchSettings
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Search every shard and merge the partial lists inside the task."""
     dists, ids, labels = [], [], []
     for shard in shards:
-        dist, pos = exact_search(shard, queries, settings.k, settings.metric, settings.p)
+        dist, pos = search_one(shard, queries, settings)
         dists.append(dist)
         ids.append(shard.ids[pos])
         if shard.labels is not None:
@@ -298,24 +311,41 @@ def pair_search_fn(
     def search(queries: pa.Table, shard_rows: pa.Table) -> pa.Table:
         if queries.num_rows == 0 or shard_rows.num_rows == 0:
             return _partials_table(np.empty(0, np.int64), np.empty(0, np.int32), None, None, None)
-        features, _ = list_matrix(shard_rows.column("features"), settings.n_features)
-        shard = ExactShard(
-            features=features,
-            ids=shard_rows.column("id").to_numpy(),
-            labels=shard_rows.column("label").to_numpy(zero_copy_only=False),
-        )
+        shard = _shard_from_table(shard_rows, settings)
         queries = _distinct_keys(queries)
         matrix, valid = query_matrix(queries.column(FEATURES_TMP), settings)
-        dist, pos = exact_search(shard, matrix, settings.k, settings.metric, settings.p)
+        dist, pos = search_one(shard, matrix, settings)
+        labels = shard.labels if shard.labels is not None else np.full(shard.n_rows, np.nan)
         return _partials_table(
             queries.column(KEY_HI).to_numpy()[valid],
             queries.column(KEY_LO).to_numpy()[valid],
             shard.ids[pos],
             dist,
-            shard.labels[pos],
+            labels[pos],
         )
 
     return search
+
+
+def _shard_from_table(table: pa.Table, settings: SearchSettings) -> ExactShard | HnswShard:
+    """The shard side of a cogroup: training rows (exact) or one graph row (HNSW)."""
+    if settings.algorithm == "hnsw":
+        labels = table.column("labels")[0].as_py()
+        return HnswShard(
+            index_bytes=table.column("graph")[0].as_py(),
+            ids=np.frombuffer(table.column("ids")[0].as_py(), dtype=np.int64),
+            labels=None if labels is None else np.frombuffer(labels, dtype=np.float64),
+            n_features=settings.n_features,
+            metric=settings.metric,
+            token=settings.token,
+            shard=int(table.column(SHARD_KEY)[0].as_py()),
+        )
+    features, _ = list_matrix(table.column("features"), settings.n_features)
+    return ExactShard(
+        features=features,
+        ids=table.column("id").to_numpy(),
+        labels=table.column("label").to_numpy(zero_copy_only=False),
+    )
 
 
 def _distinct_keys(queries: pa.Table) -> pa.Table:

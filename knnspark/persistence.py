@@ -6,9 +6,11 @@ A model folder holds:
   Hadoop file system works): class, format version, params, classes, number
   of features and rows, rows per shard;
 * ``data/`` — the training rows as Parquet written by Spark, with columns
-  ``shard, id, features (array<float>), label``.
+  ``shard, id, features (array<float>), label``;
+* ``index/`` — HNSW models only: one Parquet row per shard with its ids,
+  labels and graph in hnswlib's own file format.
 
-Loading reads JSON and Parquet only.  The shard of every row is stored, so a
+Loading reads JSON, Parquet and hnswlib files only.  The shard of every row is stored, so a
 loaded model searches exactly the shards the saved one did and predicts the
 same values.
 """
@@ -24,11 +26,18 @@ import pyspark
 from pyspark.ml.util import MLReader, MLWriter
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 from pyspark.sql.utils import AnalysisException
 
 from knnspark._version import __version__
 from knnspark.errors import ModelLoadError
-from knnspark.index import SHARD_ROWS_SCHEMA, TrainingIndex, estimate_index_bytes
+from knnspark.index import (
+    SHARD_BLOB_SCHEMA,
+    SHARD_ROWS_SCHEMA,
+    TrainingIndex,
+    estimate_index_bytes,
+    graph_from_blob,
+)
 from knnspark.kernels.exact import ExactShard
 
 __all__ = ["FORMAT_VERSION", "KNNModelReader", "KNNModelWriter"]
@@ -43,6 +52,10 @@ def _metadata_path(path: str) -> str:
 
 def _data_path(path: str) -> str:
     return path.rstrip("/") + "/data"
+
+
+def _graphs_path(path: str) -> str:
+    return path.rstrip("/") + "/index"
 
 
 def _class_name(cls: type) -> str:
@@ -78,6 +91,10 @@ class KNNModelWriter(MLWriter):
                 "classes": None if index.classes is None else [float(c) for c in index.classes],
                 "generated_ids": index.generated_ids,
                 "has_labels": model._task != "neighbors",
+                "algorithm": index.algorithm,
+                "token": index.token,
+                "hnsw_params": index.hnsw_params,
+                "graph_bytes": index.graph_bytes,
             },
         }
         text = json.dumps(metadata, sort_keys=True)
@@ -85,6 +102,30 @@ class KNNModelWriter(MLWriter):
             _metadata_path(path)
         )
         _training_rows(spark, index).write.parquet(_data_path(path))
+        if index.algorithm == "hnsw":
+            _graph_rows(spark, index).write.parquet(_graphs_path(path))
+
+
+_GRAPH_COLUMNS = ["shard", "n_rows", "n_features", "ids", "labels", "graph"]
+
+
+def _graph_rows(spark: SparkSession, index: TrainingIndex) -> DataFrame:
+    """One row per shard: ids, labels and the graph in hnswlib's file format."""
+    if index.shard_blobs is not None:
+        return index.shard_blobs.select(*_GRAPH_COLUMNS)
+    schema = T.StructType([SHARD_BLOB_SCHEMA[c] for c in _GRAPH_COLUMNS])
+    rows = [
+        (
+            g.shard,
+            g.n_rows,
+            g.n_features,
+            g.ids.astype(np.int64).tobytes(),
+            None if g.labels is None else g.labels.astype(np.float64).tobytes(),
+            g.index_bytes,
+        )
+        for g in index.graphs
+    ]
+    return spark.createDataFrame(rows, schema)
 
 
 def _training_rows(spark: SparkSession, index: TrainingIndex) -> DataFrame:
@@ -188,7 +229,16 @@ def _read_index(
         generated_ids=bool(info.get("generated_ids")),
     )
     has_labels = info.get("has_labels", True)
-    if estimate_index_bytes(n_rows, n_features) <= max_broadcast_bytes:
+    algorithm = info.get("algorithm", "brute")
+    common.update(
+        algorithm=algorithm,
+        token=info.get("token") or "",
+        hnsw_params=info.get("hnsw_params"),
+        graph_bytes=int(info.get("graph_bytes") or 0),
+    )
+    graphs = _read_graphs(spark, path, sizes) if algorithm == "hnsw" else None
+    broadcast = estimate_index_bytes(n_rows, n_features) + common["graph_bytes"]
+    if broadcast <= max_broadcast_bytes:
         try:
             pdf = rows.toPandas()
         except Exception as exc:  # a damaged Parquet file surfaces as a Java error
@@ -219,7 +269,14 @@ def _read_index(
                     labels=part["label"].to_numpy(np.float64) if has_labels else None,
                 )
             )
-        return TrainingIndex(shards=shards, **common)
+        index = TrainingIndex(shards=shards, **common)
+        if graphs is not None:
+            metric = common["hnsw_params"]["metric"]
+            rows_by_shard = {int(r["shard"]): r for r in graphs.collect()}
+            index.graphs = [
+                graph_from_blob(rows_by_shard[s], metric, common["token"]) for s in sizes
+            ]
+        return index
     try:
         counted = rows.count()
     except Exception as exc:
@@ -228,7 +285,26 @@ def _read_index(
         ) from None
     _check_rows(path, counted, n_rows)
     shard_rows = rows.select(*SHARD_ROWS_SCHEMA.fieldNames()).filter(F.lit(True))
-    return TrainingIndex(shard_rows=shard_rows, **common)
+    return TrainingIndex(shard_rows=shard_rows, shard_blobs=graphs, **common)
+
+
+def _read_graphs(spark: SparkSession, path: str, sizes: dict[int, int]) -> DataFrame:
+    schema = T.StructType([SHARD_BLOB_SCHEMA[c] for c in _GRAPH_COLUMNS])
+    try:
+        graphs = spark.read.schema(schema).parquet(_graphs_path(path))
+        found = {
+            int(r["shard"]): int(r["n_rows"]) for r in graphs.select("shard", "n_rows").collect()
+        }
+    except Exception as exc:  # a missing or damaged folder surfaces as a Java error
+        raise ModelLoadError(
+            f"The model at '{path}' has no readable HNSW index folder ({str(exc).splitlines()[0]})."
+        ) from None
+    if found != sizes:
+        raise ModelLoadError(
+            f"The model at '{path}' is damaged: its index folder holds graphs of {found} rows "
+            f"per shard, its metadata says {sizes}."
+        )
+    return graphs
 
 
 def _check_rows(path: str, found: int, expected: int) -> None:

@@ -9,7 +9,11 @@ from pyspark.sql import DataFrame
 
 from knnspark.base import _KNNEstimator, _KNNModel
 from knnspark.index import TrainingIndex
-from knnspark.params import DEFAULT_MAX_BROADCAST_BYTES, _KNNRegressorParams
+from knnspark.params import (
+    DEFAULT_MAX_BROADCAST_BYTES,
+    DEFAULT_MAX_SHARD_BYTES,
+    _KNNRegressorParams,
+)
 
 __all__ = ["KNNRegressionModel", "KNNRegressor"]
 
@@ -37,13 +41,17 @@ class KNNRegressor(_KNNEstimator, _KNNRegressorParams):
         weights: str = "uniform",
         metric: str = "euclidean",
         p: float = 2.0,
-        algorithm: str = "brute",
+        algorithm: str = "auto",
         numShards: int | None = None,
         seed: int = 0,
         handleInvalid: str = "error",
         idCol: str | None = None,
         neighborsCol: str | None = None,
         maxBroadcastBytes: int = DEFAULT_MAX_BROADCAST_BYTES,
+        M: int = 16,
+        efConstruction: int = 200,
+        ef: int = 64,
+        maxShardBytes: int = DEFAULT_MAX_SHARD_BYTES,
     ) -> None:
         super().__init__()
         self._set(**self._input_kwargs)

@@ -13,10 +13,18 @@ import numpy as np
 __all__ = ["EXACT_METRICS", "GEMM_METRICS", "pair_distances"]
 
 #: Metrics supported by exact (brute-force) search.
-EXACT_METRICS = ("euclidean", "manhattan", "chebyshev", "minkowski", "cosine", "hamming")
+EXACT_METRICS = (
+    "euclidean",
+    "manhattan",
+    "chebyshev",
+    "minkowski",
+    "cosine",
+    "hamming",
+    "inner_product",
+)
 
 #: Metrics whose candidates are picked with a float32 matrix product, then refined.
-GEMM_METRICS = ("euclidean", "cosine")
+GEMM_METRICS = ("euclidean", "cosine", "inner_product")
 
 # Bytes of float64 scratch space one pair_distances call may use.
 _SCRATCH_BYTES = 32 * 1024 * 1024
@@ -68,6 +76,9 @@ def _distances_3d(q: np.ndarray, r: np.ndarray, metric: str, p: float) -> np.nda
         return 1.0 - dot / (qn * rn)
     if metric == "hamming":
         return np.mean(q != r, axis=2)
+    if metric == "inner_product":
+        # hnswlib's "ip" space: 1 - <q, r> (not a metric; for normalized embeddings).
+        return 1.0 - (q * r).sum(axis=2)
     diff = np.abs(q - r)
     if metric == "euclidean":
         return np.sqrt((diff * diff).sum(axis=2))

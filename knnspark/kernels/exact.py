@@ -89,6 +89,8 @@ class ExactShard:
                 self._prepared[metric] = {
                     "rows": (self.features / norms[:, None]).astype(np.float32)
                 }
+            elif metric == "inner_product":
+                self._prepared[metric] = {"rows": self.features}
             else:
                 self._prepared[metric] = {}
         return self._prepared[metric]
@@ -156,6 +158,8 @@ def _gemm_candidates(
     rows = prep["rows"]
     if metric == "euclidean":
         q_all = queries - prep["mean"]
+    elif metric == "inner_product":
+        q_all = queries
     else:
         norms = np.linalg.norm(queries, axis=1, keepdims=True)
         norms[norms == 0.0] = 1.0

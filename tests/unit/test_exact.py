@@ -9,6 +9,8 @@ from sklearn.neighbors import NearestNeighbors as SkNearestNeighbors
 
 from knnspark.kernels import exact as exact_module
 from knnspark.kernels.distances import EXACT_METRICS, pair_distances
+
+SKLEARN_METRICS = [m for m in EXACT_METRICS if m != "inner_product"]
 from knnspark.kernels.exact import ExactShard, exact_search
 
 
@@ -25,7 +27,7 @@ def _sk_params(metric):
     return {"metric": metric, "p": 3} if metric == "minkowski" else {"metric": metric}
 
 
-@pytest.mark.parametrize("metric", EXACT_METRICS)
+@pytest.mark.parametrize("metric", SKLEARN_METRICS)
 def test_pair_distances_match_sklearn(metric):
     train, query = _data(metric)
     ours = pair_distances(query, train, metric, p=3)
@@ -35,7 +37,7 @@ def test_pair_distances_match_sklearn(metric):
     np.testing.assert_allclose(ours, ref, rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.parametrize("metric", EXACT_METRICS)
+@pytest.mark.parametrize("metric", SKLEARN_METRICS)
 def test_exact_search_matches_sklearn(metric):
     train, query = _data(metric)
     k = 7
@@ -49,6 +51,15 @@ def test_exact_search_matches_sklearn(metric):
     np.testing.assert_array_equal(pos, expected)
     if metric != "hamming":  # continuous data has no ties: sklearn's ids agree too
         np.testing.assert_array_equal(pos, ref_idx)
+
+
+def test_inner_product_is_one_minus_dot():
+    train, query = _data("euclidean")
+    ref = 1.0 - query.astype(np.float64) @ train.astype(np.float64).T
+    np.testing.assert_allclose(pair_distances(query, train, "inner_product"), ref, atol=1e-9)
+    dist, pos = exact_search(ExactShard(train, np.arange(len(train))), query, 5, "inner_product")
+    np.testing.assert_array_equal(pos, np.argsort(ref, axis=1, kind="stable")[:, :5])
+    np.testing.assert_allclose(dist, np.sort(ref, axis=1)[:, :5], atol=1e-9)
 
 
 def test_exact_search_ties_go_to_smaller_id():

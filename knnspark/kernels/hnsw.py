@@ -1,0 +1,169 @@
+"""HNSW graphs (hnswlib) for approximate search over one shard.
+
+Graphs are built single-threaded with a fixed seed and rows inserted in id
+order, so the same shard gives byte-identical index files run after run
+(hnswlib's multi-threaded inserts are not deterministic; knnspark's
+parallelism comes from building shards in parallel tasks).  Indexes travel
+as hnswlib's own file format, never as pickles, and each Python worker
+deserializes a given index once and keeps it in :data:`_LOADED`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+
+import hnswlib
+import numpy as np
+
+from knnspark.kernels.topk import select_topk
+
+__all__ = [
+    "HNSW_METRICS",
+    "HnswShard",
+    "build_hnsw",
+    "estimate_hnsw_bytes",
+    "hnsw_search",
+    "load_count",
+]
+
+#: Metrics HNSW supports, with the hnswlib space each one uses.
+HNSW_METRICS = ("euclidean", "cosine", "inner_product")
+_SPACES = {"euclidean": "l2", "cosine": "cosine", "inner_product": "ip"}
+
+# Per-worker cache of deserialized graphs: (token, shard) -> hnswlib.Index.
+_LOADED: dict[tuple[str, int], hnswlib.Index] = {}
+_LOCK = threading.Lock()
+_LOADS = {"count": 0}
+
+
+def estimate_hnsw_bytes(n_rows: int, n_features: int, m: int) -> int:
+    """Bytes of one shard's HNSW index, from hnswlib's layout.
+
+    Per row: the vector (``4 * n_features``), level-0 links (``2 * M`` 4-byte
+    ids plus a count), the 8-byte label, and on average ``1 / (M - 1)`` upper
+    levels of ``M`` links each; ``24`` covers the counts, the upper-level
+    pointers and that average.  Total: ``n_rows * (4 * n_features + 8 * M + 24)``
+    plus a small header.
+    """
+    return int(n_rows) * (4 * int(n_features) + 8 * int(m) + 24) + 1024
+
+
+def build_hnsw(features: np.ndarray, metric: str, m: int, ef_construction: int, seed: int) -> bytes:
+    """Build one shard's graph; row ``i`` gets label ``i`` (its position in the shard).
+
+    Parameters
+    ----------
+    features : ndarray of shape (n_rows, n_features), float32, rows in id order
+    metric : {"euclidean", "cosine", "inner_product"}
+    m, ef_construction, seed : int
+        hnswlib's ``M``, ``ef_construction`` and ``random_seed``.
+
+    Returns
+    -------
+    bytes
+        The index in hnswlib's file format.
+    """
+    if metric not in HNSW_METRICS:
+        raise ValueError(f"HNSW supports the metrics {HNSW_METRICS}; got {metric!r}")
+    n_rows, n_features = features.shape
+    index = hnswlib.Index(space=_SPACES[metric], dim=n_features)
+    index.init_index(
+        max_elements=max(1, n_rows), ef_construction=ef_construction, M=m, random_seed=seed
+    )
+    index.set_num_threads(1)
+    if n_rows:
+        index.add_items(np.ascontiguousarray(features, dtype=np.float32), np.arange(n_rows), 1)
+    with tempfile.TemporaryDirectory(prefix="knnspark-hnsw-") as tmp:
+        path = os.path.join(tmp, "index.bin")
+        index.save_index(path)
+        with open(path, "rb") as f:
+            return f.read()
+
+
+def _load(data: bytes, metric: str, n_features: int, n_rows: int) -> hnswlib.Index:
+    index = hnswlib.Index(space=_SPACES[metric], dim=n_features)
+    with tempfile.TemporaryDirectory(prefix="knnspark-hnsw-") as tmp:
+        path = os.path.join(tmp, "index.bin")
+        with open(path, "wb") as f:
+            f.write(data)
+        index.load_index(path, max_elements=max(1, n_rows))
+    index.set_num_threads(1)
+    _LOADS["count"] += 1
+    return index
+
+
+def load_count() -> int:
+    """How many graphs this process has deserialized (for tests of the cache)."""
+    return _LOADS["count"]
+
+
+@dataclass
+class HnswShard:
+    """One shard's HNSW graph with the ids and labels of its rows.
+
+    ``token`` names the fitted model the graph belongs to; with ``shard`` it
+    keys the per-worker cache.
+    """
+
+    index_bytes: bytes
+    ids: np.ndarray
+    labels: np.ndarray | None
+    n_features: int
+    metric: str
+    token: str
+    shard: int
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.ids.shape[0])
+
+    def graph(self) -> hnswlib.Index:
+        """The deserialized graph, loaded at most once per process."""
+        key = (self.token, self.shard)
+        with _LOCK:
+            index = _LOADED.get(key)
+            if index is None:
+                index = _load(self.index_bytes, self.metric, self.n_features, self.n_rows)
+                _LOADED[key] = index
+        return index
+
+
+def hnsw_search(
+    shard: HnswShard, queries: np.ndarray, k: int, ef: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Approximate k nearest rows of one shard for each query.
+
+    Returns
+    -------
+    distances : ndarray of shape (n_queries, min(k, n_rows)), float64
+        Euclidean distance, cosine distance or ``1 - inner product``.
+    positions : ndarray of shape (n_queries, min(k, n_rows)), int64
+        Row positions in the shard, ordered by (distance, id).
+    """
+    keep = min(k, shard.n_rows)
+    n_queries = queries.shape[0]
+    if n_queries == 0 or keep == 0:
+        return np.empty((n_queries, keep)), np.empty((n_queries, keep), dtype=np.int64)
+    index = shard.graph()
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    labels = dist = None
+    # hnswlib raises when it finds fewer than k rows (a small ef on a sparse graph);
+    # widen the search up to the whole shard before giving up.
+    for breadth in (max(ef, keep), max(4 * ef, 2 * keep), shard.n_rows):
+        index.set_ef(breadth)
+        try:
+            labels, dist = index.knn_query(queries, k=keep, num_threads=1)
+            break
+        except RuntimeError:
+            continue
+    if labels is None:
+        raise RuntimeError(f"HNSW search of shard {shard.shard} found fewer than {keep} rows")
+    pos = labels.astype(np.int64)
+    dist = dist.astype(np.float64)
+    if shard.metric == "euclidean":
+        dist = np.sqrt(np.maximum(dist, 0.0))
+    out_dist, _, order = select_topk(dist, shard.ids[pos], keep)
+    return out_dist, np.take_along_axis(pos, order, axis=1)

@@ -1,0 +1,214 @@
+"""Validate and number the training data before any index is built.
+
+One aggregation job checks the whole training set (row counts, invalid rows,
+vector lengths, classes) so bad data fails with a clear message on the
+driver, and yields what numbering the rows needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from knnspark.errors import InvalidInputError
+from knnspark.schema import (
+    check_id_column,
+    check_label_column,
+    feature_array_expr,
+    invalid_features_expr,
+)
+
+__all__ = ["PreparedTraining", "prepare_training"]
+
+# Bits of monotonically_increasing_id() that count rows within a partition.
+_ROW_BITS = 33
+
+
+@dataclass
+class PreparedTraining:
+    """Valid training rows (columns ``shard, id, features, label``) and their facts."""
+
+    rows: DataFrame
+    n_rows: int
+    n_features: int
+    classes: np.ndarray | None
+
+
+def prepare_training(
+    df: DataFrame,
+    *,
+    features_col: str,
+    label_col: str | None,
+    id_col: str | None,
+    classifier: bool,
+    num_shards: int,
+    k: int,
+    handle_invalid: str,
+) -> PreparedTraining:
+    """Check the schema and the data, number the rows and assign each to a shard."""
+    schema = df.schema
+    feature_expr = feature_array_expr(schema, features_col)
+    if label_col is not None:
+        check_label_column(schema, label_col, classifier)
+    if id_col is not None:
+        check_id_column(schema, id_col)
+
+    id_expr = F.col(f"`{id_col}`").cast("long") if id_col else F.lit(0).cast("long")
+    label_expr = F.col(f"`{label_col}`") if label_col else F.lit(None)
+    base = df.select(
+        F.spark_partition_id().alias("pid"),
+        F.monotonically_increasing_id().alias("mono"),
+        feature_expr.alias("features"),
+        id_expr.alias("id"),
+        label_expr.cast("double").alias("label"),
+    )
+    bad_features = invalid_features_expr(F.col("features"))
+    bad_label = F.col("label").isNull() | F.isnan(F.col("label")) if label_col else F.lit(False)
+    invalid = bad_features | bad_label
+
+    stats = _collect_stats(base, bad_features, bad_label, invalid, classifier)
+    n_valid = _check_stats(stats, features_col, label_col, id_col, handle_invalid, k)
+
+    if id_col is None:
+        ids = _generated_ids(stats["partition_rows"])
+        shard = F.pmod(ids, F.lit(num_shards))
+    else:
+        ids = F.col("id")
+        shard = F.pmod(F.xxhash64(F.col("id")), F.lit(num_shards))
+    rows = base.filter(~invalid).select(
+        shard.cast("int").alias("shard"),
+        ids.alias("id"),
+        F.col("features"),
+        F.col("label"),
+    )
+    if id_col is not None:
+        _check_unique_ids(rows, id_col)
+    classes = np.array(sorted(stats["classes"]), dtype=np.float64) if classifier else None
+    return PreparedTraining(rows, n_valid, int(stats["min_len"]), classes)
+
+
+def _collect_stats(
+    base: DataFrame, bad_features: Column, bad_label: Column, invalid: Column, classifier: bool
+) -> dict:
+    """One job: per-partition counts and checks, combined on the driver."""
+    null_or_empty = F.col("features").isNull() | (F.size("features") == 0)
+    valid_len = F.when(~invalid, F.size("features"))
+    aggs = [
+        F.count(F.lit(1)).alias("n"),
+        F.sum(null_or_empty.cast("long")).alias("n_null_empty"),
+        F.sum((bad_features & ~null_or_empty).cast("long")).alias("n_nonfinite"),
+        F.sum(bad_label.cast("long")).alias("n_bad_label"),
+        F.sum(invalid.cast("long")).alias("n_invalid"),
+        F.sum(F.col("id").isNull().cast("long")).alias("n_null_id"),
+        F.min(valid_len).alias("min_len"),
+        F.max(valid_len).alias("max_len"),
+    ]
+    if classifier:
+        label = F.col("label")
+        aggs.append(F.sum((~invalid & (label != F.floor(label))).cast("long")).alias("n_nonint"))
+        aggs.append(
+            F.first(F.when(~invalid & (label != F.floor(label)), label), True).alias(
+                "nonint_example"
+            )
+        )
+        aggs.append(F.collect_set(F.when(~invalid, label)).alias("classes"))
+    per_partition = base.groupBy("pid").agg(*aggs).collect()
+
+    total = {
+        key: sum(int(r[key] or 0) for r in per_partition)
+        for key in ("n", "n_null_empty", "n_nonfinite", "n_bad_label", "n_invalid", "n_null_id")
+    }
+    lengths = [r["min_len"] for r in per_partition if r["min_len"] is not None]
+    lengths += [r["max_len"] for r in per_partition if r["max_len"] is not None]
+    total["min_len"] = min(lengths) if lengths else None
+    total["max_len"] = max(lengths) if lengths else None
+    total["partition_rows"] = {int(r["pid"]): int(r["n"]) for r in per_partition}
+    if classifier:
+        total["n_nonint"] = sum(int(r["n_nonint"] or 0) for r in per_partition)
+        examples = [r["nonint_example"] for r in per_partition if r["nonint_example"] is not None]
+        total["nonint_example"] = examples[0] if examples else None
+        total["classes"] = {float(c) for r in per_partition for c in r["classes"]}
+    return total
+
+
+def _check_stats(
+    stats: dict,
+    features_col: str,
+    label_col: str | None,
+    id_col: str | None,
+    handle_invalid: str,
+    k: int,
+) -> int:
+    """Raise the first rule the training data breaks; return the number of usable rows."""
+    if stats["n"] == 0:
+        raise InvalidInputError(f"The training DataFrame is empty; fit needs at least k={k} rows.")
+    if id_col is not None and stats["n_null_id"]:
+        raise InvalidInputError(
+            f"Column '{id_col}' (param idCol) holds {stats['n_null_id']} null ids; every "
+            "training row needs a unique id."
+        )
+    if stats["n_invalid"] and handle_invalid == "error":
+        parts = []
+        if stats["n_null_empty"]:
+            parts.append(f"{stats['n_null_empty']} null or empty feature vectors")
+        if stats["n_nonfinite"]:
+            parts.append(f"{stats['n_nonfinite']} feature vectors with NaN or infinite values")
+        if stats["n_bad_label"]:
+            parts.append(f"{stats['n_bad_label']} null or NaN labels in column '{label_col}'")
+        raise InvalidInputError(
+            f"Invalid training rows in column '{features_col}' (param featuresCol)"
+            + (f" or '{label_col}' (param labelCol)" if label_col else "")
+            + f": {'; '.join(parts)}. Set handleInvalid='skip' to drop such rows."
+        )
+    n_valid = stats["n"] - stats["n_invalid"]
+    if n_valid == 0:
+        raise InvalidInputError(
+            f"No valid training rows: all {stats['n']} rows have null, empty or non-finite "
+            f"features in column '{features_col}'" + (" or null labels." if label_col else ".")
+        )
+    if stats["min_len"] != stats["max_len"]:
+        raise InvalidInputError(
+            f"Column '{features_col}' (param featuresCol) holds vectors of different lengths "
+            f"in the training data: {stats['min_len']} and {stats['max_len']}."
+        )
+    if stats.get("n_nonint"):
+        raise InvalidInputError(
+            f"Column '{label_col}' (param labelCol) must hold integer class values for "
+            f"KNNClassifier; got {stats['n_nonint']} non-integer labels such as "
+            f"{stats['nonint_example']!r}. Use KNNRegressor for continuous targets."
+        )
+    if k > n_valid:
+        raise InvalidInputError(
+            f"Param k must be <= the number of training rows ({n_valid}); got {k}."
+        )
+    return n_valid
+
+
+def _generated_ids(partition_rows: dict[int, int]) -> Column:
+    """Ids 0..n-1 in the order of the training DataFrame, without a shuffle.
+
+    ``monotonically_increasing_id`` puts the partition index in the upper bits
+    and the row's position within its partition in the lower 33 bits; adding
+    the number of rows in earlier partitions gives the row's global position.
+    """
+    n_partitions = max(partition_rows) + 1 if partition_rows else 1
+    offsets = np.zeros(n_partitions, dtype=np.int64)
+    for pid, count in partition_rows.items():
+        if pid + 1 < n_partitions:
+            offsets[pid + 1] = count
+    offsets = np.cumsum(offsets)
+    offset = F.element_at(F.array(*[F.lit(int(o)) for o in offsets]), F.col("pid") + 1)
+    position = F.col("mono") - F.shiftleft(F.col("pid").cast("long"), _ROW_BITS)
+    return (offset + position).cast("long")
+
+
+def _check_unique_ids(rows: DataFrame, id_col: str) -> None:
+    duplicate = rows.groupBy("id").count().filter(F.col("count") > 1).limit(1).collect()
+    if duplicate:
+        raise InvalidInputError(
+            f"Column '{id_col}' (param idCol) must hold unique ids; id {duplicate[0]['id']} "
+            f"appears {duplicate[0]['count']} times."
+        )
