@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import hnswlib
 import numpy as np
 
+from knnspark.kernels.exact import ExactShard, exact_search
 from knnspark.kernels.topk import select_topk
 
 __all__ = [
@@ -160,7 +161,10 @@ def hnsw_search(
         except RuntimeError:
             continue
     if labels is None:
-        raise RuntimeError(f"HNSW search of shard {shard.shard} found fewer than {keep} rows")
+        # A graph too sparse to reach k rows (tiny M on odd data): search the shard's
+        # vectors exactly rather than lose neighbors.
+        vectors = np.asarray(index.get_items(np.arange(shard.n_rows)), dtype=np.float32)
+        return exact_search(ExactShard(vectors, shard.ids), queries, keep, shard.metric)
     pos = labels.astype(np.int64)
     dist = dist.astype(np.float64)
     if shard.metric == "euclidean":
