@@ -78,10 +78,12 @@ class ExactShard:
             if metric == "euclidean":
                 mean = self.features.mean(axis=0, dtype=np.float64).astype(np.float32)
                 centred = self.features - mean
+                sq_norms = np.einsum("ij,ij->i", centred, centred)
                 self._prepared[metric] = {
                     "mean": mean,
                     "rows": centred,
-                    "sq_norms": np.einsum("ij,ij->i", centred, centred),
+                    "sq_norms": sq_norms,
+                    "max_sq_norm": float(sq_norms.max()) if sq_norms.size else 0.0,
                 }
             elif metric == "cosine":
                 norms = np.linalg.norm(self.features.astype(np.float64), axis=1)
@@ -90,7 +92,11 @@ class ExactShard:
                     "rows": (self.features / norms[:, None]).astype(np.float32)
                 }
             elif metric == "inner_product":
-                self._prepared[metric] = {"rows": self.features}
+                norms = np.linalg.norm(self.features.astype(np.float64), axis=1)
+                self._prepared[metric] = {
+                    "rows": self.features,
+                    "max_norm": float(norms.max()) if norms.size else 0.0,
+                }
             else:
                 self._prepared[metric] = {}
         return self._prepared[metric]
@@ -135,15 +141,41 @@ def exact_search(
     keep = min(k, shard.n_rows)
     if n_queries == 0 or keep == 0:
         return np.empty((n_queries, keep)), np.empty((n_queries, keep), dtype=np.int64)
-    if metric in GEMM_METRICS:
-        n_cand = min(shard.n_rows, keep + _extra_candidates(keep))
-        cand = _gemm_candidates(shard, queries, n_cand, metric)
-        rows = shard.features[cand]
-        dist = pair_distances(queries, rows, metric, p)
-    else:
+    if metric not in GEMM_METRICS:
         dist, cand = _direct_topk(shard, queries, keep, metric, p)
+        out_dist, _, pos = select_topk(dist, shard.ids[cand], keep)
+        return out_dist, np.take_along_axis(cand, pos, axis=1)
+    n_cand = min(shard.n_rows, keep + _extra_candidates(keep))
+    cand = _gemm_candidates(shard, queries, n_cand, metric)
+    dist = pair_distances(queries, shard.features[cand], metric, p)
     out_dist, _, pos = select_topk(dist, shard.ids[cand], keep)
-    return out_dist, np.take_along_axis(cand, pos, axis=1)
+    out_pos = np.take_along_axis(cand, pos, axis=1)
+    if n_cand < shard.n_rows:
+        # Rows the float32 pass may have settled wrongly: their last candidate is
+        # within rounding error of the k-th neighbor, so a row left out could tie
+        # or beat it.  Search those exactly in float64 over the whole shard.
+        unsure = _near_boundary(shard, queries, metric, out_dist[:, -1], dist.max(axis=1))
+        if unsure.any():
+            redo_dist, redo_pos = _direct_topk(shard, queries[unsure], keep, metric, p)
+            out_dist[unsure] = redo_dist
+            out_pos[unsure] = redo_pos
+    return out_dist, out_pos
+
+
+def _near_boundary(
+    shard: ExactShard, queries: np.ndarray, metric: str, kth: np.ndarray, last: np.ndarray
+) -> np.ndarray:
+    """Queries whose candidate list may miss a row tied with (or nearer than) the k-th."""
+    prep = shard.prepared(metric)
+    eps = np.finfo(np.float32).eps * (8.0 * np.sqrt(shard.n_features) + 32.0)
+    if metric == "euclidean":
+        centred = queries.astype(np.float64) - prep["mean"]
+        scale = np.einsum("ij,ij->i", centred, centred) + prep["max_sq_norm"]
+        return last**2 - kth**2 <= 2.0 * eps * scale
+    if metric == "cosine":
+        return last - kth <= 4.0 * eps
+    norms = np.linalg.norm(queries.astype(np.float64), axis=1)
+    return last - kth <= 2.0 * eps * norms * prep["max_norm"]
 
 
 def _query_block(n_train_block: int) -> int:
@@ -153,32 +185,37 @@ def _query_block(n_train_block: int) -> int:
 def _gemm_candidates(
     shard: ExactShard, queries: np.ndarray, n_cand: int, metric: str
 ) -> np.ndarray:
-    """Candidate positions from float32 matrix products, block by block."""
+    """Candidate positions from float32 matrix products, block by block.
+
+    Candidates are ranked by a score that differs from the distance by a
+    per-query constant and factor (``|x|^2 - 2 q.x`` for euclidean, ``-q.x``
+    otherwise), written in place into one reused buffer: no temporary
+    matrices, and no page faults from allocating a fresh one per block.
+    """
     prep = shard.prepared(metric)
     rows = prep["rows"]
     if metric == "euclidean":
-        q_all = queries - prep["mean"]
+        q_all = -2.0 * (queries - prep["mean"])
     elif metric == "inner_product":
-        q_all = queries
+        q_all = -queries
     else:
         norms = np.linalg.norm(queries, axis=1, keepdims=True)
         norms[norms == 0.0] = 1.0
-        q_all = queries / norms
+        q_all = -(queries / norms)
     n_train = rows.shape[0]
     train_block = min(n_train, _TRAIN_BLOCK)
     q_block = _query_block(train_block)
     out = np.empty((queries.shape[0], n_cand), dtype=np.int64)
+    scratch = np.empty(min(q_block, queries.shape[0]) * train_block, dtype=np.float32)
     for qs in range(0, queries.shape[0], q_block):
         q = q_all[qs : qs + q_block]
-        q_sq = np.einsum("ij,ij->i", q, q)[:, None] if metric == "euclidean" else None
         best_d = best_p = None
         for ts in range(0, n_train, train_block):
             block = rows[ts : ts + train_block]
-            prod = q @ block.T
+            d = scratch[: q.shape[0] * block.shape[0]].reshape(q.shape[0], block.shape[0])
+            np.matmul(q, block.T, out=d)
             if metric == "euclidean":
-                d = q_sq + prep["sq_norms"][None, ts : ts + train_block] - 2.0 * prod
-            else:
-                d = 1.0 - prod
+                d += prep["sq_norms"][ts : ts + train_block]
             cols = smallest_k_columns(d, min(n_cand, block.shape[0]))
             cand_d = np.take_along_axis(d, cols, axis=1)
             cand_p = cols + ts

@@ -24,6 +24,9 @@ __all__ = [
 #: infinite distance so that padding always sorts last.
 PAD_ID = np.iinfo(np.int64).max
 
+# Columns per group in the one-pass narrowing of smallest_k_columns.
+_GROUP_SIZE = 32
+
 
 def select_topk(
     dist: np.ndarray, ids: np.ndarray, k: int
@@ -123,6 +126,38 @@ def smallest_k_columns(dist: np.ndarray, k: int) -> np.ndarray:
     -------
     ndarray of shape (n_rows, k), int64
     """
+    n_rows, n_cols = dist.shape
+    if k >= n_cols:
+        return np.broadcast_to(np.arange(n_cols), (n_rows, n_cols)).copy()
+    n_groups = n_cols // _GROUP_SIZE
+    if n_groups <= 4 * k:
+        return _smallest_k_columns_full(dist, k)
+    # Group g holds columns g, g + n_groups, g + 2 * n_groups, ...: with this strided
+    # layout the group minima are an elementwise minimum of contiguous slices, the only
+    # pass over the whole matrix.  The k-th smallest group minimum bounds the k-th
+    # smallest value, so the k best groups (plus the leftover tail columns) hold the
+    # answer, unless another group's minimum ties that bound: such rows are redone.
+    body = n_groups * _GROUP_SIZE
+    mins = dist[:, :body].reshape(n_rows, _GROUP_SIZE, n_groups).min(axis=1)
+    groups = np.argpartition(mins, k - 1, axis=1)[:, :k]
+    bound = np.take_along_axis(mins, groups[:, k - 1 :], axis=1)
+    groups.sort(axis=1)
+    # Column g + i * n_groups laid out by (i, g) is ascending, which keeps the tie
+    # rule (lower column first) in the exact pass below.
+    cols = (groups[:, None, :] + n_groups * np.arange(_GROUP_SIZE)[:, None]).reshape(n_rows, -1)
+    if body < n_cols:
+        tail = np.broadcast_to(np.arange(body, n_cols), (n_rows, n_cols - body))
+        cols = np.concatenate([cols, tail], axis=1)
+    picked = _smallest_k_columns_full(np.take_along_axis(dist, cols, axis=1), k)
+    out = np.take_along_axis(cols, picked, axis=1)
+    tied = np.flatnonzero((mins <= bound).sum(axis=1) > k)
+    if tied.size:
+        out[tied] = _smallest_k_columns_full(dist[tied], k)
+    return out
+
+
+def _smallest_k_columns_full(dist: np.ndarray, k: int) -> np.ndarray:
+    """:func:`smallest_k_columns` by a partition of every full row."""
     n_rows, n_cols = dist.shape
     if k >= n_cols:
         return np.broadcast_to(np.arange(n_cols), (n_rows, n_cols)).copy()

@@ -9,9 +9,9 @@ from sklearn.neighbors import NearestNeighbors as SkNearestNeighbors
 
 from knnspark.kernels import exact as exact_module
 from knnspark.kernels.distances import EXACT_METRICS, pair_distances
+from knnspark.kernels.exact import ExactShard, exact_search
 
 SKLEARN_METRICS = [m for m in EXACT_METRICS if m != "inner_product"]
-from knnspark.kernels.exact import ExactShard, exact_search
 
 
 def _data(metric, n_train=300, n_query=40, dim=8, seed=0):
@@ -106,3 +106,27 @@ def test_exact_search_rejects_unknown_metric():
 def test_shard_rejects_duplicate_ids():
     with pytest.raises(ValueError, match="ids within a shard must be unique"):
         ExactShard(np.zeros((3, 2), dtype=np.float32), np.array([2, 1, 2]))
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine", "inner_product"])
+def test_exact_ties_follow_ids_whatever_the_sharding(metric):
+    # Integer grid: thousands of exact distance ties, more than the float32 pass keeps.
+    rng = np.random.default_rng(8)
+    train = rng.integers(0, 3, size=(9000, 8)).astype(np.float32)
+    query = rng.integers(0, 3, size=(300, 8)).astype(np.float32)
+    ids = rng.permutation(9000) * 2
+    k = 5
+    dist, pos = exact_search(ExactShard(train, ids), query, k, metric)
+    order = np.argsort(ids)
+    ref = pair_distances(query, train[order], metric)
+    ref_idx = np.array([np.lexsort((ids[order], np.round(row, 9)))[:k] for row in ref])
+    np.testing.assert_array_equal(ExactShard(train, ids).ids[pos], ids[order][ref_idx])
+    # Four shards merged give the same lists.
+    parts = [ExactShard(train[s::4], ids[s::4]) for s in range(4)]
+    lists = [(exact_search(sh, query, k, metric), sh) for sh in parts]
+    merged_d = np.concatenate([d for (d, _), _ in lists], axis=1)
+    merged_i = np.concatenate([sh.ids[p] for (_, p), sh in lists], axis=1)
+    from knnspark.kernels.topk import select_topk
+
+    _, merged_ids, _ = select_topk(merged_d, merged_i, k)
+    np.testing.assert_array_equal(merged_ids, ids[order][ref_idx])

@@ -87,3 +87,18 @@ def test_pad_ragged_pads_with_infinite_distance_and_pad_id():
     assert dist[1, 1] == np.inf and ids[1, 1] == PAD_ID
     out_d, out_i, _ = select_topk(dist, ids, 2)
     np.testing.assert_array_equal(out_i[1], [9, PAD_ID])
+
+
+@pytest.mark.parametrize("n_cols,k", [(2000, 1), (4099, 10), (6000, 40)])
+@pytest.mark.parametrize("n_values", [3, 1000, None])
+def test_smallest_k_columns_on_wide_rows_matches_reference(n_cols, k, n_values):
+    # Wide rows take the grouped pre-selection; few distinct values force ties at the
+    # boundary, and n_cols = 4099 leaves tail columns outside the groups.
+    rng = np.random.default_rng(n_cols + k)
+    if n_values is None:
+        dist = rng.random((12, n_cols))
+    else:
+        dist = rng.integers(0, n_values, size=(12, n_cols)).astype(np.float32)
+    cols = smallest_k_columns(dist, k)
+    _, ref_i = _reference(dist, np.tile(np.arange(n_cols), (12, 1)), k)
+    np.testing.assert_array_equal(cols, np.sort(ref_i, axis=1))
