@@ -20,6 +20,7 @@ from knnspark.partition import (
     NLAB_TMP,
     PRED_TMP,
     PROBA_TMP,
+    RAW_TMP,
     SearchSettings,
 )
 from knnspark.schema import check_output_columns, feature_array_expr
@@ -67,7 +68,9 @@ class _KNNEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable):
             max_shard_bytes=self.getMaxShardBytes(),
         )
         index = build_index(dataset, spec)
-        return self._copyValues(self._create_model(index))
+        model = self._copyValues(self._create_model(index))
+        model._class_weights()  # a mapping that names unknown classes fails here
+        return model
 
 
 class _KNNModel(Model, MLWritable, MLReadable):
@@ -147,10 +150,33 @@ class _KNNModel(Model, MLWritable, MLReadable):
         searched = self._search(dataset, "neighbors", with_neighbors=False)
         return searched.withColumnsRenamed({NIDS_TMP: neighborIdsCol, NDIST_TMP: distancesCol})
 
-    def _search(self, dataset: DataFrame, task: str, with_neighbors: bool) -> DataFrame:
+    def neighborLabels(self, dataset: DataFrame, k: int | None = None) -> DataFrame:
+        """Every column of ``dataset`` plus its ``k`` nearest neighbors' labels and distances.
+
+        For tuning: :class:`knnspark.tuning.KNNCrossValidator` searches once at the
+        largest ``k`` and scores every smaller ``k`` from these lists.
+
+        Returns
+        -------
+        DataFrame
+            ``neighbor_labels`` and ``neighbor_distances`` (``array<double>``,
+            nearest first); null for invalid rows under ``handleInvalid='keep'``.
+        """
+        check_output_columns(
+            dataset.schema,
+            {"neighbor_labels": "neighbor_labels", "neighbor_distances": "neighbor_distances"},
+        )
+        searched = self._search(dataset, "labels", with_neighbors=False, k=k)
+        return searched.withColumnsRenamed(
+            {NLAB_TMP: "neighbor_labels", NDIST_TMP: "neighbor_distances"}
+        )
+
+    def _search(
+        self, dataset: DataFrame, task: str, with_neighbors: bool, k: int | None = None
+    ) -> DataFrame:
         _check_handle_invalid(self.getHandleInvalid())
         index = self.index
-        k = self.getK()
+        k = self.getK() if k is None else int(k)
         if k > index.n_rows:
             raise InvalidInputError(
                 f"Param k must be <= the number of training rows ({index.n_rows}); got {k}."
@@ -171,12 +197,17 @@ class _KNNModel(Model, MLWritable, MLReadable):
             handle_invalid=self.getHandleInvalid(),
             weights=self.getOrDefault("weights") if self.hasParam("weights") else "uniform",
             classes=tuple(float(c) for c in index.classes) if index.classes is not None else (),
+            class_weights=self._class_weights(),
             with_neighbors=with_neighbors,
         )
         bc = None
         if index.storage == "broadcast":
             bc = self._shards_broadcast(dataset, algorithm)
         return search_dataframe(dataset, index, settings, bc)
+
+    def _class_weights(self) -> tuple[float, ...]:
+        """Per-class vote weights aligned with the classes; () when unweighted."""
+        return ()
 
     def _search_algorithm(self) -> str:
         """Exact search on request; otherwise what fit built."""
@@ -208,6 +239,7 @@ class _KNNModel(Model, MLWritable, MLReadable):
     def _supervised_transform(self, dataset: DataFrame, classify: bool) -> DataFrame:
         outputs = {"predictionCol": self.getPredictionCol()}
         if classify:
+            outputs["rawPredictionCol"] = self.getRawPredictionCol()
             outputs["probabilityCol"] = self.getProbabilityCol()
         outputs["neighborsCol"] = self.getNeighborsCol()
         check_output_columns(dataset.schema, outputs)
@@ -216,10 +248,13 @@ class _KNNModel(Model, MLWritable, MLReadable):
         renames = {PRED_TMP: self.getPredictionCol()}
         out = searched.withColumnsRenamed(renames)
         if classify:
-            proba = F.col(PROBA_TMP)
-            out = out.withColumn(
-                self.getProbabilityCol(), F.when(proba.isNotNull(), array_to_vector(proba))
-            ).drop(PROBA_TMP)
+            raw, proba = F.col(RAW_TMP), F.col(PROBA_TMP)
+            out = out.withColumns(
+                {
+                    self.getRawPredictionCol(): F.when(raw.isNotNull(), array_to_vector(raw)),
+                    self.getProbabilityCol(): F.when(proba.isNotNull(), array_to_vector(proba)),
+                }
+            ).drop(RAW_TMP, PROBA_TMP)
         if with_neighbors:
             out = out.withColumn(
                 self.getNeighborsCol(),

@@ -10,6 +10,7 @@ from pyspark.sql import DataFrame
 
 from knnspark.base import _KNNEstimator, _KNNModel, classes_array
 from knnspark.index import TrainingIndex
+from knnspark.kernels.predict import resolve_class_weights
 from knnspark.params import (
     DEFAULT_MAX_BROADCAST_BYTES,
     DEFAULT_MAX_SHARD_BYTES,
@@ -52,6 +53,7 @@ class KNNClassifier(_KNNEstimator, _KNNClassifierParams):
         labelCol: str = "label",
         predictionCol: str = "prediction",
         probabilityCol: str = "probability",
+        rawPredictionCol: str = "rawPrediction",
         weights: str = "uniform",
         metric: str = "euclidean",
         p: float = 2.0,
@@ -61,6 +63,7 @@ class KNNClassifier(_KNNEstimator, _KNNClassifierParams):
         handleInvalid: str = "error",
         idCol: str | None = None,
         neighborsCol: str | None = None,
+        classWeights: dict | str | None = None,
         maxBroadcastBytes: int = DEFAULT_MAX_BROADCAST_BYTES,
         M: int = 16,
         efConstruction: int = 200,
@@ -82,8 +85,9 @@ class KNNClassifier(_KNNEstimator, _KNNClassifierParams):
 class KNNClassificationModel(_KNNModel, _KNNClassifierParams):
     """A fitted :class:`KNNClassifier`.
 
-    ``transform`` adds ``predictionCol`` (double), ``probabilityCol`` (vector,
-    ordered like :attr:`classes`) and, when ``neighborsCol`` is set, each row's
+    ``transform`` adds ``predictionCol`` (double), ``rawPredictionCol`` (vector
+    of weighted votes) and ``probabilityCol`` (vector of the votes normalized),
+    both ordered like :attr:`classes`, and, when ``neighborsCol`` is set, each row's
     neighbors as ``array<struct<id: long, distance: double, label: double>>``.
     Rows with invalid features under ``handleInvalid='keep'`` (or ``'skip'``)
     keep their place with null outputs: ``transform`` never drops a row.
@@ -99,6 +103,17 @@ class KNNClassificationModel(_KNNModel, _KNNClassifierParams):
     @property
     def numClasses(self) -> int:
         return int(self.index.classes.shape[0])
+
+    @property
+    def classCounts(self) -> np.ndarray:
+        """Training rows per class, aligned with :attr:`classes`."""
+        return self.index.class_counts.copy()
+
+    def _class_weights(self) -> tuple[float, ...]:
+        weights = resolve_class_weights(
+            self.getClassWeights(), self.index.classes, self.index.class_counts
+        )
+        return () if weights is None else tuple(float(w) for w in weights)
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
         return self._supervised_transform(dataset, classify=True)

@@ -109,6 +109,7 @@ class TrainingIndex:
     shard_sizes: dict[int, int]
     classes: np.ndarray | None
     generated_ids: bool
+    class_counts: np.ndarray | None = None
     algorithm: str = "brute"
     token: str = ""
     hnsw_params: dict | None = None
@@ -179,6 +180,7 @@ def build_index(df: DataFrame, spec: IndexSpec) -> TrainingIndex:
         n_features=n_features,
         n_rows=n_rows,
         classes=prepared.classes,
+        class_counts=prepared.class_counts,
         generated_ids=spec.id_col is None,
         algorithm=algorithm,
         token=uuid.uuid4().hex,

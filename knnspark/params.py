@@ -19,6 +19,7 @@ from pyspark.ml.param.shared import (
     HasLabelCol,
     HasPredictionCol,
     HasProbabilityCol,
+    HasRawPredictionCol,
     HasSeed,
 )
 
@@ -310,8 +311,57 @@ class _KNNSupervisedParams(_KNNSharedParams, HasLabelCol, HasPredictionCol):
         return self._set(predictionCol=value)
 
 
-class _KNNClassifierParams(_KNNSupervisedParams, HasProbabilityCol):
+def _class_weights(value: Any) -> Any:
+    """None, "balanced", or a mapping class value -> weight (> 0, finite)."""
+    if value is None or value == "balanced":
+        return value
+    if not isinstance(value, dict):
+        raise TypeError(
+            f"Param classWeights must be 'balanced', a mapping class value -> weight, or None; "
+            f"got {value!r}"
+        )
+    converted = {}
+    for key, weight in value.items():
+        try:
+            cls, w = float(key), float(weight)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"Param classWeights must map numeric class values to numeric weights; "
+                f"got {key!r}: {weight!r}"
+            ) from None
+        if not math.isfinite(w) or w <= 0:
+            raise ValueError(
+                f"Param classWeights must give every class a finite weight > 0; "
+                f"got {key!r}: {weight!r}"
+            )
+        converted[cls] = w
+    return converted
+
+
+class _KNNClassifierParams(_KNNSupervisedParams, HasProbabilityCol, HasRawPredictionCol):
     """Params of :class:`KNNClassifier` and :class:`KNNClassificationModel`."""
+
+    classWeights: Param[Any] = Param(
+        Params._dummy(),
+        "classWeights",
+        "vote weight per class: a mapping class value -> weight > 0 (classes left out weigh "
+        "1), 'balanced' (n_samples / (n_classes * class count), as in scikit-learn), or None "
+        "(default, unweighted)",
+        typeConverter=_class_weights,
+    )
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._setDefault(classWeights=None)
+
+    def getClassWeights(self) -> Any:
+        return self.getOrDefault(self.classWeights)
+
+    def setClassWeights(self, value: Any) -> Any:
+        return self._set(classWeights=value)
+
+    def setRawPredictionCol(self, value: str) -> Any:
+        return self._set(rawPredictionCol=value)
 
     def setProbabilityCol(self, value: str) -> Any:
         return self._set(probabilityCol=value)

@@ -27,8 +27,9 @@ from knnspark.errors import InvalidInputError
 from knnspark.kernels.exact import ExactShard, exact_search
 from knnspark.kernels.hnsw import HnswShard, hnsw_search
 from knnspark.kernels.predict import (
-    class_probabilities,
+    class_votes,
     predict_from_probabilities,
+    probabilities_from_votes,
     weighted_average,
 )
 from knnspark.kernels.topk import PAD_ID, drop_duplicate_ids, select_topk
@@ -58,6 +59,7 @@ BLOCK_KEY = "__knn_qblock"
 
 PRED_TMP = "__knn_pred"
 PROBA_TMP = "__knn_proba"
+RAW_TMP = "__knn_raw"
 NIDS_TMP = "__knn_nids"
 NDIST_TMP = "__knn_ndist"
 NLAB_TMP = "__knn_nlab"
@@ -82,7 +84,7 @@ _LIST_F64_NULLS = pa.list_(pa.field("element", pa.float64(), nullable=True))
 class SearchSettings:
     """Everything a search task needs, as plain picklable values."""
 
-    task: str  # "classify", "regress" or "neighbors"
+    task: str  # "classify", "regress", "neighbors", or "labels" (neighbor labels, for tuning)
     k: int
     metric: str
     p: float
@@ -95,6 +97,7 @@ class SearchSettings:
     algorithm: str = "brute"  # "brute" or "hnsw"
     ef: int = 64
     token: str = ""  # names the fitted index, for the per-worker graph cache
+    class_weights: tuple[float, ...] = ()  # aligned with classes; () means all 1
 
 
 def output_fields(settings: SearchSettings) -> list[T.StructField]:
@@ -104,11 +107,15 @@ def output_fields(settings: SearchSettings) -> list[T.StructField]:
     if settings.task in ("classify", "regress"):
         fields.append(T.StructField(PRED_TMP, T.DoubleType(), True))
     if settings.task == "classify":
+        fields.append(T.StructField(RAW_TMP, arr_d, True))
         fields.append(T.StructField(PROBA_TMP, arr_d, True))
+    if settings.task == "labels":
+        fields.append(T.StructField(NLAB_TMP, arr_d, True))
+        fields.append(T.StructField(NDIST_TMP, arr_d, True))
     if settings.task == "neighbors" or settings.with_neighbors:
         fields.append(T.StructField(NIDS_TMP, T.ArrayType(T.LongType(), False), True))
         fields.append(T.StructField(NDIST_TMP, arr_d, True))
-    if settings.task != "neighbors" and settings.with_neighbors:
+    if settings.task in ("classify", "regress") and settings.with_neighbors:
         fields.append(T.StructField(NLAB_TMP, arr_d, True))
     return fields
 
@@ -261,15 +268,21 @@ def output_arrays(
     columns: dict[str, pa.Array] = {}
     if settings.task == "classify":
         classes = np.asarray(settings.classes, dtype=np.float64)
-        proba = class_probabilities(labels, dist, classes, settings.weights)
+        class_weights = np.asarray(settings.class_weights) if settings.class_weights else None
+        votes = class_votes(labels, dist, classes, settings.weights, class_weights)
+        proba = probabilities_from_votes(votes)
         columns[PRED_TMP] = scalar_array(predict_from_probabilities(proba, classes), valid)
+        columns[RAW_TMP] = list_array(votes, valid, _LIST_F64)
         columns[PROBA_TMP] = list_array(proba, valid, _LIST_F64)
     elif settings.task == "regress":
         columns[PRED_TMP] = scalar_array(weighted_average(labels, dist, settings.weights), valid)
     if settings.task == "neighbors" or settings.with_neighbors:
         columns[NIDS_TMP] = list_array(ids, valid, _LIST_I64)
         columns[NDIST_TMP] = list_array(dist, valid, _LIST_F64)
-    if settings.task != "neighbors" and settings.with_neighbors:
+    if settings.task == "labels":
+        columns[NLAB_TMP] = list_array(labels, valid, _LIST_F64)
+        columns[NDIST_TMP] = list_array(dist, valid, _LIST_F64)
+    if settings.task in ("classify", "regress") and settings.with_neighbors:
         columns[NLAB_TMP] = list_array(labels, valid, _LIST_F64)
     return columns
 

@@ -89,6 +89,9 @@ class KNNModelWriter(MLWriter):
                 "n_rows": index.n_rows,
                 "shard_sizes": {str(k): v for k, v in index.shard_sizes.items()},
                 "classes": None if index.classes is None else [float(c) for c in index.classes],
+                "class_counts": (
+                    None if index.class_counts is None else [int(c) for c in index.class_counts]
+                ),
                 "generated_ids": index.generated_ids,
                 "has_labels": model._task != "neighbors",
                 "algorithm": index.algorithm,
@@ -226,6 +229,9 @@ def _read_index(
         n_rows=n_rows,
         shard_sizes=sizes,
         classes=None if classes is None else np.array(classes, dtype=np.float64),
+        class_counts=(
+            None if info.get("class_counts") is None else np.array(info["class_counts"], np.int64)
+        ),
         generated_ids=bool(info.get("generated_ids")),
     )
     has_labels = info.get("has_labels", True)

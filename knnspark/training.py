@@ -35,6 +35,7 @@ class PreparedTraining:
     n_rows: int
     n_features: int
     classes: np.ndarray | None
+    class_counts: np.ndarray | None = None
 
 
 def prepare_training(
@@ -86,8 +87,12 @@ def prepare_training(
     )
     if id_col is not None:
         _check_unique_ids(rows, id_col)
-    classes = np.array(sorted(stats["classes"]), dtype=np.float64) if classifier else None
-    return PreparedTraining(rows, n_valid, int(stats["min_len"]), classes)
+    classes = counts = None
+    if classifier:
+        per_class = sorted(base.filter(~invalid).groupBy("label").count().collect())
+        classes = np.array([r["label"] for r in per_class], dtype=np.float64)
+        counts = np.array([r["count"] for r in per_class], dtype=np.int64)
+    return PreparedTraining(rows, n_valid, int(stats["min_len"]), classes, counts)
 
 
 def _collect_stats(
@@ -114,7 +119,6 @@ def _collect_stats(
                 "nonint_example"
             )
         )
-        aggs.append(F.collect_set(F.when(~invalid, label)).alias("classes"))
     per_partition = base.groupBy("pid").agg(*aggs).collect()
 
     total = {
@@ -130,7 +134,6 @@ def _collect_stats(
         total["n_nonint"] = sum(int(r["n_nonint"] or 0) for r in per_partition)
         examples = [r["nonint_example"] for r in per_partition if r["nonint_example"] is not None]
         total["nonint_example"] = examples[0] if examples else None
-        total["classes"] = {float(c) for r in per_partition for c in r["classes"]}
     return total
 
 

@@ -13,6 +13,9 @@ import numpy as np
 __all__ = [
     "WEIGHTINGS",
     "class_probabilities",
+    "class_votes",
+    "probabilities_from_votes",
+    "resolve_class_weights",
     "neighbor_weights",
     "predict_from_probabilities",
     "weighted_average",
@@ -53,10 +56,14 @@ def neighbor_weights(dist: np.ndarray, weights: str) -> np.ndarray:
     return w
 
 
-def class_probabilities(
-    neighbor_labels: np.ndarray, dist: np.ndarray, classes: np.ndarray, weights: str
+def class_votes(
+    neighbor_labels: np.ndarray,
+    dist: np.ndarray,
+    classes: np.ndarray,
+    weights: str,
+    class_weights: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Weighted share of each class among the neighbors.
+    """Weighted votes of the neighbors for each class (the raw prediction).
 
     Parameters
     ----------
@@ -65,22 +72,49 @@ def class_probabilities(
     dist : ndarray of shape (n_queries, k)
     classes : ndarray of shape (n_classes,), sorted ascending
     weights : {"uniform", "distance"}
+    class_weights : ndarray of shape (n_classes,), optional
+        Multiplies the vote of each neighbor of that class.
 
     Returns
     -------
     ndarray of shape (n_queries, n_classes)
-        Rows sum to 1; columns follow ``classes``.
+        Columns follow ``classes``.
     """
-    n_queries, k = neighbor_labels.shape
+    n_queries, _ = neighbor_labels.shape
     n_classes = classes.shape[0]
     class_index = np.searchsorted(classes, neighbor_labels)
     w = neighbor_weights(dist, weights)
+    if class_weights is not None:
+        w = w * np.asarray(class_weights, dtype=np.float64)[class_index]
     flat = (np.arange(n_queries)[:, None] * n_classes + class_index).ravel()
     totals = np.bincount(flat, weights=w.ravel(), minlength=n_queries * n_classes)
-    proba = totals.reshape(n_queries, n_classes)
-    norm = proba.sum(axis=1, keepdims=True)
+    return totals.reshape(n_queries, n_classes)
+
+
+def class_probabilities(
+    neighbor_labels: np.ndarray,
+    dist: np.ndarray,
+    classes: np.ndarray,
+    weights: str,
+    class_weights: np.ndarray | None = None,
+) -> np.ndarray:
+    """Weighted share of each class among the neighbors: votes normalized per row.
+
+    Returns
+    -------
+    ndarray of shape (n_queries, n_classes)
+        Rows sum to 1 (a row whose votes are all 0 stays 0); columns follow ``classes``.
+    """
+    return probabilities_from_votes(
+        class_votes(neighbor_labels, dist, classes, weights, class_weights)
+    )
+
+
+def probabilities_from_votes(votes: np.ndarray) -> np.ndarray:
+    """Normalize raw votes into probabilities, as scikit-learn's ``predict_proba`` does."""
+    norm = votes.sum(axis=1, keepdims=True)
     norm[norm == 0.0] = 1.0
-    return proba / norm
+    return votes / norm
 
 
 def predict_from_probabilities(proba: np.ndarray, classes: np.ndarray) -> np.ndarray:
@@ -113,3 +147,48 @@ def weighted_average(neighbor_labels: np.ndarray, dist: np.ndarray, weights: str
     """
     w = neighbor_weights(dist, weights)
     return (neighbor_labels * w).sum(axis=1) / w.sum(axis=1)
+
+
+def resolve_class_weights(
+    class_weights: dict | str | None, classes: np.ndarray, counts: np.ndarray
+) -> np.ndarray | None:
+    """Per-class vote weights aligned with ``classes``.
+
+    Parameters
+    ----------
+    class_weights : dict, "balanced" or None
+        A mapping class value -> weight (classes left out weigh 1), or
+        ``"balanced"``: ``n_samples / (n_classes * count)``, as scikit-learn
+        defines it.  None means unweighted.
+    classes : ndarray of shape (n_classes,)
+    counts : ndarray of shape (n_classes,)
+        Training rows per class.
+
+    Returns
+    -------
+    ndarray of shape (n_classes,) or None
+
+    Examples
+    --------
+    >>> resolve_class_weights("balanced", np.array([0.0, 1.0]), np.array([3, 1]))
+    array([0.66666667, 2.        ])
+    """
+    if class_weights is None:
+        return None
+    if isinstance(class_weights, str):
+        if class_weights != "balanced":
+            raise ValueError(
+                f"Param classWeights must be 'balanced' or a mapping; got {class_weights!r}"
+            )
+        counts = np.asarray(counts, dtype=np.float64)
+        return counts.sum() / (len(classes) * counts)
+    weights = np.ones(len(classes))
+    index = {float(c): i for i, c in enumerate(classes)}
+    for value, weight in class_weights.items():
+        if float(value) not in index:
+            raise ValueError(
+                f"Param classWeights names class {value!r}, which is not among the training "
+                f"classes {[float(c) for c in classes]}"
+            )
+        weights[index[float(value)]] = float(weight)
+    return weights
