@@ -66,6 +66,8 @@ class _KNNEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable):
             ef=self.getEf(),
             seed=self.getSeed(),
             max_shard_bytes=self.getMaxShardBytes(),
+            impute_strategy=self.getImputeStrategy(),
+            standardization=self.getStandardization(),
         )
         index = build_index(dataset, spec)
         model = self._copyValues(self._create_model(index))
@@ -182,7 +184,9 @@ class _KNNModel(Model, MLWritable, MLReadable):
                 f"Param k must be <= the number of training rows ({index.n_rows}); got {k}."
             )
         # Fails early on a missing or mistyped features column.
-        feature_array_expr(dataset.schema, self.getFeaturesCol())
+        features = index.preprocessing.apply(
+            feature_array_expr(dataset.schema, self.getFeaturesCol())
+        )
         algorithm = self._search_algorithm()
         settings = SearchSettings(
             task=task,
@@ -203,7 +207,7 @@ class _KNNModel(Model, MLWritable, MLReadable):
         bc = None
         if index.storage == "broadcast":
             bc = self._shards_broadcast(dataset, algorithm)
-        return search_dataframe(dataset, index, settings, bc)
+        return search_dataframe(dataset, index, settings, bc, features)
 
     def _class_weights(self) -> tuple[float, ...]:
         """Per-class vote weights aligned with the classes; () when unweighted."""

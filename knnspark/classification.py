@@ -69,6 +69,8 @@ class KNNClassifier(_KNNEstimator, _KNNClassifierParams):
         efConstruction: int = 200,
         ef: int = 64,
         maxShardBytes: int = DEFAULT_MAX_SHARD_BYTES,
+        standardization: str = "none",
+        imputeStrategy: str | None = None,
     ) -> None:
         super().__init__()
         self._set(**self._input_kwargs)

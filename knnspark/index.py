@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -25,6 +25,7 @@ from pyspark.sql import types as T
 from knnspark.errors import InvalidInputError
 from knnspark.kernels.exact import ExactShard
 from knnspark.kernels.hnsw import HNSW_METRICS, HnswShard, build_hnsw, estimate_hnsw_bytes
+from knnspark.preprocessing import Preprocessing
 from knnspark.training import prepare_training
 
 __all__ = [
@@ -92,6 +93,8 @@ class IndexSpec:
     ef: int = 64
     seed: int = 0
     max_shard_bytes: int = 1 << 30
+    impute_strategy: str | None = None
+    standardization: str = "none"
 
 
 @dataclass
@@ -110,6 +113,7 @@ class TrainingIndex:
     classes: np.ndarray | None
     generated_ids: bool
     class_counts: np.ndarray | None = None
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
     algorithm: str = "brute"
     token: str = ""
     hnsw_params: dict | None = None
@@ -168,6 +172,8 @@ def build_index(df: DataFrame, spec: IndexSpec) -> TrainingIndex:
         num_shards=spec.num_shards,
         k=spec.k,
         handle_invalid=spec.handle_invalid,
+        impute_strategy=spec.impute_strategy,
+        standardization=spec.standardization,
     )
     n_rows, n_features = prepared.n_rows, prepared.n_features
     algorithm = choose_algorithm(
@@ -181,6 +187,7 @@ def build_index(df: DataFrame, spec: IndexSpec) -> TrainingIndex:
         n_rows=n_rows,
         classes=prepared.classes,
         class_counts=prepared.class_counts,
+        preprocessing=prepared.preprocessing,
         generated_ids=spec.id_col is None,
         algorithm=algorithm,
         token=uuid.uuid4().hex,

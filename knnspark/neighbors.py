@@ -57,6 +57,8 @@ class NearestNeighbors(_KNNEstimator, _NearestNeighborsParams):
         efConstruction: int = 200,
         ef: int = 64,
         maxShardBytes: int = DEFAULT_MAX_SHARD_BYTES,
+        standardization: str = "none",
+        imputeStrategy: str | None = None,
     ) -> None:
         super().__init__()
         self._set(**self._input_kwargs)

@@ -25,6 +25,7 @@ from pyspark.ml.param.shared import (
 
 from knnspark.kernels.distances import EXACT_METRICS
 from knnspark.kernels.predict import WEIGHTINGS
+from knnspark.preprocessing import IMPUTE_STRATEGIES, STANDARDIZATIONS
 
 __all__ = [
     "ALGORITHMS",
@@ -70,6 +71,15 @@ def _one_of(name: str, options: tuple[str, ...]) -> Callable[[Any], str]:
                 f"Param {name} must be one of {', '.join(repr(o) for o in options)}; got {value!r}"
             )
         return value
+
+    return convert
+
+
+def _optional_one_of(name: str, options: tuple[str, ...]) -> Callable[[Any], Any]:
+    one_of = _one_of(name, options)
+
+    def convert(value: Any) -> Any:
+        return None if value is None else one_of(value)
 
     return convert
 
@@ -168,6 +178,21 @@ class _KNNSharedParams(HasFeaturesCol, HasSeed, HasHandleInvalid):
         "on a fitted model without rebuilding",
         typeConverter=_int_at_least("ef", 1),
     )
+    standardization: Param[str] = Param(
+        Params._dummy(),
+        "standardization",
+        "feature scaling fitted on the training data and applied to every query: 'none', "
+        "'zscore' (mean 0, sample standard deviation 1) or 'minmax' (0..1); a constant "
+        "feature maps to 0",
+        typeConverter=_one_of("standardization", STANDARDIZATIONS),
+    )
+    imputeStrategy: Param[Any] = Param(
+        Params._dummy(),
+        "imputeStrategy",
+        "NaN entries inside vectors: None (invalid input, see handleInvalid), 'mean' or "
+        "'median' (of the training rows, per feature, applied to training and query rows)",
+        typeConverter=_optional_one_of("imputeStrategy", IMPUTE_STRATEGIES),
+    )
     maxShardBytes: Param[int] = Param(
         Params._dummy(),
         "maxShardBytes",
@@ -187,6 +212,8 @@ class _KNNSharedParams(HasFeaturesCol, HasSeed, HasHandleInvalid):
             efConstruction=200,
             ef=64,
             maxShardBytes=DEFAULT_MAX_SHARD_BYTES,
+            standardization="none",
+            imputeStrategy=None,
             numShards=None,
             seed=0,
             handleInvalid="error",
@@ -214,6 +241,18 @@ class _KNNSharedParams(HasFeaturesCol, HasSeed, HasHandleInvalid):
 
     def getEf(self) -> int:
         return self.getOrDefault(self.ef)
+
+    def getStandardization(self) -> str:
+        return self.getOrDefault(self.standardization)
+
+    def getImputeStrategy(self) -> str | None:
+        return self.getOrDefault(self.imputeStrategy)
+
+    def setStandardization(self, value: str) -> Any:
+        return self._set(standardization=value)
+
+    def setImputeStrategy(self, value: str | None) -> Any:
+        return self._set(imputeStrategy=value)
 
     def getMaxShardBytes(self) -> int:
         return self.getOrDefault(self.maxShardBytes)

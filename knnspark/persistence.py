@@ -39,6 +39,7 @@ from knnspark.index import (
     graph_from_blob,
 )
 from knnspark.kernels.exact import ExactShard
+from knnspark.preprocessing import Preprocessing
 
 __all__ = ["FORMAT_VERSION", "KNNModelReader", "KNNModelWriter"]
 
@@ -98,6 +99,7 @@ class KNNModelWriter(MLWriter):
                 "token": index.token,
                 "hnsw_params": index.hnsw_params,
                 "graph_bytes": index.graph_bytes,
+                "preprocessing": index.preprocessing.to_json(),
             },
         }
         text = json.dumps(metadata, sort_keys=True)
@@ -241,6 +243,7 @@ def _read_index(
         token=info.get("token") or "",
         hnsw_params=info.get("hnsw_params"),
         graph_bytes=int(info.get("graph_bytes") or 0),
+        preprocessing=Preprocessing.from_json(info.get("preprocessing")),
     )
     graphs = _read_graphs(spark, path, sizes) if algorithm == "hnsw" else None
     broadcast = estimate_index_bytes(n_rows, n_features) + common["graph_bytes"]

@@ -65,10 +65,20 @@ def feature_array_expr(schema: T.StructType, name: str, param: str = "featuresCo
     )
 
 
-def invalid_features_expr(features: Column) -> Column:
-    """True where an ``array<float>`` features value is null, empty, or not all finite."""
-    bad_value = F.exists(features, lambda x: x.isNull() | F.isnan(x) | (F.abs(x) == float("inf")))
-    return features.isNull() | (F.size(features) == 0) | bad_value
+def invalid_features_expr(features: Column, allow_nan: bool = False) -> Column:
+    """True where an ``array<float>`` features value is null, empty, or not all finite.
+
+    With ``allow_nan`` (imputation configured), NaN and null entries are valid:
+    only infinite values make a vector invalid.
+    """
+    if allow_nan:
+        # coalesce: a null entry would make the predicate, and so the row's validity, null.
+        bad_value = F.exists(features, lambda x: F.coalesce(F.abs(x) == float("inf"), F.lit(False)))
+    else:
+        bad_value = F.exists(
+            features, lambda x: x.isNull() | F.isnan(x) | (F.abs(x) == float("inf"))
+        )
+    return F.coalesce(features.isNull() | (F.size(features) == 0) | bad_value, F.lit(True))
 
 
 def check_label_column(schema: T.StructType, name: str, classifier: bool) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -36,21 +36,24 @@ from knnspark.partition import (
     output_fields,
     pair_search_fn,
 )
-from knnspark.schema import feature_array_expr
 
 __all__ = ["search_dataframe"]
 
 
 def search_dataframe(
-    df: DataFrame, index: TrainingIndex, settings: SearchSettings, shards_broadcast: Any
+    df: DataFrame,
+    index: TrainingIndex,
+    settings: SearchSettings,
+    shards_broadcast: Any,
+    features: Column,
 ) -> DataFrame:
     """Every column of ``df`` plus the temporary output columns of ``settings.task``.
 
-    ``shards_broadcast`` is the broadcast of ``index.shards`` (broadcast
-    storage) and is ignored for distributed storage.
+    ``shards_broadcast`` is the broadcast of the shards (broadcast storage)
+    and is ignored for distributed storage; ``features`` is the query
+    features as ``array<float>``, already imputed and standardized.
     """
     _check_no_reserved_columns(df)
-    features = feature_array_expr(df.schema, settings.features_col)
     if index.storage == "broadcast":
         return _broadcast_plan(df, features, settings, shards_broadcast)
     return _reduce_plan(df, features, index, settings)

@@ -7,13 +7,14 @@ driver, and yields what numbering the rows needs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from knnspark.errors import InvalidInputError
+from knnspark.preprocessing import Preprocessing, fit_preprocessing
 from knnspark.schema import (
     check_id_column,
     check_label_column,
@@ -36,6 +37,7 @@ class PreparedTraining:
     n_features: int
     classes: np.ndarray | None
     class_counts: np.ndarray | None = None
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
 
 
 def prepare_training(
@@ -48,8 +50,13 @@ def prepare_training(
     num_shards: int,
     k: int,
     handle_invalid: str,
+    impute_strategy: str | None = None,
+    standardization: str = "none",
 ) -> PreparedTraining:
-    """Check the schema and the data, number the rows and assign each to a shard."""
+    """Check the schema and the data, number the rows and assign each to a shard.
+
+    The features of the returned rows are already imputed and standardized.
+    """
     schema = df.schema
     feature_expr = feature_array_expr(schema, features_col)
     if label_col is not None:
@@ -66,12 +73,16 @@ def prepare_training(
         id_expr.alias("id"),
         label_expr.cast("double").alias("label"),
     )
-    bad_features = invalid_features_expr(F.col("features"))
+    bad_features = invalid_features_expr(F.col("features"), allow_nan=impute_strategy is not None)
     bad_label = F.col("label").isNull() | F.isnan(F.col("label")) if label_col else F.lit(False)
     invalid = bad_features | bad_label
 
     stats = _collect_stats(base, bad_features, bad_label, invalid, classifier)
     n_valid = _check_stats(stats, features_col, label_col, id_col, handle_invalid, k)
+    n_features = int(stats["min_len"])
+    preprocessing = fit_preprocessing(
+        base.filter(~invalid), features_col, n_features, impute_strategy, standardization
+    )
 
     if id_col is None:
         ids = _generated_ids(stats["partition_rows"])
@@ -82,7 +93,7 @@ def prepare_training(
     rows = base.filter(~invalid).select(
         shard.cast("int").alias("shard"),
         ids.alias("id"),
-        F.col("features"),
+        preprocessing.apply(F.col("features")).alias("features"),
         F.col("label"),
     )
     if id_col is not None:
@@ -92,7 +103,7 @@ def prepare_training(
         per_class = sorted(base.filter(~invalid).groupBy("label").count().collect())
         classes = np.array([r["label"] for r in per_class], dtype=np.float64)
         counts = np.array([r["count"] for r in per_class], dtype=np.int64)
-    return PreparedTraining(rows, n_valid, int(stats["min_len"]), classes, counts)
+    return PreparedTraining(rows, n_valid, n_features, classes, counts, preprocessing)
 
 
 def _collect_stats(
