@@ -16,7 +16,8 @@ def _make_spark():
     from pyspark.sql import SparkSession
 
     spark = (
-        SparkSession.builder.master("local[2]")
+        # Two attempts per task, so fault-injection tests can see retries succeed.
+        SparkSession.builder.master("local[2,2]")
         .appName("knnspark-tests")
         .config("spark.sql.shuffle.partitions", "4")
         .config("spark.default.parallelism", "2")

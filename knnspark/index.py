@@ -22,6 +22,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
+from knnspark._faults import maybe_fail
 from knnspark.errors import InvalidInputError
 from knnspark.kernels.exact import ExactShard
 from knnspark.kernels.hnsw import HNSW_METRICS, HnswShard, build_hnsw, estimate_hnsw_bytes
@@ -283,6 +284,7 @@ def _shard_blobs(rows: DataFrame, has_labels: bool, build_graph: dict | None) ->
     """One row per shard, built on the executors."""
 
     def build(table: pa.Table) -> pa.Table:
+        maybe_fail("build")
         return shard_blob_table(table, has_labels, build_graph)
 
     return rows.groupBy("shard").applyInArrow(build, SHARD_BLOB_SCHEMA)

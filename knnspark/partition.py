@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import types as T
 
+from knnspark._faults import maybe_fail
 from knnspark.errors import InvalidInputError
 from knnspark.kernels.exact import ExactShard, exact_search
 from knnspark.kernels.hnsw import HnswShard, hnsw_search
@@ -302,6 +303,7 @@ def broadcast_search_fn(
     """mapInArrow function: search all broadcast shards, merge inside the task."""
 
     def search(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        maybe_fail("search")
         shards = shards_broadcast.value  # loaded once per Python worker, then cached
         for batch in batches:
             queries, valid = query_matrix(batch.column(FEATURES_TMP), settings)
@@ -322,6 +324,7 @@ def pair_search_fn(
     """cogroup function: one block of queries meets one shard, emits partial lists."""
 
     def search(queries: pa.Table, shard_rows: pa.Table) -> pa.Table:
+        maybe_fail("search")
         if queries.num_rows == 0 or shard_rows.num_rows == 0:
             return _partials_table(np.empty(0, np.int64), np.empty(0, np.int32), None, None, None)
         shard = _shard_from_table(shard_rows, settings)
@@ -396,6 +399,7 @@ def merge_partials_fn(
     """mapInArrow function over rows that hold all partial lists of one query."""
 
     def merge(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        maybe_fail("search")
         for batch in batches:
             dist = padded_matrix(batch.column("dist"), np.inf, np.float64)
             ids = padded_matrix(batch.column("ids"), PAD_ID, np.int64)

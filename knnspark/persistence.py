@@ -201,6 +201,10 @@ def _read_metadata(spark: SparkSession, path: str) -> dict:
             f"No knnspark model at '{path}': its metadata folder is missing or unreadable "
             f"({str(exc).splitlines()[0]})."
         ) from None
+    except Exception as exc:  # a damaged file (e.g. a checksum mismatch) fails in the read job
+        raise ModelLoadError(
+            f"The model at '{path}' has unreadable metadata: {str(exc).splitlines()[0]}"
+        ) from None
     try:
         metadata = json.loads("\n".join(lines))
         index = metadata["index"]

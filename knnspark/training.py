@@ -74,7 +74,12 @@ def prepare_training(
         label_expr.cast("double").alias("label"),
     )
     bad_features = invalid_features_expr(F.col("features"), allow_nan=impute_strategy is not None)
-    bad_label = F.col("label").isNull() | F.isnan(F.col("label")) if label_col else F.lit(False)
+    label = F.col("label")
+    bad_label = (
+        label.isNull() | F.isnan(label) | (F.abs(label) == float("inf"))
+        if label_col
+        else F.lit(False)
+    )
     invalid = bad_features | bad_label
 
     stats = _collect_stats(base, bad_features, bad_label, invalid, classifier)
@@ -124,12 +129,10 @@ def _collect_stats(
     ]
     if classifier:
         label = F.col("label")
-        aggs.append(F.sum((~invalid & (label != F.floor(label))).cast("long")).alias("n_nonint"))
-        aggs.append(
-            F.first(F.when(~invalid & (label != F.floor(label)), label), True).alias(
-                "nonint_example"
-            )
-        )
+        # label % 1, not floor(label): floor returns a long and overflows past 2**63.
+        non_integer = ~invalid & ((label % 1) != 0)
+        aggs.append(F.sum(non_integer.cast("long")).alias("n_nonint"))
+        aggs.append(F.first(F.when(non_integer, label), True).alias("nonint_example"))
     per_partition = base.groupBy("pid").agg(*aggs).collect()
 
     total = {
@@ -171,7 +174,9 @@ def _check_stats(
         if stats["n_nonfinite"]:
             parts.append(f"{stats['n_nonfinite']} feature vectors with NaN or infinite values")
         if stats["n_bad_label"]:
-            parts.append(f"{stats['n_bad_label']} null or NaN labels in column '{label_col}'")
+            parts.append(
+                f"{stats['n_bad_label']} null, NaN or infinite labels in column '{label_col}'"
+            )
         raise InvalidInputError(
             f"Invalid training rows in column '{features_col}' (param featuresCol)"
             + (f" or '{label_col}' (param labelCol)" if label_col else "")

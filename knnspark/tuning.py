@@ -12,6 +12,7 @@ the metrics are the ones Spark's ``CrossValidator`` reports.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,6 +46,9 @@ __all__ = ["SCORING_PARAMS", "KNNCrossValidator", "KNNCrossValidatorModel"]
 
 #: Params that change how neighbor lists are scored, not which neighbors are found.
 SCORING_PARAMS = frozenset({"k", "weights", "classWeights"})
+
+#: Validation rows each task of an evaluation job reads, at most (fewer tasks, less overhead).
+ROWS_PER_EVALUATION_TASK = 100_000
 
 #: Prefix of the temporary per-param-map prediction columns.
 SCORE_PREFIX = "__knncv_"
@@ -129,12 +133,24 @@ def group_param_maps(estimator: Estimator, param_maps: Sequence[dict]) -> list[_
 def evaluator_redirects(evaluator: Evaluator, outputs: dict[str, str]) -> dict[str, str]:
     """Evaluator column params that read a model output, mapped to that output's kind.
 
+    Parameters
+    ----------
+    evaluator : Evaluator
+    outputs : dict of str to str
+        The model's output columns and their kinds (``"prediction"``, ``"rawPrediction"``,
+        ``"probability"``).
+
+    Returns
+    -------
+    dict of str to str
+        Evaluator param name (``"predictionCol"``, ...) -> kind of the output it reads.
+
     Raises
     ------
     ValueError
         If the evaluator reads none of the columns the model writes.
     """
-    redirects = {}
+    reads = {}
     for name in _OUTPUT_PARAMS:
         if not evaluator.hasParam(name) or not evaluator.isDefined(name):
             continue
@@ -143,18 +159,12 @@ def evaluator_redirects(evaluator: Evaluator, outputs: dict[str, str]) -> dict[s
             and isinstance(evaluator, MulticlassClassificationEvaluator)
             and evaluator.getMetricName() != "logLoss"
         ):
-            continue  # read only by logLoss
-        column = evaluator.getOrDefault(name)
-        if column in outputs:
-            redirects[name] = outputs[column]
+            continue  # only logLoss reads the probabilities
+        reads[name] = evaluator.getOrDefault(name)
+    redirects = {name: outputs[column] for name, column in reads.items() if column in outputs}
     if not redirects:
-        read = {
-            n: evaluator.getOrDefault(n)
-            for n in _OUTPUT_PARAMS
-            if evaluator.hasParam(n) and evaluator.isDefined(n)
-        }
         raise ValueError(
-            f"Param evaluator reads the columns {read}, none of which the estimator writes "
+            f"Param evaluator reads the columns {reads}, none of which the estimator writes "
             f"(its outputs are {sorted(outputs)}); set the evaluator's column params to match."
         )
     return redirects
@@ -301,8 +311,11 @@ class KNNCrossValidator(CrossValidator):
             (df[rand_col] >= i * h) & (df[rand_col] < (i + 1) * h) for i in range(num_folds)
         ]
 
-    def _training_rows(self, df: DataFrame, conditions: list[Column]) -> list[int]:
-        """Training rows of every fold, counted in one job; fails on an empty fold."""
+    def _fold_rows(self, df: DataFrame, conditions: list[Column]) -> tuple[list[int], list[int]]:
+        """Training and validation rows of every fold, counted in one job.
+
+        Fails on an empty fold, as Spark does, and on fold numbers out of range.
+        """
         aggs = [F.count(F.when(c, 1)).alias(f"v{i}") for i, c in enumerate(conditions)]
         aggs.append(F.count(F.lit(1)).alias("rows"))
         fold_col, num_folds = self.getFoldCol(), self.getNumFolds()
@@ -316,15 +329,14 @@ class KNNCrossValidator(CrossValidator):
                 f"Column '{fold_col}' (param foldCol) must hold fold numbers in "
                 f"[0, {num_folds}); {counts['outside']} rows hold other values or null"
             )
-        training = []
+        validation = [counts[f"v{i}"] for i in range(num_folds)]
+        training = [counts["rows"] - v for v in validation]
         for i in range(num_folds):
-            validation = counts[f"v{i}"]
-            if counts["rows"] - validation == 0:
+            if training[i] == 0:
                 raise ValueError(f"The training data at fold {i} is empty.")
-            if validation == 0:
+            if validation[i] == 0:
                 raise ValueError(f"The validation data at fold {i} is empty.")
-            training.append(counts["rows"] - validation)
-        return training
+        return training, validation
 
     def _check_k(self, groups: list[_SearchGroup], training_rows: list[int]) -> None:
         fewest = min(training_rows)
@@ -347,16 +359,16 @@ class KNNCrossValidator(CrossValidator):
         param_maps = self.getEstimatorParamMaps()
         num_folds, num_models = self.getNumFolds(), len(param_maps)
         df, conditions = self._fold_conditions(dataset)
-        self._check_k(groups, self._training_rows(df, conditions))
+        training_rows, validation_rows = self._fold_rows(df, conditions)
+        self._check_k(groups, training_rows)
 
-        collect = self.getCollectSubModels()
         metrics = [[0.0] * num_models for _ in range(num_folds)]
         sub_models: list[list[Any]] | None = None
-        if collect:
+        if self.getCollectSubModels():
             sub_models = [[None] * num_models for _ in range(num_folds)]
         threads = max(1, min(self.getParallelism(), num_models))
-        run_in_thread = inheritable_thread_target(dataset.sparkSession)
-        with ThreadPool(processes=threads) as pool:
+        evaluation = _Evaluation(evaluator, ThreadPool(processes=threads), dataset)
+        with evaluation.pool:
             for i, condition in enumerate(conditions):
                 with (
                     _persisted(df.filter(~condition)) as train,
@@ -364,14 +376,9 @@ class KNNCrossValidator(CrossValidator):
                 ):
                     for group in groups:
                         model = estimator.fit(train, group.fit_map)
-                        scored = _scored_validation(model, validation, group)
-                        with _persisted(scored):
-                            tasks = [
-                                run_in_thread(_evaluation_task(evaluator, scored, group, c))
-                                for c in group.candidates
-                            ]
-                            for index, metric in pool.imap_unordered(lambda f: f(), tasks):
-                                metrics[i][index] = metric
+                        fold_metrics = evaluation.run(model, validation, validation_rows[i], group)
+                        for index, metric in fold_metrics.items():
+                            metrics[i][index] = metric
                         if sub_models is not None:
                             for c in group.candidates:
                                 sub_models[i][c.index] = _with_scoring(model, c)
@@ -379,11 +386,38 @@ class KNNCrossValidator(CrossValidator):
         avg, std = CrossValidator._gen_avg_and_std_metrics(metrics)
         larger_is_better = bool(evaluator.isLargerBetter())
         best = int(np.argmax(avg) if larger_is_better else np.argmin(avg))
+        # As Spark does: the best param map refitted on all the data.
         best_model = estimator.fit(dataset, param_maps[best])
         cv_model = KNNCrossValidatorModel(
             best_model, avg, sub_models, std, foldMetrics=metrics, isLargerBetter=larger_is_better
         )
         return self._copyValues(cv_model)
+
+
+class _Evaluation:
+    """Scores a fold's validation rows for every param map of a group and evaluates each."""
+
+    def __init__(self, evaluator: Evaluator, pool: ThreadPool, dataset: DataFrame) -> None:
+        self.evaluator = evaluator
+        self.pool = pool
+        self.run_in_thread = inheritable_thread_target(dataset.sparkSession)
+
+    def run(
+        self, model: Model, validation: DataFrame, validation_rows: int, group: _SearchGroup
+    ) -> dict[int, float]:
+        """Metric of every param map of ``group``, by its index in estimatorParamMaps."""
+        scored = _scored_validation(model, validation, group)
+        with _persisted(scored):
+            # One pass runs the neighbor search and the scoring with the data's parallelism.
+            scored.count()
+            # Each evaluation is a small job; over few cached partitions it takes less time.
+            partitions = max(1, math.ceil(validation_rows / ROWS_PER_EVALUATION_TASK))
+            frame = scored.coalesce(partitions)
+            tasks = [
+                self.run_in_thread(_evaluation_task(self.evaluator, frame, group, c))
+                for c in group.candidates
+            ]
+            return dict(self.pool.imap_unordered(lambda task: task(), tasks))
 
 
 def _with_scoring(model: Model, candidate: _Candidate) -> Model:

@@ -31,6 +31,7 @@ __all__ = [
     "FIT_SCHEMA",
     "REQUIRED",
     "SCORE_SCHEMA",
+    "TUNE_SCHEMA",
     "ConfigError",
     "Field",
     "OpenTable",
@@ -64,22 +65,26 @@ class Field:
     Parameters
     ----------
     type : {str, int, float, bool, list}
-        Expected type. ``float`` also accepts integers; ``list`` means a list of strings.
+        Expected type. ``float`` also accepts integers; ``list`` means a list of
+        ``item_type`` values.
     default : object, default REQUIRED
         Value used when the key is absent; ``None`` makes the key optional (TOML has no null,
         so leaving the key out is how a user asks for the library default).
     choices : tuple of str, optional
         Allowed values, checked after the type.
+    item_type : {str, int}, default str
+        Type of the items of a ``list``.
     """
 
     type: type
     default: Any = REQUIRED
     choices: tuple[str, ...] | None = None
+    item_type: type = str
 
     def describe(self) -> str:
         """Name of the expected type, as error messages print it."""
         if self.type is list:
-            return "list of strings"
+            return f"list of {_TYPE_NAMES[self.item_type]}s"
         name = _TYPE_NAMES[self.type]
         return f"{name} or absent" if self.default is None else name
 
@@ -108,7 +113,9 @@ def _check_field(key: str, field: Field, value: Any) -> Any:
     # bool is a subclass of int in Python, but `k = true` is a typo, not the number 1.
     is_bool = isinstance(value, bool)
     if field.type is list:
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        if not isinstance(value, list) or not all(
+            isinstance(v, field.item_type) and not isinstance(v, bool) for v in value
+        ):
             raise _wrong(key, field.describe(), value)
     elif field.type is float:
         if is_bool or not isinstance(value, (int, float)):
@@ -362,5 +369,37 @@ SCORE_SCHEMA: Schema = {
     },
     "output": {
         "path": Field(str),
+    },
+}
+
+#: Schema of ``jobs/tune.py``.
+TUNE_SCHEMA: Schema = {
+    "spark": _SPARK,
+    "input": _INPUT,
+    # Estimator params shared by every param map of the grid.
+    "model": {
+        "task": Field(str, default="classification", choices=_TASKS),
+        "metric": Field(str, default=None),
+        "p": Field(float, default=None),
+        "algorithm": Field(str, default=None),
+        "numShards": Field(int, default=None),
+        "idCol": Field(str, default=None),
+        "handleInvalid": Field(str, default=None),
+        "featuresCol": Field(str, default=None),
+        "labelCol": Field(str, default=None),
+    },
+    "tune": {
+        "k": Field(list, item_type=int),
+        "weights": Field(list, default=["uniform", "distance"]),
+        "numFolds": Field(int, default=5),
+        "seed": Field(int, default=0),
+        "foldCol": Field(str, default=None),
+        # Evaluator metric; absent: accuracy (classification) or rmse (regression).
+        "metricName": Field(str, default=None),
+        "parallelism": Field(int, default=1),
+    },
+    "output": {
+        "path": Field(str),
+        "overwrite": Field(bool, default=True),
     },
 }

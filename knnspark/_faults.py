@@ -1,0 +1,35 @@
+"""Test-only fault injection: fail the first attempt of some executor tasks.
+
+Enabled per job by the Spark local property ``knnspark.test.injectFaults``
+(a comma-separated list of stages: ``build``, ``search``), set on the driver
+with ``sc.setLocalProperty``; tasks inherit it, so no environment or code
+change reaches production runs.  The first attempt of every even-numbered
+partition of an enabled stage raises; Spark retries it (with
+``spark.task.maxFailures`` > 1), and the output must not change.
+"""
+
+from __future__ import annotations
+
+__all__ = ["FAULTS_PROPERTY", "maybe_fail"]
+
+FAULTS_PROPERTY = "knnspark.test.injectFaults"
+
+
+class InjectedFault(RuntimeError):
+    """Raised by :func:`maybe_fail`; never seen outside fault-injection tests."""
+
+
+def maybe_fail(stage: str) -> None:
+    """Raise on the first attempt of even partitions when ``stage`` is enabled."""
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    if context is None:
+        return
+    stages = context.getLocalProperty(FAULTS_PROPERTY)
+    if not stages or stage not in stages.split(","):
+        return
+    if context.attemptNumber() == 0 and context.partitionId() % 2 == 0:
+        raise InjectedFault(
+            f"knnspark injected fault: {stage} task {context.partitionId()}, attempt 0"
+        )

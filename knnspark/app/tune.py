@@ -1,0 +1,333 @@
+"""What ``jobs/tune.py`` runs: cross-validate ``k`` and ``weights``, report, plot, save the best.
+
+:func:`run_tune` runs :class:`knnspark.tuning.KNNCrossValidator` over the configured grid and
+writes, into the folder ``output.path``: ``report.csv`` (``cvModel.summary()``: one row per
+param map), ``report.json`` (the same rows with every fold's metric, the settings and the best
+param map), ``metric_vs_k.png`` (the metric against ``k``, one line per weighting, error bars of
+one standard deviation over the folds) and ``best_model/`` (the best param map refitted on all
+the data, loadable with ``KNNClassificationModel.load`` / ``KNNRegressionModel.load``).
+The report and plot are written with the driver's local file system.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from matplotlib.figure import Figure
+from pyspark.ml.evaluation import (
+    BinaryClassificationEvaluator,
+    Evaluator,
+    MulticlassClassificationEvaluator,
+    RegressionEvaluator,
+)
+from pyspark.ml.tuning import ParamGridBuilder
+from pyspark.sql import SparkSession
+from pyspark.sql.types import DoubleType, NumericType
+
+from knnspark.app.runners import (
+    _ESTIMATORS,
+    _worker_errors_as_driver_errors,
+    read_input,
+)
+from knnspark.tuning import KNNCrossValidator
+
+__all__ = ["METRIC_NAMES", "build_evaluator", "plot_metric_vs_k", "run_tune"]
+
+logger = logging.getLogger(__name__)
+
+# Keys of the tune config's [model] table that are estimator params (same names).
+_MODEL_PARAMS = (
+    "metric",
+    "p",
+    "algorithm",
+    "numShards",
+    "idCol",
+    "handleInvalid",
+    "featuresCol",
+    "labelCol",
+)
+
+_BINARY_METRICS = ("areaUnderROC", "areaUnderPR")
+_MULTICLASS_METRICS = (
+    "accuracy",
+    "f1",
+    "weightedPrecision",
+    "weightedRecall",
+    "weightedTruePositiveRate",
+    "weightedFalsePositiveRate",
+    "weightedFMeasure",
+    "truePositiveRateByLabel",
+    "falsePositiveRateByLabel",
+    "precisionByLabel",
+    "recallByLabel",
+    "fMeasureByLabel",
+    "logLoss",
+    "hammingLoss",
+)
+
+#: Evaluator metrics ``tune.metricName`` accepts, by task; the first is the default.
+METRIC_NAMES = {
+    "classification": _MULTICLASS_METRICS + _BINARY_METRICS,
+    "regression": ("rmse", "mse", "r2", "mae", "var"),
+}
+
+REPORT_CSV = "report.csv"
+REPORT_JSON = "report.json"
+PLOT_PNG = "metric_vs_k.png"
+BEST_MODEL = "best_model"
+
+
+def build_evaluator(task: str, metric_name: str | None, label_col: str) -> Evaluator:
+    """The Spark evaluator of ``metric_name`` (None: accuracy or rmse) for ``task``.
+
+    ``areaUnderROC`` and ``areaUnderPR`` (two classes only) use
+    ``BinaryClassificationEvaluator`` on the raw votes; the other classification metrics
+    ``MulticlassClassificationEvaluator``.
+
+    Raises
+    ------
+    ValueError
+        If the metric is not one of :data:`METRIC_NAMES` for the task.
+    """
+    names = METRIC_NAMES[task]
+    name = metric_name or names[0]
+    if name not in names:
+        raise ValueError(
+            f"tune.metricName: expected one of {', '.join(names)} for {task}, got {name!r}"
+        )
+    if task == "regression":
+        return RegressionEvaluator(metricName=name, labelCol=label_col)
+    if name in _BINARY_METRICS:
+        return BinaryClassificationEvaluator(metricName=name, labelCol=label_col)
+    return MulticlassClassificationEvaluator(metricName=name, labelCol=label_col)
+
+
+def plot_metric_vs_k(
+    summary: pd.DataFrame, metric: str, path: str | Path, title: str | None = None
+) -> None:
+    """Plot the mean metric against ``k``, one line per weighting, and save it as a PNG.
+
+    Parameters
+    ----------
+    summary : pandas.DataFrame
+        Columns ``k``, ``weights``, ``mean`` and ``std`` (as ``cvModel.summary()`` gives).
+    metric : str
+        Name of the metric, for the axis label.
+    path : str or Path
+        PNG file to write.
+    title : str, optional
+        Plot title.
+    """
+    # A Figure without pyplot draws with the Agg canvas and leaves no global state behind.
+    fig = Figure(figsize=(8, 5), dpi=110, layout="constrained")
+    ax = fig.subplots()
+    weightings = list(dict.fromkeys(summary["weights"]))
+    # Offset the lines a little along k so that their error bars do not hide each other.
+    k_values = sorted(summary["k"].unique())
+    step = min((b - a for a, b in zip(k_values, k_values[1:], strict=False)), default=1)
+    offsets = [(i - (len(weightings) - 1) / 2) * 0.08 * step for i in range(len(weightings))]
+    shift = dict(zip(weightings, offsets, strict=True))
+    for weighting in weightings:
+        rows = summary[summary["weights"] == weighting].sort_values("k")
+        ax.errorbar(
+            rows["k"] + shift[weighting],
+            rows["mean"],
+            yerr=rows["std"],
+            marker="o",
+            markersize=4,
+            capsize=3,
+            label=f"weights = {weighting}",
+        )
+    if "rank" in summary:
+        best = summary.loc[summary["rank"].idxmin()]
+        ax.scatter(
+            [best["k"] + shift[best["weights"]]],
+            [best["mean"]],
+            s=160,
+            marker="*",
+            color="black",
+            zorder=5,
+            label=f"best: k = {best['k']}, {best['weights']} ({best['mean']:.4f})",
+        )
+    ax.set_xlabel("k (neighbors)")
+    ax.set_ylabel(f"{metric} (mean over folds, bars: ±1 std)")
+    ax.set_xticks(k_values)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    fig.savefig(path)
+
+
+def _prepare_output(path: Path, overwrite: bool) -> None:
+    if path.exists():
+        if not overwrite:
+            raise FileExistsError(
+                f"output.path: {path} already exists and output.overwrite = false"
+            )
+        if not path.is_dir():
+            raise ValueError(f"output.path: {path} is a file; expected a folder")
+        for name in (REPORT_CSV, REPORT_JSON, PLOT_PNG, BEST_MODEL):
+            target = path / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    path.mkdir(parents=True, exist_ok=True)
+
+
+def _json_value(value: Any) -> Any:
+    """Param values as JSON: mappings (classWeights) with string keys, floats as floats."""
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def run_tune(config: Mapping[str, Any], spark: SparkSession | None = None) -> dict[str, Any]:
+    """Cross-validate the configured grid of ``k`` x ``weights`` and write the report.
+
+    Parameters
+    ----------
+    config : mapping
+        A config validated against :data:`knnspark.app.config.TUNE_SCHEMA`.
+    spark : SparkSession, optional
+        Defaults to the active session.
+
+    Returns
+    -------
+    dict
+        ``task``, ``rows_in``, ``metric``, ``num_folds``, ``param_maps``, ``best_params``,
+        ``best_mean``, ``best_std``, ``report_csv``, ``report_json``, ``plot``,
+        ``model_path`` and ``seconds``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``input.path`` does not exist.
+    FileExistsError
+        If ``output.path`` exists and ``output.overwrite`` is false.
+    ValueError, TypeError
+        For a bad param, metric, grid or input.
+    """
+    spark = spark or SparkSession.active()
+    start = time.perf_counter()
+    model_config, tune_config = config["model"], config["tune"]
+    task = model_config["task"]
+    params = {name: model_config[name] for name in _MODEL_PARAMS if model_config[name] is not None}
+    # Building the estimator, grid and evaluator validates them before any data is read.
+    estimator = _ESTIMATORS[task](**params)
+    if not tune_config["k"]:
+        raise ValueError("tune.k: expected at least one value of k, got []")
+    if not tune_config["weights"]:
+        raise ValueError("tune.weights: expected at least one weighting, got []")
+    grid = (
+        ParamGridBuilder()
+        .addGrid(estimator.k, list(dict.fromkeys(tune_config["k"])))
+        .addGrid(estimator.weights, list(dict.fromkeys(tune_config["weights"])))
+        .build()
+    )
+    label_col = estimator.getLabelCol()
+    evaluator = build_evaluator(task, tune_config["metricName"], label_col)
+    cv = KNNCrossValidator(
+        estimator=estimator,
+        estimatorParamMaps=grid,
+        evaluator=evaluator,
+        numFolds=tune_config["numFolds"],
+        seed=tune_config["seed"],
+        parallelism=tune_config["parallelism"],
+        foldCol=tune_config["foldCol"] or "",
+    )
+    out_dir = Path(config["output"]["path"])
+    _prepare_output(out_dir, config["output"]["overwrite"])
+
+    df = read_input(
+        spark, config["input"], estimator.getFeaturesCol(), estimator.getHandleInvalid()
+    )
+    if label_col not in df.columns:
+        raise ValueError(
+            f"Column '{label_col}' (param labelCol) not found; the input has {df.columns}"
+        )
+    label_type = df.schema[label_col].dataType
+    if isinstance(label_type, NumericType) and not isinstance(label_type, DoubleType):
+        # Spark's evaluators read the label as a double.
+        df = df.withColumn(label_col, df[label_col].cast("double"))
+    df = df.cache()
+    rows_in = df.count()
+    logger.info(
+        "cross-validating %d param maps x %d folds on %d rows from %s",
+        len(grid),
+        cv.getNumFolds(),
+        rows_in,
+        config["input"]["path"],
+    )
+    with _worker_errors_as_driver_errors():
+        cv_model = cv.fit(df)
+    df.unpersist()
+
+    summary = cv_model.summary()
+    metric = evaluator.getMetricName()
+    best = cv_model.bestIndex
+    paths = {
+        "report_csv": out_dir / REPORT_CSV,
+        "report_json": out_dir / REPORT_JSON,
+        "plot": out_dir / PLOT_PNG,
+        "model_path": out_dir / BEST_MODEL,
+    }
+    summary.to_csv(paths["report_csv"], index=False)
+    report = {
+        "task": task,
+        "input": config["input"]["path"],
+        "rows": rows_in,
+        "metric": metric,
+        "larger_is_better": bool(evaluator.isLargerBetter()),
+        "num_folds": cv.getNumFolds(),
+        "seed": None if tune_config["foldCol"] else cv.getSeed(),
+        "fold_col": tune_config["foldCol"],
+        "estimator_params": {k: _json_value(v) for k, v in params.items()},
+        "best": {
+            "params": {k: _json_value(v) for k, v in cv_model.bestParams.items()},
+            "mean": float(cv_model.avgMetrics[best]),
+            "std": float(cv_model.stdMetrics[best]),
+        },
+        "results": [
+            {
+                "params": {p.name: _json_value(v) for p, v in param_map.items()},
+                "mean": float(cv_model.avgMetrics[j]),
+                "std": float(cv_model.stdMetrics[j]),
+                "rank": int(summary["rank"].iloc[j]),
+                "folds": [float(fold[j]) for fold in cv_model.foldMetrics],
+            }
+            for j, param_map in enumerate(grid)
+        ],
+    }
+    paths["report_json"].write_text(json.dumps(report, indent=2) + "\n")
+    plot_metric_vs_k(
+        summary,
+        metric,
+        paths["plot"],
+        title=f"{task}: {metric} against k, {cv.getNumFolds()}-fold cross-validation "
+        f"on {rows_in} rows",
+    )
+    cv_model.bestModel.write().overwrite().save(str(paths["model_path"]))
+    logger.info("wrote the tuning report and the best model to %s", out_dir)
+    return {
+        "task": task,
+        "rows_in": rows_in,
+        "metric": metric,
+        "num_folds": cv.getNumFolds(),
+        "param_maps": len(grid),
+        "best_params": cv_model.bestParams,
+        "best_mean": float(cv_model.avgMetrics[best]),
+        "best_std": float(cv_model.stdMetrics[best]),
+        **{name: str(path) for name, path in paths.items()},
+        "seconds": round(time.perf_counter() - start, 3),
+    }
