@@ -114,6 +114,11 @@ class _KNNModel(Model, MLWritable, MLReadable):
         return self.index.storage
 
     @property
+    def modelId(self) -> str:
+        """Unique id of this fitted index (a UUID made at fit, saved in the metadata)."""
+        return self.index.token
+
+    @property
     def algorithmUsed(self) -> str:
         """``"brute"`` or ``"hnsw"``: what ``fit`` built (``algorithm="auto"`` chooses)."""
         return self.index.algorithm
