@@ -216,16 +216,27 @@ def _gemm_candidates(
             np.matmul(q, block.T, out=d)
             if metric == "euclidean":
                 d += prep["sq_norms"][ts : ts + train_block]
-            cols = smallest_k_columns(d, min(n_cand, block.shape[0]))
-            cand_d = np.take_along_axis(d, cols, axis=1)
-            cand_p = cols + ts
-            if best_d is not None:
-                cand_d = np.concatenate([best_d, cand_d], axis=1)
-                cand_p = np.concatenate([best_p, cand_p], axis=1)
-            best_d, _, pos = select_topk(cand_d, cand_p, n_cand)
-            best_p = np.take_along_axis(cand_p, pos, axis=1)
+            best_d, best_p = _fold_block(best_d, best_p, d, ts, n_cand)
         out[qs : qs + q_block] = best_p
     return out
+
+
+def _fold_block(
+    best_d: np.ndarray | None,
+    best_p: np.ndarray | None,
+    block: np.ndarray,
+    offset: int,
+    keep: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Merge one block of scores (columns from ``offset``) into the running top ``keep``."""
+    cols = smallest_k_columns(block, min(keep, block.shape[1]))
+    cand_d = np.take_along_axis(block, cols, axis=1)
+    cand_p = cols + offset
+    if best_d is not None:
+        cand_d = np.concatenate([best_d, cand_d], axis=1)
+        cand_p = np.concatenate([best_p, cand_p], axis=1)
+    best_d, _, pos = select_topk(cand_d, cand_p, keep)
+    return best_d, np.take_along_axis(cand_p, pos, axis=1)
 
 
 def _direct_topk(
@@ -243,14 +254,7 @@ def _direct_topk(
         best_d = best_p = None
         for ts in range(0, n_train, train_block):
             d = pair_distances(q, shard.features[ts : ts + train_block], metric, p)
-            cols = smallest_k_columns(d, min(keep, d.shape[1]))
-            cand_d = np.take_along_axis(d, cols, axis=1)
-            cand_p = cols + ts
-            if best_d is not None:
-                cand_d = np.concatenate([best_d, cand_d], axis=1)
-                cand_p = np.concatenate([best_p, cand_p], axis=1)
-            best_d, _, pos = select_topk(cand_d, cand_p, keep)
-            best_p = np.take_along_axis(cand_p, pos, axis=1)
+            best_d, best_p = _fold_block(best_d, best_p, d, ts, keep)
         out_d[qs : qs + q_block] = best_d
         out_p[qs : qs + q_block] = best_p
     return out_d, out_p
