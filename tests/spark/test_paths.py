@@ -47,7 +47,8 @@ def test_classifier_paths_identical(data, metric):
     assert broadcast.storage == "broadcast" and reduce.storage == "distributed"
     a = broadcast.transform(queries)
     b = reduce.transform(queries)
-    assert a.columns == b.columns == ["qid", "features", "prediction", "probability", "nb"]
+    expected = ["qid", "features", "prediction", "rawPrediction", "probability", "nb"]
+    assert a.columns == b.columns == expected
     assert_df_equality(_sorted(a), _sorted(b))
     assert b.count() == queries.count()
 
