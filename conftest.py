@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -25,6 +26,8 @@ def _make_spark():
         # Small Arrow batches: every partition reaches the UDFs in several batches.
         .config("spark.sql.execution.arrow.maxRecordsPerBatch", "64")
         .config("spark.ui.enabled", "false")
+        # Keep table tests from leaving spark-warehouse/ in the repository.
+        .config("spark.sql.warehouse.dir", tempfile.mkdtemp(prefix="knnspark-warehouse-"))
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.memory", "2g")
         .config("spark.sql.adaptive.enabled", "false")

@@ -1,69 +1,24 @@
-"""Score a dataset with a saved KNN model and write the predictions as Parquet.
+"""Score an input with a saved KNN model into the output partition of one run date.
 
 Usage (from the repository root)::
 
-    python jobs/score.py --config conf/score.toml [--set model.k=7 ...]
-    spark-submit jobs/score.py --config conf/score.toml [--set ...]
+    python jobs/score.py --config conf/score.toml [--run-date 2026-11-21] [--set KEY=VALUE ...]
+    scripts/submit.sh --master MASTER score --config conf/score.toml [...]
 
-Exit status: 0 on success, 2 for a config or input error (one ``error:`` line on stderr),
-1 for anything unexpected (with a traceback).
+Options and exit status (0 success, 2 bad config or input, 1 anything else) are those of
+:func:`knnspark.app.jobs.run_job`; ``knnspark score ...`` runs the same code.
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
 
-from knnspark.app.config import SCORE_SCHEMA, ConfigError, load_config
-from knnspark.app.runners import run_score
-from knnspark.app.session import build_session
-
-# Errors that mean "fix your config or your data": reported in one line, not a traceback.
-USER_ERRORS = (ConfigError, ValueError, TypeError, FileNotFoundError)
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse ``--config`` and the repeatable ``--set KEY=VALUE``."""
-    parser = argparse.ArgumentParser(description="Score a dataset with a saved KNN model.")
-    parser.add_argument("--config", required=True, help="TOML job config, e.g. conf/score.toml")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. model.k=7 or output.path=/tmp/p (repeatable)",
-    )
-    return parser.parse_args(argv)
+from knnspark.app.jobs import run_job
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the job; return the process exit status."""
-    args = parse_args(argv)
-    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("knnspark").setLevel(logging.INFO)
-    spark = None
-    try:
-        config = load_config(args.config, SCORE_SCHEMA, args.overrides)
-        spark_config = config["spark"]
-        spark = build_session(
-            spark_config["app_name"], spark_config["conf"], spark_config["master"]
-        )
-        summary = run_score(config, spark)
-    except USER_ERRORS as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
-    finally:
-        if spark is not None:
-            spark.stop()
-    print(f"score: {summary['rows_out']} of {summary['rows_in']} rows in {summary['seconds']:.1f}s")
-    if summary["rows_without_prediction"]:
-        print(f"{summary['rows_without_prediction']} rows had invalid features and no prediction")
-    if summary["metric"] is not None:
-        print(f"{summary['metric']}: {summary['metric_value']:.4f}")
-    print(f"predictions written to {summary['output_path']}")
-    return 0
+    return run_job("score", argv, prog="jobs/score.py")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,8 @@
-"""Support for the spark-submit jobs in ``jobs/``: config loading, session building, runners.
+"""The production jobs (``jobs/*.py`` and the ``knnspark`` command) on top of the library.
 
-Import the submodules directly (``knnspark.app.config`` needs no Spark; ``runners`` and
-``session`` do); nothing is re-exported here so that loading a config stays cheap.
+Modules: ``config`` (TOML configs, ``--set`` overrides, validation; no Spark), ``jobs`` (the
+shared command line and exit codes), ``session`` (the one place a SparkSession is built),
+``runners`` (fit and score), ``evaluate``, ``tune``, ``output`` (partitioned, staged,
+row-checked scoring output), ``metrics``, ``progress`` and ``fs`` (Hadoop file-system helpers).
+Import the submodules directly; nothing is re-exported here, so loading a config stays cheap.
 """

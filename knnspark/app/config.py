@@ -28,7 +28,9 @@ from pathlib import Path
 from typing import Any, Union
 
 __all__ = [
+    "EVALUATE_SCHEMA",
     "FIT_SCHEMA",
+    "PROFILE_SCHEMA",
     "REQUIRED",
     "SCORE_SCHEMA",
     "TUNE_SCHEMA",
@@ -278,8 +280,34 @@ def apply_overrides(
     return result
 
 
-def load_config(path: str | Path, schema: Schema, overrides: Iterable[str] = ()) -> dict[str, Any]:
-    """Read a TOML config, apply overrides and validate it.
+def _read_toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+
+
+def _merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with the values of ``top`` laid over it, table by table."""
+    result = copy.deepcopy(dict(base))
+    for name, value in top.items():
+        if isinstance(value, dict) and isinstance(result.get(name), dict):
+            result[name] = _merge(result[name], value)
+        else:
+            result[name] = copy.deepcopy(value)
+    return result
+
+
+def load_config(
+    path: str | Path,
+    schema: Schema,
+    overrides: Iterable[str] = (),
+    profile: str | Path | None = None,
+) -> dict[str, Any]:
+    """Read a TOML config, lay a Spark profile over it, apply overrides and validate it.
 
     Parameters
     ----------
@@ -288,7 +316,10 @@ def load_config(path: str | Path, schema: Schema, overrides: Iterable[str] = ())
     schema : mapping
         The job's schema, e.g. :data:`FIT_SCHEMA`.
     overrides : iterable of str, default ()
-        ``key=value`` strings from ``--set``, applied after the file.
+        ``key=value`` strings from ``--set``, applied after the file and the profile.
+    profile : str or Path, optional
+        TOML file with only a ``[spark]`` table (see :data:`PROFILE_SCHEMA`), such as
+        ``conf/spark-cluster.toml``; its values replace the job file's, key by key.
 
     Returns
     -------
@@ -300,16 +331,16 @@ def load_config(path: str | Path, schema: Schema, overrides: Iterable[str] = ())
     FileNotFoundError
         If ``path`` does not exist.
     ConfigError
-        If the file is not valid TOML or the config does not match the schema.
+        If a file is not valid TOML or the config does not match the schema.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    try:
-        with path.open("rb") as fh:
-            raw = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    raw = _read_toml(Path(path))
+    if profile is not None:
+        layer = _read_toml(Path(profile))
+        try:
+            validate(layer, PROFILE_SCHEMA)
+        except ConfigError as exc:
+            raise ConfigError(f"profile {profile}: {exc}") from None
+        raw = _merge(raw, layer)
     return validate(apply_overrides(raw, overrides, schema), schema)
 
 
@@ -325,8 +356,9 @@ _SPARK = {
 }
 
 _INPUT = {
+    # A file or folder (any Hadoop path or glob); with format = "table", a table name.
     "path": Field(str),
-    "format": Field(str, default="parquet", choices=("parquet", "csv")),
+    "format": Field(str, default="parquet", choices=("parquet", "csv", "table")),
     # Numeric columns assembled into the features column; required for csv.
     "feature_columns": Field(list, default=[]),
     "header": Field(bool, default=True),
@@ -353,22 +385,63 @@ FIT_SCHEMA: Schema = {
         "handleInvalid": Field(str, default=None),
         "featuresCol": Field(str, default=None),
         "labelCol": Field(str, default=None),
+        "standardization": Field(str, default=None),
+        "imputeStrategy": Field(str, default=None),
+        "ef": Field(int, default=None),
+        "maxShardBytes": Field(int, default=None),
+        "maxBroadcastBytes": Field(int, default=None),
+        "seed": Field(int, default=None),
     },
+}
+
+# The saved model of the score and evaluate jobs, and the search-time params a fitted model
+# may change without refitting.
+_SAVED_MODEL = {
+    # Absent: read from the model's metadata.
+    "task": Field(str, default=None, choices=_TASKS),
+    "path": Field(str),
+    "k": Field(int, default=None),
+    "weights": Field(str, default=None),
+    "algorithm": Field(str, default=None),
+    "ef": Field(int, default=None),
 }
 
 #: Schema of ``jobs/score.py``.
 SCORE_SCHEMA: Schema = {
     "spark": _SPARK,
     "input": _INPUT,
-    "model": {
-        "task": Field(str, default="classification", choices=_TASKS),
-        "path": Field(str),
-        # Search-time params a fitted model may change without refitting.
-        "k": Field(int, default=None),
-        "weights": Field(str, default=None),
-    },
+    "model": _SAVED_MODEL,
     "output": {
+        # Parquet folder, or a table name with format = "table".
         "path": Field(str),
+        "format": Field(str, default="parquet", choices=("parquet", "table")),
+        # Run key, YYYY-MM-DD (--run-date); absent: today's date in UTC.
+        "run_date": Field(str, default=None),
+        # Where rows are staged before they replace the run's partition; absent:
+        # <path>/_staging for a folder, <warehouse>/_knnspark_staging for a table.
+        "staging_path": Field(str, default=None),
+    },
+}
+
+#: Schema of ``jobs/evaluate.py``.
+EVALUATE_SCHEMA: Schema = {
+    "spark": _SPARK,
+    "input": _INPUT,
+    "model": _SAVED_MODEL,
+    "output": {
+        # The metrics JSON file (any Hadoop path).
+        "path": Field(str),
+        "overwrite": Field(bool, default=True),
+    },
+}
+
+#: Schema of a Spark profile (``conf/spark-local.toml``, ``conf/spark-cluster.toml``): a
+#: ``[spark]`` table laid over a job config's by ``load_config(..., profile=...)``.
+PROFILE_SCHEMA: Schema = {
+    "spark": {
+        "app_name": Field(str, default=None),
+        "master": Field(str, default=None),
+        "conf": OpenTable(),
     },
 }
 

@@ -13,8 +13,11 @@ from pyspark.sql import SparkSession
 
 __all__ = ["DEFAULT_LOG_CONFIG", "build_session"]
 
-#: log4j2 config applied when the job itself starts the JVM (plain ``python jobs/...``).
+#: log4j2 config applied when the job itself starts the JVM (plain ``python jobs/...``):
+#: ``conf/log4j2.properties`` of the working directory, else of the checkout this package
+#: was installed from (an editable install run from elsewhere, e.g. the ``knnspark`` command).
 DEFAULT_LOG_CONFIG = Path("conf/log4j2.properties")
+_CHECKOUT_LOG_CONFIG = Path(__file__).resolve().parents[2] / "conf" / "log4j2.properties"
 
 
 def _submitted_master() -> str | None:
@@ -28,9 +31,9 @@ def _submitted_master() -> str | None:
         return SparkConf().get("spark.master", None)
     # pyspark passes PYSPARK_SUBMIT_ARGS to the spark-submit that launches the JVM.
     args = shlex.split(os.environ.get("PYSPARK_SUBMIT_ARGS", ""))
-    for arg, following in zip(args, [*args[1:], None], strict=True):
-        if arg == "--master" and following is not None:
-            return following
+    for position, arg in enumerate(args):
+        if arg == "--master" and position + 1 < len(args):
+            return args[position + 1]
         if arg.startswith("--master="):
             return arg.partition("=")[2]
     return None
@@ -70,7 +73,8 @@ def build_session(
     Returns
     -------
     SparkSession
-        The session, with the log level set to WARN.
+        The session; one this call started logs at WARN, and an existing one (a test's, a
+        notebook's) keeps its log level.
     """
     conf = {key: _spark_string(value) for key, value in spark_conf.items()}
     conf["spark.sql.execution.arrow.pyspark.enabled"] = "true"
@@ -88,6 +92,8 @@ def build_session(
         # JVM-level settings count only when this call launches the JVM.
         if launches_jvm:
             conf["spark.pyspark.python"] = python
+            if log_config == DEFAULT_LOG_CONFIG and not Path(log_config).is_file():
+                log_config = _CHECKOUT_LOG_CONFIG
             if log_config is not None and Path(log_config).is_file():
                 option = f"-Dlog4j2.configurationFile={Path(log_config).resolve().as_uri()}"
                 extra = conf.get("spark.driver.extraJavaOptions")
@@ -98,6 +104,8 @@ def build_session(
         builder = builder.master(effective_master)
     for key, value in conf.items():
         builder = builder.config(key, value)
+    started = SparkContext._active_spark_context is None
     spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel("WARN")
+    if started:
+        spark.sparkContext.setLogLevel("WARN")
     return spark

@@ -1,0 +1,271 @@
+"""The fit and score jobs on a real Spark standalone cluster: one master, two workers.
+
+The cluster runs on 127.0.0.1 from pyspark's bundled ``bin/spark-class``; the jobs go through
+``scripts/submit.sh`` (so the library reaches the executors by ``--py-files``), and their
+output must equal what the same jobs write in local mode. This catches what local mode hides:
+closures that capture driver state, executors that cannot import what the driver can.
+A second run with injected task failures while the shards are built and while rows are
+scored (each retried: ``spark.task.maxFailures=2``) must give the same rows.
+
+Every process the fixture starts is in a process group of its own, killed at teardown with
+the executors and Python workers below it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyspark
+import pytest
+from chispa import assert_df_equality
+
+from knnspark import KNNClassificationModel
+from knnspark.app.jobs import run_job
+
+pytestmark = pytest.mark.slow
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SPARK_HOME = Path(pyspark.__file__).resolve().parent
+RUN_DATE = "2026-11-21"
+N_TEST = 360  # rows of data/digits/test.parquet
+COMPARED = ["id", "label", "prediction", "probability", "rawPrediction", "model_version"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# Short-lived test JVMs: the C1 compiler alone and the serial collector need far less CPU to
+# start, which matters on a 2-core CI machine running five of them.
+QUICK_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+
+
+def cluster_env(**extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "SPARK_HOME": str(SPARK_HOME),
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "SPARK_DAEMON_MEMORY": "512m",
+        "SPARK_DAEMON_JAVA_OPTS": QUICK_JVM,
+        "SPARK_SUBMIT_OPTS": QUICK_JVM,
+        "PYSPARK_PYTHON": sys.executable,
+        "PYSPARK_DRIVER_PYTHON": sys.executable,
+        **extra,
+    }
+
+
+def kill_group(process: subprocess.Popen, grace: float = 15.0) -> None:
+    """Stop a process and everything in its process group (executors, Python workers)."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            process.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+    # The leader may be gone while children of its group live on: SIGKILL the group anyway.
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+@dataclass
+class Cluster:
+    url: str
+    web_port: int
+    root: Path
+    processes: list[subprocess.Popen] = field(default_factory=list)
+
+    def start(self, name: str, main_class: str, *args: str) -> None:
+        log = (self.root / f"{name}.log").open("w")
+        process = subprocess.Popen(
+            [str(SPARK_HOME / "bin" / "spark-class"), main_class, *args],
+            cwd=self.root,
+            env=cluster_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        self.processes.append(process)
+
+    def alive_workers(self) -> int:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/json/", timeout=5) as r:
+                state = json.load(r)
+        except OSError:
+            return -1
+        return sum(1 for worker in state.get("workers", []) if worker.get("state") == "ALIVE")
+
+    def wait_for_workers(self, count: int, timeout: float = 180.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(p.poll() is not None for p in self.processes):
+                break
+            if self.alive_workers() == count:
+                return
+            time.sleep(1.0)
+        logs = "\n".join(
+            f"--- {log.name}\n{log.read_text()[-3000:]}" for log in self.root.glob("*.log")
+        )
+        raise RuntimeError(f"the standalone cluster did not come up with {count} workers\n{logs}")
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            kill_group(process)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cluster")
+    port, web_port = free_port(), free_port()
+    cluster = Cluster(url=f"spark://127.0.0.1:{port}", web_port=web_port, root=root)
+    try:
+        cluster.start(
+            "master",
+            "org.apache.spark.deploy.master.Master",
+            *("--host", "127.0.0.1", "--port", str(port), "--webui-port", str(web_port)),
+        )
+        for worker in (1, 2):
+            cluster.start(
+                f"worker{worker}",
+                "org.apache.spark.deploy.worker.Worker",
+                *("--host", "127.0.0.1", "--port", str(free_port())),
+                *("--webui-port", str(free_port()), "--cores", "1", "--memory", "1g"),
+                *("--work-dir", str(root / f"work{worker}"), cluster.url),
+            )
+        cluster.wait_for_workers(2)
+        yield cluster
+    finally:
+        cluster.stop()
+    assert all(process.poll() is not None for process in cluster.processes)
+
+
+def submit(cluster: Cluster, job: str, *job_args: str, conf: dict[str, str] | None = None):
+    """spark-submit ``jobs/<job>.py`` to the cluster through scripts/submit.sh."""
+    options = {
+        "spark.executor.memory": "512m",
+        "spark.cores.max": "2",
+        "spark.ui.enabled": "false",
+        "spark.executor.extraJavaOptions": QUICK_JVM,
+        **(conf or {}),
+    }
+    command = ["bash", str(REPO_ROOT / "scripts" / "submit.sh"), "--master", cluster.url]
+    for key, value in options.items():
+        command += ["--conf", f"{key}={value}"]
+    command += [job, *job_args]
+    env = cluster_env(KNNSPARK_BUILD_DIR=str(cluster.root / "build"))
+    process = subprocess.Popen(
+        command,
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = process.communicate(timeout=420)
+    except subprocess.TimeoutExpired:
+        kill_group(process, grace=2.0)
+        out, err = process.communicate()
+        pytest.fail(f"spark-submit {job} timed out\n{err[-5000:]}")
+    finally:
+        kill_group(process, grace=2.0)
+    assert process.returncode == 0, f"spark-submit {job} failed\n{out}\n{err[-5000:]}"
+    return out, err
+
+
+def write_configs(folder: Path, **model_params) -> tuple[Path, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    params = "".join(f"{name} = {json.dumps(value)}\n" for name, value in model_params.items())
+    fit = folder / "fit.toml"
+    fit.write_text(
+        f'[input]\npath = "{REPO_ROOT / "data/digits/train.parquet"}"\n'
+        f'[model]\npath = "{folder / "model"}"\nk = 5\nidCol = "id"\nnumShards = 3\n{params}'
+    )
+    score = folder / "score.toml"
+    score.write_text(
+        f'[input]\npath = "{REPO_ROOT / "data/digits/test.parquet"}"\n'
+        f'[model]\npath = "{folder / "model"}"\n'
+        f'[output]\npath = "{folder / "scores"}"\n'
+    )
+    return fit, score
+
+
+@pytest.fixture(scope="module")
+def clean_run(cluster):
+    fit, score = write_configs(cluster.root / "clean")
+    fit_out, _ = submit(cluster, "fit", "--config", str(fit))
+    score_out, _ = submit(cluster, "score", "--config", str(score), "--run-date", RUN_DATE)
+    return {"folder": cluster.root / "clean", "fit": fit_out, "score": score_out}
+
+
+def read_scores(spark, folder: Path):
+    return spark.read.parquet(str(folder / "scores")).select(*COMPARED, "model_id", "run_date")
+
+
+def test_cluster_output_equals_local_output(spark, cluster, clean_run, tmp_path):
+    assert f"score: {N_TEST} rows in, {N_TEST} rows out" in clean_run["score"]
+    # The executors ran the library shipped with --py-files.
+    shipped = list(cluster.root.glob("work*/app-*/*/knnspark.zip"))
+    assert shipped, "no executor fetched knnspark.zip"
+
+    local_fit, local_score = write_configs(tmp_path)
+    assert run_job("fit", ["--config", str(local_fit)]) == 0
+    assert run_job("score", ["--config", str(local_score), "--run-date", RUN_DATE]) == 0
+
+    on_cluster = read_scores(spark, clean_run["folder"])
+    local = read_scores(spark, tmp_path)
+    assert on_cluster.count() == N_TEST
+    assert on_cluster.select("id").distinct().count() == N_TEST
+    assert_df_equality(
+        on_cluster.select(*COMPARED),
+        local.select(*COMPARED),
+        ignore_row_order=True,
+    )
+    model_id = KNNClassificationModel.load(str(clean_run["folder"] / "model")).modelId
+    assert {r["model_id"] for r in on_cluster.select("model_id").distinct().collect()} == {model_id}
+
+
+def test_injected_faults_on_the_cluster_change_nothing(spark, cluster, clean_run):
+    fit, score = write_configs(cluster.root / "faulty")
+    retries = {"spark.task.maxFailures": "2"}
+    submit(
+        cluster,
+        "fit",
+        "--config",
+        str(fit),
+        conf={**retries, "spark.knnspark.test.injectFaults": "build"},
+    )
+    submit(
+        cluster,
+        "score",
+        *("--config", str(score), "--run-date", RUN_DATE),
+        conf={**retries, "spark.knnspark.test.injectFaults": "search"},
+    )
+    executor_logs = "".join(
+        log.read_text(errors="replace") for log in cluster.root.glob("work*/app-*/*/stderr")
+    )
+    for stage in ("build", "search"):
+        assert f"knnspark injected fault: {stage} task" in executor_logs  # faults really fired
+
+    faulty = read_scores(spark, cluster.root / "faulty")
+    clean = read_scores(spark, clean_run["folder"])
+    assert faulty.count() == N_TEST
+    assert faulty.select("id").distinct().count() == N_TEST
+    assert_df_equality(faulty.select(*COMPARED), clean.select(*COMPARED), ignore_row_order=True)
