@@ -53,13 +53,8 @@ ROWS_PER_EVALUATION_TASK = 100_000
 #: Prefix of the temporary per-param-map prediction columns.
 SCORE_PREFIX = "__knncv_"
 
-# Evaluator params that may name a column the model writes, and the model param naming it.
+# Evaluator params that may name a column the model writes.
 _OUTPUT_PARAMS = ("predictionCol", "rawPredictionCol", "probabilityCol")
-_OUTPUT_KINDS = {
-    "predictionCol": "prediction",
-    "rawPredictionCol": "rawPrediction",
-    "probabilityCol": "probability",
-}
 
 
 @dataclass
@@ -191,9 +186,12 @@ class KNNCrossValidator(CrossValidator):
     ``algorithm='hnsw'`` each group is searched once at its largest ``k`` (and
     ``ef >= k``), which may find better neighbors than a search at a smaller ``k`` would.
 
-    ``parallelism`` is the number of threads that evaluate the param maps of a group;
+    ``parallelism`` is the number of threads that evaluate the param maps of a group (each
+    evaluation is a small Spark job over cached data, so a few threads shorten the run);
     ``collectSubModels=True`` keeps, per fold and map, the fold's model with that map's
-    search-time params.
+    search-time params. Memory: per fold and group, the validation rows are cached with one
+    prediction per param map (plus the vote and probability vectors when the evaluator reads
+    them), without the features.
 
     Examples
     --------
@@ -237,6 +235,13 @@ class KNNCrossValidator(CrossValidator):
         # Spark's default seed is hash("CrossValidator"); the same default gives the same folds.
         self._setDefault(seed=hash(CrossValidator.__name__))
         self._set(**kwargs)
+
+    def write(self) -> Any:
+        """Not supported: PySpark's reader of validators cannot load a subclass's param maps."""
+        raise NotImplementedError(
+            "KNNCrossValidator cannot be saved; keep its settings in code or in a job config "
+            "(jobs/tune.py)."
+        )
 
     # ------------------------------------------------------------ checks (no Spark job)
 
@@ -366,22 +371,20 @@ class KNNCrossValidator(CrossValidator):
         sub_models: list[list[Any]] | None = None
         if self.getCollectSubModels():
             sub_models = [[None] * num_models for _ in range(num_folds)]
-        threads = max(1, min(self.getParallelism(), num_models))
-        evaluation = _Evaluation(evaluator, ThreadPool(processes=threads), dataset)
-        with evaluation.pool:
-            for i, condition in enumerate(conditions):
-                with (
-                    _persisted(df.filter(~condition)) as train,
-                    _persisted(df.filter(condition)) as validation,
-                ):
-                    for group in groups:
-                        model = estimator.fit(train, group.fit_map)
-                        fold_metrics = evaluation.run(model, validation, validation_rows[i], group)
-                        for index, metric in fold_metrics.items():
-                            metrics[i][index] = metric
-                        if sub_models is not None:
-                            for c in group.candidates:
-                                sub_models[i][c.index] = _with_scoring(model, c)
+        evaluation = _Evaluation(evaluator, groups, max(1, self.getParallelism()), dataset)
+        for i, condition in enumerate(conditions):
+            with (
+                _persisted(df.filter(~condition)) as train,
+                _persisted(df.filter(condition)) as validation,
+            ):
+                for group in groups:
+                    model = estimator.fit(train, group.fit_map)
+                    fold_metrics = evaluation.run(model, validation, validation_rows[i], group)
+                    for index, metric in fold_metrics.items():
+                        metrics[i][index] = metric
+                    if sub_models is not None:
+                        for c in group.candidates:
+                            sub_models[i][c.index] = _with_scoring(model, c)
 
         avg, std = CrossValidator._gen_avg_and_std_metrics(metrics)
         larger_is_better = bool(evaluator.isLargerBetter())
@@ -395,29 +398,50 @@ class KNNCrossValidator(CrossValidator):
 
 
 class _Evaluation:
-    """Scores a fold's validation rows for every param map of a group and evaluates each."""
+    """Scores a fold's validation rows for every param map of a group and evaluates each.
 
-    def __init__(self, evaluator: Evaluator, pool: ThreadPool, dataset: DataFrame) -> None:
-        self.evaluator = evaluator
-        self.pool = pool
+    Each param map gets its own copy of the evaluator, made once, whose column params read
+    that map's prediction columns.
+    """
+
+    def __init__(
+        self, evaluator: Evaluator, groups: list[_SearchGroup], threads: int, dataset: DataFrame
+    ) -> None:
+        self.evaluators: dict[int, Evaluator] = {}
+        # The outputs the evaluator reads, per group: only those are computed.
+        self.kinds: dict[int, tuple[str, ...]] = {}
+        for group in groups:
+            redirects = evaluator_redirects(evaluator, group.outputs)
+            self.kinds[id(group)] = tuple(sorted(set(redirects.values())))
+            for c in group.candidates:
+                params = {
+                    evaluator.getParam(name): _score_column(c.index, kind)
+                    for name, kind in redirects.items()
+                }
+                self.evaluators[c.index] = evaluator.copy(params)
+        self.threads = threads
         self.run_in_thread = inheritable_thread_target(dataset.sparkSession)
 
     def run(
         self, model: Model, validation: DataFrame, validation_rows: int, group: _SearchGroup
     ) -> dict[int, float]:
         """Metric of every param map of ``group``, by its index in estimatorParamMaps."""
-        scored = _scored_validation(model, validation, group)
+        scored = _scored_validation(model, validation, group, self.kinds[id(group)])
         with _persisted(scored):
             # One pass runs the neighbor search and the scoring with the data's parallelism.
             scored.count()
             # Each evaluation is a small job; over few cached partitions it takes less time.
             partitions = max(1, math.ceil(validation_rows / ROWS_PER_EVALUATION_TASK))
             frame = scored.coalesce(partitions)
-            tasks = [
-                self.run_in_thread(_evaluation_task(self.evaluator, frame, group, c))
-                for c in group.candidates
-            ]
-            return dict(self.pool.imap_unordered(lambda task: task(), tasks))
+
+            def evaluate(index: int) -> tuple[int, float]:
+                return index, float(self.evaluators[index].evaluate(frame))
+
+            indexes = [c.index for c in group.candidates]
+            if self.threads == 1:
+                return dict(map(evaluate, indexes))
+            with ThreadPool(processes=min(self.threads, len(indexes))) as pool:
+                return dict(pool.map(self.run_in_thread(evaluate), indexes))
 
 
 def _with_scoring(model: Model, candidate: _Candidate) -> Model:
@@ -432,8 +456,10 @@ def _score_column(index: int, kind: str) -> str:
     return f"{SCORE_PREFIX}{index}_{kind}"
 
 
-def _scored_validation(model: Model, validation: DataFrame, group: _SearchGroup) -> DataFrame:
-    """Validation rows (without features) plus every candidate's needed output columns."""
+def _scored_validation(
+    model: Model, validation: DataFrame, group: _SearchGroup, kinds: tuple[str, ...]
+) -> DataFrame:
+    """Validation rows (without features) plus each candidate's outputs of the given kinds."""
     classes = None
     if hasattr(model, "classes"):
         classes = model.classes
@@ -445,7 +471,6 @@ def _scored_validation(model: Model, validation: DataFrame, group: _SearchGroup)
             resolved = resolve_class_weights(c.class_weights, classes, counts)
             class_weights = None if resolved is None else tuple(float(w) for w in resolved)
         scorings.append((c.index, Scoring(k=c.k, weights=c.weights, class_weights=class_weights)))
-    kinds = tuple(sorted(set(group.outputs.values())))
     neighbors = model.neighborLabels(validation, k=group.max_k)
     # The search needed the features; evaluators read the label and weight columns.
     neighbors = neighbors.drop(group.features_col)
@@ -470,21 +495,6 @@ def _scored_validation(model: Model, validation: DataFrame, group: _SearchGroup)
         if kind != "prediction"
     }
     return scored.withColumns(vectors) if vectors else scored
-
-
-def _evaluation_task(
-    evaluator: Evaluator, scored: DataFrame, group: _SearchGroup, candidate: _Candidate
-) -> Any:
-    redirects = evaluator_redirects(evaluator, group.outputs)
-    params = {
-        evaluator.getParam(name): _score_column(candidate.index, kind)
-        for name, kind in redirects.items()
-    }
-
-    def evaluate() -> tuple[int, float]:
-        return candidate.index, float(evaluator.evaluate(scored, params))
-
-    return evaluate
 
 
 class KNNCrossValidatorModel(CrossValidatorModel):
@@ -554,6 +564,13 @@ class KNNCrossValidatorModel(CrossValidatorModel):
         ranks = table["mean"].rank(method="min", ascending=not self._larger_is_better)
         table["rank"] = ranks.astype(int)
         return table
+
+    def write(self) -> Any:
+        """Not supported: save ``bestModel`` and ``summary()`` instead."""
+        raise NotImplementedError(
+            "KNNCrossValidatorModel cannot be saved; save cvModel.bestModel (a knnspark model) "
+            "and cvModel.summary() (a pandas DataFrame) instead."
+        )
 
     def copy(self, extra: dict | None = None) -> KNNCrossValidatorModel:
         """A copy with a new uid; the best model and the sub-models are copied too."""

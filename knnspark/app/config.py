@@ -460,6 +460,12 @@ TUNE_SCHEMA: Schema = {
         "handleInvalid": Field(str, default=None),
         "featuresCol": Field(str, default=None),
         "labelCol": Field(str, default=None),
+        "standardization": Field(str, default=None),
+        "imputeStrategy": Field(str, default=None),
+        "ef": Field(int, default=None),
+        "maxShardBytes": Field(int, default=None),
+        "maxBroadcastBytes": Field(int, default=None),
+        "seed": Field(int, default=None),
     },
     "tune": {
         "k": Field(list, item_type=int),
@@ -472,6 +478,7 @@ TUNE_SCHEMA: Schema = {
         "parallelism": Field(int, default=1),
     },
     "output": {
+        # Folder of the report, the plot and the best model (any Hadoop path).
         "path": Field(str),
         "overwrite": Field(bool, default=True),
     },

@@ -6,18 +6,18 @@ param map), ``report.json`` (the same rows with every fold's metric, the setting
 param map), ``metric_vs_k.png`` (the metric against ``k``, one line per weighting, error bars of
 one standard deviation over the folds) and ``best_model/`` (the best param map refitted on all
 the data, loadable with ``KNNClassificationModel.load`` / ``KNNRegressionModel.load``).
-The report and plot are written with the driver's local file system.
+``output.path`` may be any Hadoop path (local, HDFS, S3, ...).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
-import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pandas as pd
 from matplotlib.figure import Figure
@@ -31,6 +31,8 @@ from pyspark.ml.tuning import ParamGridBuilder
 from pyspark.sql import SparkSession
 from pyspark.sql.types import DoubleType, NumericType
 
+from knnspark.app.fs import delete_path, path_exists, write_text
+from knnspark.app.progress import rate, step
 from knnspark.app.runners import (
     _ESTIMATORS,
     _worker_errors_as_driver_errors,
@@ -52,6 +54,12 @@ _MODEL_PARAMS = (
     "handleInvalid",
     "featuresCol",
     "labelCol",
+    "standardization",
+    "imputeStrategy",
+    "ef",
+    "maxShardBytes",
+    "maxBroadcastBytes",
+    "seed",
 )
 
 _BINARY_METRICS = ("areaUnderROC", "areaUnderPR")
@@ -110,7 +118,7 @@ def build_evaluator(task: str, metric_name: str | None, label_col: str) -> Evalu
 
 
 def plot_metric_vs_k(
-    summary: pd.DataFrame, metric: str, path: str | Path, title: str | None = None
+    summary: pd.DataFrame, metric: str, path: str | Path | IO[bytes], title: str | None = None
 ) -> None:
     """Plot the mean metric against ``k``, one line per weighting, and save it as a PNG.
 
@@ -120,8 +128,8 @@ def plot_metric_vs_k(
         Columns ``k``, ``weights``, ``mean`` and ``std`` (as ``cvModel.summary()`` gives).
     metric : str
         Name of the metric, for the axis label.
-    path : str or Path
-        PNG file to write.
+    path : str, Path or binary file object
+        Where the PNG goes (a local file, or a buffer).
     title : str, optional
         Plot title.
     """
@@ -163,24 +171,26 @@ def plot_metric_vs_k(
     ax.legend()
     if title:
         ax.set_title(title)
-    fig.savefig(path)
+    fig.savefig(path, format="png")
 
 
-def _prepare_output(path: Path, overwrite: bool) -> None:
-    if path.exists():
-        if not overwrite:
-            raise FileExistsError(
-                f"output.path: {path} already exists and output.overwrite = false"
-            )
-        if not path.is_dir():
-            raise ValueError(f"output.path: {path} is a file; expected a folder")
-        for name in (REPORT_CSV, REPORT_JSON, PLOT_PNG, BEST_MODEL):
-            target = path / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-    path.mkdir(parents=True, exist_ok=True)
+def _write_bytes(spark: SparkSession, path: str, data: bytes) -> None:
+    """Write ``data`` to the file ``path`` on its Hadoop file system, replacing it."""
+    jvm = spark.sparkContext._jvm
+    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
+    fs = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    qualified = fs.makeQualified(hadoop_path)
+    if qualified.toUri().getScheme() == "file":
+        # Python's own I/O leaves no Hadoop .crc file beside a local file.
+        local = Path(qualified.toUri().getPath())
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_bytes(data)
+        return
+    stream = fs.create(hadoop_path, True)
+    try:
+        stream.write(bytearray(data))
+    finally:
+        stream.close()
 
 
 def _json_value(value: Any) -> Any:
@@ -207,7 +217,7 @@ def run_tune(config: Mapping[str, Any], spark: SparkSession | None = None) -> di
     dict
         ``task``, ``rows_in``, ``metric``, ``num_folds``, ``param_maps``, ``best_params``,
         ``best_mean``, ``best_std``, ``report_csv``, ``report_json``, ``plot``,
-        ``model_path`` and ``seconds``.
+        ``model_path``, ``seconds`` and ``rows_per_second``.
 
     Raises
     ------
@@ -246,9 +256,6 @@ def run_tune(config: Mapping[str, Any], spark: SparkSession | None = None) -> di
         parallelism=tune_config["parallelism"],
         foldCol=tune_config["foldCol"] or "",
     )
-    out_dir = Path(config["output"]["path"])
-    _prepare_output(out_dir, config["output"]["overwrite"])
-
     df = read_input(
         spark, config["input"], estimator.getFeaturesCol(), estimator.getHandleInvalid()
     )
@@ -260,29 +267,29 @@ def run_tune(config: Mapping[str, Any], spark: SparkSession | None = None) -> di
     if isinstance(label_type, NumericType) and not isinstance(label_type, DoubleType):
         # Spark's evaluators read the label as a double.
         df = df.withColumn(label_col, df[label_col].cast("double"))
+    out_dir = config["output"]["path"].rstrip("/")
+    if not config["output"]["overwrite"] and path_exists(spark, out_dir):
+        raise FileExistsError(f"output.path: {out_dir} already exists and output.overwrite = false")
     df = df.cache()
-    rows_in = df.count()
-    logger.info(
-        "cross-validating %d param maps x %d folds on %d rows from %s",
-        len(grid),
-        cv.getNumFolds(),
-        rows_in,
-        config["input"]["path"],
-    )
-    with _worker_errors_as_driver_errors():
+    name = f"tune: {len(grid)} param maps x {cv.getNumFolds()} folds on {config['input']['path']}"
+    with step(spark, name), _worker_errors_as_driver_errors():
         cv_model = cv.fit(df)
+    rows_in = df.count()
     df.unpersist()
 
     summary = cv_model.summary()
     metric = evaluator.getMetricName()
     best = cv_model.bestIndex
     paths = {
-        "report_csv": out_dir / REPORT_CSV,
-        "report_json": out_dir / REPORT_JSON,
-        "plot": out_dir / PLOT_PNG,
-        "model_path": out_dir / BEST_MODEL,
+        "report_csv": f"{out_dir}/{REPORT_CSV}",
+        "report_json": f"{out_dir}/{REPORT_JSON}",
+        "plot": f"{out_dir}/{PLOT_PNG}",
+        "model_path": f"{out_dir}/{BEST_MODEL}",
     }
-    summary.to_csv(paths["report_csv"], index=False)
+    # Only the files of an earlier run are replaced; anything else in the folder stays.
+    for path in paths.values():
+        delete_path(spark, path)
+    write_text(spark, paths["report_csv"], summary.to_csv(index=False))
     report = {
         "task": task,
         "input": config["input"]["path"],
@@ -309,16 +316,19 @@ def run_tune(config: Mapping[str, Any], spark: SparkSession | None = None) -> di
             for j, param_map in enumerate(grid)
         ],
     }
-    paths["report_json"].write_text(json.dumps(report, indent=2) + "\n")
+    write_text(spark, paths["report_json"], json.dumps(report, indent=2) + "\n")
+    png = io.BytesIO()
     plot_metric_vs_k(
         summary,
         metric,
-        paths["plot"],
+        png,
         title=f"{task}: {metric} against k, {cv.getNumFolds()}-fold cross-validation "
         f"on {rows_in} rows",
     )
-    cv_model.bestModel.write().overwrite().save(str(paths["model_path"]))
+    _write_bytes(spark, paths["plot"], png.getvalue())
+    cv_model.bestModel.write().overwrite().save(paths["model_path"])
     logger.info("wrote the tuning report and the best model to %s", out_dir)
+    seconds = time.perf_counter() - start
     return {
         "task": task,
         "rows_in": rows_in,
@@ -328,6 +338,7 @@ def run_tune(config: Mapping[str, Any], spark: SparkSession | None = None) -> di
         "best_params": cv_model.bestParams,
         "best_mean": float(cv_model.avgMetrics[best]),
         "best_std": float(cv_model.stdMetrics[best]),
-        **{name: str(path) for name, path in paths.items()},
-        "seconds": round(time.perf_counter() - start, 3),
+        **paths,
+        "seconds": round(seconds, 3),
+        "rows_per_second": round(rate(rows_in, seconds), 1),
     }

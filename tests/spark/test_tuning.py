@@ -1,0 +1,410 @@
+"""KNNCrossValidator against Spark's own CrossValidator on the same estimator, grid and folds."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import pandas as pd
+import pytest
+from pyspark.ml.classification import LogisticRegression
+from pyspark.ml.evaluation import (
+    BinaryClassificationEvaluator,
+    MulticlassClassificationEvaluator,
+    RegressionEvaluator,
+)
+from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
+
+from knnspark import KNNClassificationModel, KNNClassifier, KNNRegressor
+from knnspark.app.config import TUNE_SCHEMA, validate
+from knnspark.app.tune import run_tune
+from knnspark.tuning import KNNCrossValidator, KNNCrossValidatorModel
+
+ATOL = 1e-9
+NUM_FOLDS = 3
+
+
+def _frame(spark, x, y, seed, num_folds=NUM_FOLDS):
+    """Rows of (features, label, fold): fold numbers drawn with a seed, each fold non-empty."""
+    rng = np.random.default_rng(seed)
+    folds = rng.permutation(np.arange(len(y)) % num_folds)
+    rows = [
+        ([float(v) for v in xi], float(yi), int(f)) for xi, yi, f in zip(x, y, folds, strict=True)
+    ]
+    return spark.createDataFrame(rows, "features array<double>, label double, fold int")
+
+
+def _iris_rows(columns):
+    """60 iris rows, imbalanced (30/20/10) so that classWeights matter."""
+    x, y = load_iris(return_X_y=True)
+    rng = np.random.default_rng(0)
+    sizes = {0: 30, 1: 20, 2: 10}
+    keep = np.concatenate(
+        [rng.choice(np.flatnonzero(y == c), n, replace=False) for c, n in sizes.items()]
+    )
+    return x[keep][:, columns], y[keep]
+
+
+@pytest.fixture(scope="module")
+def iris(spark):
+    return _frame(spark, *_iris_rows([0, 1, 2, 3]), seed=1)
+
+
+@pytest.fixture(scope="module")
+def iris_sepals(spark):
+    """The sepals only: classes 1 and 2 overlap, and many distances tie (0.1 cm steps)."""
+    return _frame(spark, *_iris_rows([0, 1]), seed=1)
+
+
+@pytest.fixture(scope="module")
+def cancer(spark):
+    """80 breast-cancer rows, 2 classes, 30 features."""
+    x, y = load_breast_cancer(return_X_y=True)
+    keep = np.random.default_rng(2).choice(len(y), 80, replace=False)
+    return _frame(spark, x[keep] / x.max(axis=0), y[keep], seed=3)
+
+
+@pytest.fixture(scope="module")
+def diabetes(spark):
+    """80 diabetes rows, regression, 10 features."""
+    x, y = load_diabetes(return_X_y=True)
+    keep = np.random.default_rng(4).choice(len(y), 80, replace=False)
+    return _frame(spark, x[keep], y[keep], seed=5)
+
+
+def _both(df, estimator, grid, evaluator, **params):
+    """(KNNCrossValidator model, Spark CrossValidator model) for the same setup."""
+    params = {"numFolds": NUM_FOLDS, **params}
+    ours = KNNCrossValidator(
+        estimator=estimator, estimatorParamMaps=grid, evaluator=evaluator, **params
+    ).fit(df)
+    theirs = CrossValidator(
+        estimator=estimator, estimatorParamMaps=grid, evaluator=evaluator, **params
+    ).fit(df)
+    return ours, theirs
+
+
+def _assert_same_metrics(ours, theirs):
+    np.testing.assert_allclose(ours.avgMetrics, theirs.avgMetrics, rtol=0, atol=ATOL)
+    np.testing.assert_allclose(ours.stdMetrics, theirs.stdMetrics, rtol=0, atol=ATOL)
+
+
+def _assert_best(cv_model, reference, grid, rows, larger_is_better=True):
+    best = int(
+        np.argmax(reference.avgMetrics) if larger_is_better else np.argmin(reference.avgMetrics)
+    )
+    assert cv_model.bestIndex == best
+    assert cv_model.bestParams == {p.name: v for p, v in grid[best].items()}
+    for name, value in cv_model.bestParams.items():
+        assert cv_model.bestModel.getOrDefault(name) == value
+    # As Spark does: the best param map refitted on all the data.
+    assert cv_model.bestModel.numTrainingRows == rows
+
+
+@pytest.mark.slow
+def test_classifier_accuracy_matches_spark_cross_validator(spark, iris, monkeypatch):
+    clf = KNNClassifier(algorithm="brute", numShards=2)
+    grid = (
+        ParamGridBuilder()
+        .addGrid(clf.k, [1, 3, 5])
+        .addGrid(clf.weights, ["uniform", "distance"])
+        .build()
+    )
+    evaluator = MulticlassClassificationEvaluator(metricName="accuracy")
+    fits = []
+    original = KNNClassifier._fit
+
+    def counting_fit(self, dataset):
+        fits.append(self.getK())
+        return original(self, dataset)
+
+    monkeypatch.setattr(KNNClassifier, "_fit", counting_fit)
+    ours = KNNCrossValidator(
+        estimator=clf,
+        estimatorParamMaps=grid,
+        evaluator=evaluator,
+        numFolds=NUM_FOLDS,
+        foldCol="fold",
+    ).fit(iris)
+    # One fit per fold at the largest k, then the best param map on all the data.
+    assert fits[:NUM_FOLDS] == [5] * NUM_FOLDS and len(fits) == NUM_FOLDS + 1
+    monkeypatch.setattr(KNNClassifier, "_fit", original)
+    theirs = CrossValidator(
+        estimator=clf,
+        estimatorParamMaps=grid,
+        evaluator=evaluator,
+        numFolds=NUM_FOLDS,
+        foldCol="fold",
+    ).fit(iris)
+
+    _assert_same_metrics(ours, theirs)
+    _assert_best(ours, theirs, grid, rows=60)
+    assert isinstance(ours, KNNCrossValidatorModel)
+    assert isinstance(ours.bestModel, KNNClassificationModel)
+    assert ours.getEstimatorParamMaps() == grid
+    assert ours.subModels is None
+    np.testing.assert_allclose(np.mean(ours.foldMetrics, axis=0), ours.avgMetrics, atol=1e-12)
+
+    summary = ours.summary()
+    assert list(summary.columns) == ["k", "weights", "metric", "mean", "std", "rank"]
+    assert summary["k"].tolist() == [1, 1, 3, 3, 5, 5]
+    assert summary["weights"].tolist() == ["uniform", "distance"] * 3
+    assert (summary["metric"] == "accuracy").all()
+    np.testing.assert_allclose(summary["mean"], theirs.avgMetrics, atol=ATOL)
+    np.testing.assert_allclose(summary["std"], theirs.stdMetrics, atol=ATOL)
+    assert summary["rank"].iloc[ours.bestIndex] == 1
+
+
+@pytest.mark.slow
+def test_classifier_f1_with_class_weights_matches_spark(spark, iris_sepals):
+    clf = KNNClassifier(algorithm="brute")
+    grid = (
+        ParamGridBuilder()
+        .addGrid(clf.k, [2, 6])
+        .addGrid(clf.classWeights, ["balanced", {0.0: 0.5, 2.0: 3.0}])
+        .build()
+    )
+    evaluator = MulticlassClassificationEvaluator(metricName="f1")
+    ours, theirs = _both(iris_sepals, clf, grid, evaluator, foldCol="fold")
+    _assert_same_metrics(ours, theirs)
+    _assert_best(ours, theirs, grid, rows=60)
+    # The grid changes the metric, so the comparison is not between constants
+    # (weighted votes themselves are checked against numpy in test_preprocessing.py).
+    assert len({round(m, 12) for m in ours.avgMetrics}) > 1
+    assert list(ours.summary().columns) == ["k", "classWeights", "metric", "mean", "std", "rank"]
+
+
+@pytest.mark.slow
+def test_regressor_rmse_matches_spark(spark, diabetes):
+    reg = KNNRegressor(algorithm="brute", numShards=3)
+    grid = (
+        ParamGridBuilder()
+        .addGrid(reg.k, [1, 4])
+        .addGrid(reg.weights, ["uniform", "distance"])
+        .build()
+    )
+    evaluator = RegressionEvaluator(metricName="rmse")
+    ours, theirs = _both(diabetes, reg, grid, evaluator, foldCol="fold", parallelism=2)
+    _assert_same_metrics(ours, theirs)
+    # rmse: smaller is better.
+    _assert_best(ours, theirs, grid, rows=80, larger_is_better=False)
+    assert ours.summary()["rank"].iloc[int(np.argmin(theirs.avgMetrics))] == 1
+
+
+@pytest.mark.slow
+def test_binary_evaluator_on_raw_votes_with_random_folds_matches_spark(spark, cancer):
+    # No foldCol: Spark's random split with the same seed must give the same folds.
+    clf = KNNClassifier(algorithm="brute")
+    grid = (
+        ParamGridBuilder()
+        .addGrid(clf.k, [3, 7])
+        .addGrid(clf.weights, ["uniform", "distance"])
+        .build()
+    )
+    evaluator = BinaryClassificationEvaluator()  # areaUnderROC of rawPrediction
+    ours, theirs = _both(cancer, clf, grid, evaluator, seed=11)
+    _assert_same_metrics(ours, theirs)
+    _assert_best(ours, theirs, grid, rows=80)
+
+
+@pytest.mark.slow
+def test_param_maps_that_change_the_search_get_their_own_fit(spark, iris, monkeypatch):
+    clf = KNNClassifier(algorithm="brute")
+    grid = (
+        ParamGridBuilder()
+        .addGrid(clf.metric, ["euclidean", "manhattan"])
+        .addGrid(clf.k, [1, 4])
+        .build()
+    )
+    fits = []
+    original = KNNClassifier._fit
+
+    def counting_fit(self, dataset):
+        fits.append((self.getMetric(), self.getK()))
+        return original(self, dataset)
+
+    monkeypatch.setattr(KNNClassifier, "_fit", counting_fit)
+    evaluator = MulticlassClassificationEvaluator(metricName="accuracy")
+    ours = KNNCrossValidator(
+        estimator=clf,
+        estimatorParamMaps=grid,
+        evaluator=evaluator,
+        numFolds=2,
+        seed=3,
+        collectSubModels=True,
+    ).fit(iris)
+    assert fits[:4] == [("euclidean", 4), ("manhattan", 4)] * 2
+    monkeypatch.setattr(KNNClassifier, "_fit", original)
+    theirs = CrossValidator(
+        estimator=clf, estimatorParamMaps=grid, evaluator=evaluator, numFolds=2, seed=3
+    ).fit(iris)
+    _assert_same_metrics(ours, theirs)
+    # Sub-models: per fold and param map, the fold's model with that map's params.
+    assert len(ours.subModels) == 2 and all(len(fold) == 4 for fold in ours.subModels)
+    for fold in ours.subModels:
+        for model, param_map in zip(fold, grid, strict=True):
+            assert model.getK() == param_map[clf.k]
+            assert model.getMetric() == param_map[clf.metric]
+
+
+def test_drop_in_params_and_defaults(spark):
+    clf = KNNClassifier()
+    ours, theirs = KNNCrossValidator(), CrossValidator()
+    assert isinstance(ours, CrossValidator)
+    assert [p.name for p in ours.params] == [p.name for p in theirs.params]
+    for name in ("numFolds", "seed", "parallelism", "collectSubModels", "foldCol"):
+        assert ours.getOrDefault(name) == theirs.getOrDefault(name), name
+    cv = KNNCrossValidator(estimator=clf, numFolds=4).setSeed(5)
+    copied = cv.copy()
+    assert type(copied) is KNNCrossValidator
+    assert (copied.getNumFolds(), copied.getSeed()) == (4, 5)
+
+
+def test_saving_is_refused_with_a_message_that_says_what_to_save(spark):
+    with pytest.raises(NotImplementedError, match=r"^KNNCrossValidator cannot be saved"):
+        KNNCrossValidator().write()
+    with pytest.raises(
+        NotImplementedError, match=r"^KNNCrossValidatorModel cannot be saved; save cvModel\.best"
+    ):
+        KNNCrossValidatorModel(bestModel=None).write()
+
+
+# ---------------------------------------------------------------- errors, before any job
+
+
+@pytest.fixture
+def tiny(spark):
+    rows = [([float(i)], float(i % 2), i % 3) for i in range(9)]
+    return spark.createDataFrame(rows, "features array<double>, label double, fold int")
+
+
+def _cv(**params):
+    clf = KNNClassifier()
+    defaults = {
+        "estimator": clf,
+        "estimatorParamMaps": ParamGridBuilder().addGrid(clf.k, [1, 2]).build(),
+        "evaluator": MulticlassClassificationEvaluator(),
+        "numFolds": 3,
+    }
+    return KNNCrossValidator(**{**defaults, **params})
+
+
+def test_rejects_other_estimators(tiny):
+    lr = LogisticRegression()
+    grid = ParamGridBuilder().addGrid(lr.regParam, [0.1]).build()
+    with pytest.raises(
+        TypeError,
+        match=r"^Param estimator must be a knnspark KNNClassifier or KNNRegressor; "
+        r"got LogisticRegression",
+    ):
+        _cv(estimator=lr, estimatorParamMaps=grid).fit(tiny)
+
+
+def test_rejects_fewer_than_two_folds(tiny):
+    with pytest.raises(ValueError, match=r"^Param numFolds must be an integer >= 2; got 1$"):
+        _cv(numFolds=1).fit(tiny)
+
+
+def test_rejects_k_above_the_training_rows_of_a_fold(tiny):
+    clf = KNNClassifier()
+    grid = ParamGridBuilder().addGrid(clf.k, [1, 7]).addGrid(clf.weights, ["distance"]).build()
+    # 9 rows in 3 folds of 3: 6 training rows per fold.
+    with pytest.raises(
+        ValueError,
+        match=r"^Param k of estimatorParamMaps\[1\] \{k=7, weights='distance'\} is 7, but fold "
+        r"0 has only 6 training rows; k must be <= the training rows of every fold$",
+    ):
+        _cv(estimator=clf, estimatorParamMaps=grid, foldCol="fold").fit(tiny)
+
+
+def test_rejects_a_param_of_another_estimator(tiny):
+    other = KNNClassifier()
+    grid = ParamGridBuilder().addGrid(other.k, [1]).build()
+    with pytest.raises(
+        ValueError, match=r"^Param estimatorParamMaps\[0\] sets .*k.*, which is not a param of "
+    ):
+        _cv(estimatorParamMaps=grid).fit(tiny)
+
+
+def test_rejects_an_evaluator_that_reads_no_output_of_the_model(tiny):
+    evaluator = MulticlassClassificationEvaluator(predictionCol="score")
+    with pytest.raises(
+        ValueError,
+        match=r"^Param evaluator reads the columns \{'predictionCol': 'score'.*none of which the "
+        r"estimator writes",
+    ):
+        _cv(evaluator=evaluator).fit(tiny)
+
+
+@pytest.mark.parametrize(
+    ("fold_col", "error", "message"),
+    [
+        ("missing", ValueError, r"^Column 'missing' \(param foldCol\) not found"),
+        ("label", TypeError, r"^Column 'label' \(param foldCol\) must hold integers; got double"),
+    ],
+)
+def test_rejects_a_bad_fold_column(tiny, fold_col, error, message):
+    with pytest.raises(error, match=message):
+        _cv(foldCol=fold_col).fit(tiny)
+
+
+def test_rejects_fold_numbers_out_of_range(tiny):
+    with pytest.raises(
+        ValueError,
+        match=r"^Column 'fold' \(param foldCol\) must hold fold numbers in \[0, 2\); 3 rows hold "
+        r"other values or null$",
+    ):
+        _cv(foldCol="fold", numFolds=2).fit(tiny)
+
+
+# ---------------------------------------------------------------- the tune job
+
+
+def test_run_tune_writes_report_plot_and_best_model(spark, iris, tmp_path):
+    data = tmp_path / "iris.parquet"
+    iris.write.parquet(str(data))
+    out = tmp_path / "tuning"
+    config = validate(
+        {
+            "input": {"path": str(data)},
+            "model": {"algorithm": "brute"},
+            "tune": {"k": [1, 3], "weights": ["uniform", "distance"], "numFolds": 2},
+            "output": {"path": str(out)},
+        },
+        TUNE_SCHEMA,
+    )
+    summary = run_tune(config, spark)
+
+    assert summary["rows_in"] == 60 and summary["param_maps"] == 4
+    assert summary["metric"] == "accuracy"
+    report = pd.read_csv(out / "report.csv")
+    assert list(report.columns) == ["k", "weights", "metric", "mean", "std", "rank"]
+    assert len(report) == 4
+    payload = json.loads((out / "report.json").read_text())
+    assert payload["best"]["params"] == summary["best_params"]
+    assert len(payload["results"]) == 4 and len(payload["results"][0]["folds"]) == 2
+    png = (out / "metric_vs_k.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", png[16:24])
+    assert width > 400 and height > 300
+    model = KNNClassificationModel.load(str(out / "best_model"))
+    assert model.getK() == summary["best_params"]["k"]
+    assert model.numTrainingRows == 60
+
+
+def test_run_tune_refuses_an_existing_output_without_overwrite(spark, iris, tmp_path):
+    data = tmp_path / "iris.parquet"
+    iris.write.parquet(str(data))
+    (tmp_path / "tuning").mkdir()
+    config = validate(
+        {
+            "input": {"path": str(data)},
+            "tune": {"k": [1]},
+            "output": {"path": str(tmp_path / "tuning"), "overwrite": False},
+        },
+        TUNE_SCHEMA,
+    )
+    with pytest.raises(FileExistsError, match=r"output\.overwrite = false$"):
+        run_tune(config, spark)
