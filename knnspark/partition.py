@@ -42,10 +42,12 @@ __all__ = [
     "PARTIAL_SCHEMA",
     "SearchSettings",
     "broadcast_search_fn",
+    "list_array",
     "list_matrix",
     "merge_partials_fn",
     "output_fields",
     "pair_search_fn",
+    "scalar_array",
 ]
 
 #: Temporary columns added to the query DataFrame.
