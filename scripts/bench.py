@@ -35,9 +35,14 @@ returned); targets that are missed are reported, not failed.
 
 Run from the repository root (results in ``bench-results/``, git-ignored)::
 
-    .venv/bin/python scripts/bench.py --quick      # 5k/20k train x 5k queries, ~5 minutes
-    .venv/bin/python scripts/bench.py              # 50k/200k train x 10k queries, ~20 minutes
-    .venv/bin/python scripts/bench.py --sizes 50000,200000,1000000   # 1M: long, needs memory
+    .venv/bin/python scripts/bench.py --quick      # 5k/20k train x 5k queries: 3-8 minutes
+    .venv/bin/python scripts/bench.py              # 50k/200k train x 10k queries: 16-18 minutes
+    .venv/bin/python scripts/bench.py --sizes 50000,200000,1000000 --lsh-n-train 50000
+
+(minutes measured on a shared 2-core machine under load 3-17). 1M rows is not run by default:
+its exact search alone (1M x 10k, several repeats, faiss and scikit-learn too) takes the better
+part of an hour on 2 cores, and its index (~270 MiB exact, ~660 MiB with HNSW graphs) is over
+the default ``maxBroadcastBytes``, so it would measure the distributed-reduce path instead.
 
 Outputs: ``bench.json`` (every measurement), ``bench.md`` (the tables, also printed) and
 ``recall_vs_qps.png``.
@@ -93,7 +98,6 @@ from pyspark.sql import types as T  # noqa: E402
 
 import knnspark  # noqa: E402
 from knnspark import KNNClassifier  # noqa: E402
-from knnspark.index import SHARD_BLOB_SCHEMA  # noqa: E402
 from knnspark.kernels.topk import select_topk  # noqa: E402
 from knnspark.partition import (  # noqa: E402
     FEATURES_TMP,
@@ -1021,33 +1025,34 @@ def bench_hnsw(
     }
 
 
-def timed_shard_build(
-    has_labels: bool, build_graph: dict | None, log_dir: str
-) -> Callable[[pa.Table], pa.Table]:
-    """knnspark's shard build task (``shard_blob_table``) with timestamps logged to ``log_dir``.
+def logged_shard_blob_table(log_dir: str) -> Callable[..., pa.Table]:
+    """knnspark's shard build (``shard_blob_table``) with timestamps logged to ``log_dir``.
 
-    Runs in the worker: ``build_hnsw`` is wrapped there, for the call only, to time the graph
-    build apart from the Arrow conversion before it and the serialization after it.
+    Installed as ``knnspark.index.shard_blob_table`` on the driver: the build closure that
+    ``fit`` ships looks that global up when it is pickled, so the tasks run this wrapper (sent
+    by value), whatever partitioning ``fit`` uses. The wrapper calls the worker's own, unpatched
+    ``knnspark.index.shard_blob_table``, with ``build_hnsw`` wrapped there for the call only, to
+    time the graph build apart from the Arrow conversion before it and the serialization after.
     """
 
-    def build(table: pa.Table) -> pa.Table:
+    def build(table: pa.Table, *args: object, **kwargs: object) -> pa.Table:
         import knnspark.index as index_module
 
         entered = time.time()
-        original, spans = index_module.build_hnsw, []
+        build_hnsw, spans = index_module.build_hnsw, []
 
-        def timed_build(*args: object, **kwargs: object) -> bytes:
+        def timed_build(*a: object, **kw: object) -> bytes:
             start = time.time()
             try:
-                return original(*args, **kwargs)
+                return build_hnsw(*a, **kw)
             finally:
                 spans.append((start, time.time()))
 
         index_module.build_hnsw = timed_build
         try:
-            out = index_module.shard_blob_table(table, has_labels, build_graph)
+            out = index_module.shard_blob_table(table, *args, **kwargs)
         finally:
-            index_module.build_hnsw = original
+            index_module.build_hnsw = build_hnsw
         log = {"entered": entered, "left": time.time(), "rows": table.num_rows, "build": spans}
         Path(log_dir, f"{os.getpid()}-{time.time_ns()}.json").write_text(json.dumps(log))
         return out
@@ -1059,30 +1064,26 @@ def timed_shard_build(
 def instrumented_fit() -> Iterator[list[dict]]:
     """Timestamps of each ``fit``: its validation jobs, and inside its shard build tasks.
 
-    Wraps ``prepare_training`` and ``_shard_blobs`` where ``knnspark.index`` looks them up,
-    for the duration only (as ``scripts/bench_tuning.py`` wraps helpers); the library itself is
-    unchanged. The caller adds each fit's ``end``.
+    Wraps ``prepare_training`` and ``shard_blob_table`` where ``knnspark.index`` looks them
+    up, for the duration only (as ``scripts/bench_tuning.py`` wraps helpers); the library
+    itself is unchanged. The caller adds each fit's ``end``.
     """
     import knnspark.index as index_module
 
-    prepare, shard_blobs = index_module.prepare_training, index_module._shard_blobs
+    prepare, blob_table = index_module.prepare_training, index_module.shard_blob_table
     records: list[dict] = []
     log_root = tempfile.mkdtemp(prefix="knnspark-bench-fit-")
 
     def timed_prepare(*args: object, **kwargs: object) -> object:
         record = {"start": time.time(), "log_dir": tempfile.mkdtemp(dir=log_root)}
         records.append(record)
+        index_module.shard_blob_table = logged_shard_blob_table(record["log_dir"])
         try:
             return prepare(*args, **kwargs)
         finally:
             record["prepared"] = time.time()
 
-    def logged_shard_blobs(rows: DataFrame, has_labels: bool, build_graph: dict | None):
-        build = timed_shard_build(has_labels, build_graph, records[-1]["log_dir"])
-        return rows.groupBy("shard").applyInArrow(build, SHARD_BLOB_SCHEMA)
-
     index_module.prepare_training = timed_prepare
-    index_module._shard_blobs = logged_shard_blobs
     try:
         yield records
         for record in records:
@@ -1091,7 +1092,7 @@ def instrumented_fit() -> Iterator[list[dict]]:
             ]
     finally:
         index_module.prepare_training = prepare
-        index_module._shard_blobs = shard_blobs
+        index_module.shard_blob_table = blob_table
         shutil.rmtree(log_root, ignore_errors=True)
 
 
@@ -1101,7 +1102,8 @@ def fit_parts(record: dict) -> dict:
     build_start, build_end = last["build"][0] if last["build"] else (last["left"], last["left"])
     parts = {
         "validation jobs (prepare_training)": record["prepared"] - record["start"],
-        "shuffle rows to shards, launch build tasks": last["entered"] - record["prepared"],
+        "shuffle rows, launch build task (and builds before it in that task)": last["entered"]
+        - record["prepared"],
         "build task: Arrow -> numpy, sort by id": build_start - last["entered"],
         "build task: hnswlib graph (1 thread)": build_end - build_start,
         "build task: serialize the graph": last["left"] - build_end,
@@ -1114,6 +1116,12 @@ def fit_parts(record: dict) -> dict:
             t["build"][0][1] - t["build"][0][0] for t in record["tasks"] if t["build"]
         ],
         "rows_per_task": [t["rows"] for t in record["tasks"]],
+        # False when the shards were built one after the other (one task got several shards).
+        "builds_overlapped": any(
+            a["entered"] < b["left"] and b["entered"] < a["left"]
+            for i, a in enumerate(record["tasks"])
+            for b in record["tasks"][i + 1 :]
+        ),
     }
 
 
@@ -1488,6 +1496,11 @@ def where_time_goes(results: dict) -> list[str]:
             f"| {name} | " + " | ".join(f"{parts[n]['parts_s'][name]:.2f}" for n in sizes) + " |"
         )
     lines.append("| **fit** | " + " | ".join(f"**{parts[n]['fit_s']:.2f}**" for n in sizes) + " |")
+    lines.append(
+        "| shard builds ran in parallel | "
+        + " | ".join(fmt(parts[n]["builds_overlapped"]) for n in sizes)
+        + " |"
+    )
     lines.append(
         "| hnswlib add_items, one index, same threads | "
         + " | ".join(
