@@ -11,7 +11,7 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-__all__ = ["delete_path", "list_names", "path_exists", "write_text"]
+__all__ = ["delete_path", "list_names", "path_exists", "write_bytes", "write_text"]
 
 
 def _resolve(spark: SparkSession, path: str) -> tuple[Any, Any]:
@@ -59,7 +59,12 @@ def delete_path(spark: SparkSession, path: str) -> None:
 
 
 def write_text(spark: SparkSession, path: str, text: str, overwrite: bool = True) -> None:
-    """Write ``text`` (UTF-8) to the file ``path``, creating its parent folders.
+    """Write ``text`` (UTF-8) to the file ``path``; see :func:`write_bytes`."""
+    write_bytes(spark, path, text.encode("utf-8"), overwrite)
+
+
+def write_bytes(spark: SparkSession, path: str, data: bytes, overwrite: bool = True) -> None:
+    """Write ``data`` to the file ``path``, creating its parent folders.
 
     Local paths are written with Python's own I/O, which leaves no Hadoop ``.crc`` file
     beside them.
@@ -76,10 +81,10 @@ def write_text(spark: SparkSession, path: str, text: str, overwrite: bool = True
     if qualified.toUri().getScheme() == "file":
         local = Path(qualified.toUri().getPath())
         local.parent.mkdir(parents=True, exist_ok=True)
-        local.write_text(text, encoding="utf-8")
+        local.write_bytes(data)
         return
     stream = fs.create(hadoop_path, overwrite)
     try:
-        stream.write(bytearray(text.encode("utf-8")))
+        stream.write(bytearray(data))
     finally:
         stream.close()

@@ -31,9 +31,10 @@ from pyspark.ml.tuning import ParamGridBuilder
 from pyspark.sql import SparkSession
 from pyspark.sql.types import DoubleType, NumericType
 
-from knnspark.app.fs import delete_path, path_exists, write_text
+from knnspark.app.fs import delete_path, path_exists, write_bytes, write_text
 from knnspark.app.progress import rate, step
 from knnspark.app.runners import (
+    _ESTIMATOR_PARAMS,
     _ESTIMATORS,
     _worker_errors_as_driver_errors,
     read_input,
@@ -44,23 +45,9 @@ __all__ = ["METRIC_NAMES", "build_evaluator", "plot_metric_vs_k", "run_tune"]
 
 logger = logging.getLogger(__name__)
 
-# Keys of the tune config's [model] table that are estimator params (same names).
-_MODEL_PARAMS = (
-    "metric",
-    "p",
-    "algorithm",
-    "numShards",
-    "idCol",
-    "handleInvalid",
-    "featuresCol",
-    "labelCol",
-    "standardization",
-    "imputeStrategy",
-    "ef",
-    "maxShardBytes",
-    "maxBroadcastBytes",
-    "seed",
-)
+# Keys of the tune config's [model] table that are estimator params: the fit job's,
+# less k and weights, which the grid sets.
+_MODEL_PARAMS = tuple(p for p in _ESTIMATOR_PARAMS if p not in ("k", "weights"))
 
 _BINARY_METRICS = ("areaUnderROC", "areaUnderPR")
 _MULTICLASS_METRICS = (
@@ -172,25 +159,6 @@ def plot_metric_vs_k(
     if title:
         ax.set_title(title)
     fig.savefig(path, format="png")
-
-
-def _write_bytes(spark: SparkSession, path: str, data: bytes) -> None:
-    """Write ``data`` to the file ``path`` on its Hadoop file system, replacing it."""
-    jvm = spark.sparkContext._jvm
-    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
-    fs = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    qualified = fs.makeQualified(hadoop_path)
-    if qualified.toUri().getScheme() == "file":
-        # Python's own I/O leaves no Hadoop .crc file beside a local file.
-        local = Path(qualified.toUri().getPath())
-        local.parent.mkdir(parents=True, exist_ok=True)
-        local.write_bytes(data)
-        return
-    stream = fs.create(hadoop_path, True)
-    try:
-        stream.write(bytearray(data))
-    finally:
-        stream.close()
 
 
 def _json_value(value: Any) -> Any:
@@ -325,7 +293,7 @@ def run_tune(config: Mapping[str, Any], spark: SparkSession | None = None) -> di
         title=f"{task}: {metric} against k, {cv.getNumFolds()}-fold cross-validation "
         f"on {rows_in} rows",
     )
-    _write_bytes(spark, paths["plot"], png.getvalue())
+    write_bytes(spark, paths["plot"], png.getvalue())
     cv_model.bestModel.write().overwrite().save(paths["model_path"])
     logger.info("wrote the tuning report and the best model to %s", out_dir)
     seconds = time.perf_counter() - start
