@@ -449,23 +449,12 @@ PROFILE_SCHEMA: Schema = {
 TUNE_SCHEMA: Schema = {
     "spark": _SPARK,
     "input": _INPUT,
-    # Estimator params shared by every param map of the grid.
+    # Estimator params shared by every param map of the grid: the fit job's, less the
+    # model folder (tune saves the best model under its output) and k/weights (the grid's).
     "model": {
-        "task": Field(str, default="classification", choices=_TASKS),
-        "metric": Field(str, default=None),
-        "p": Field(float, default=None),
-        "algorithm": Field(str, default=None),
-        "numShards": Field(int, default=None),
-        "idCol": Field(str, default=None),
-        "handleInvalid": Field(str, default=None),
-        "featuresCol": Field(str, default=None),
-        "labelCol": Field(str, default=None),
-        "standardization": Field(str, default=None),
-        "imputeStrategy": Field(str, default=None),
-        "ef": Field(int, default=None),
-        "maxShardBytes": Field(int, default=None),
-        "maxBroadcastBytes": Field(int, default=None),
-        "seed": Field(int, default=None),
+        key: field
+        for key, field in FIT_SCHEMA["model"].items()
+        if key not in ("path", "overwrite", "k", "weights")
     },
     "tune": {
         "k": Field(list, item_type=int),
