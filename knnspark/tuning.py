@@ -23,7 +23,12 @@ import numpy as np
 import pandas as pd
 from pyspark import inheritable_thread_target, keyword_only
 from pyspark.ml import Estimator, Model
-from pyspark.ml.evaluation import Evaluator, MulticlassClassificationEvaluator
+from pyspark.ml.evaluation import (
+    BinaryClassificationEvaluator,
+    Evaluator,
+    MulticlassClassificationEvaluator,
+    RegressionEvaluator,
+)
 from pyspark.ml.functions import array_to_vector
 from pyspark.ml.param import Param
 from pyspark.ml.tuning import CrossValidator, CrossValidatorModel
@@ -32,13 +37,22 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from knnspark.classification import KNNClassifier
+from knnspark.kernels.metrics import (
+    FAMILY_METRICS,
+    MetricSpec,
+    Partials,
+    merge_partials,
+    metric_value,
+)
 from knnspark.kernels.predict import resolve_class_weights
 from knnspark.regression import KNNRegressor
 from knnspark.tuning_scores import (
+    METRIC_PARTIALS_SCHEMA,
     NEIGHBOR_DISTANCES,
     NEIGHBOR_LABELS,
     SCORE_TYPES,
     Scoring,
+    metric_partials_fn,
     score_batches_fn,
 )
 
@@ -397,11 +411,66 @@ class KNNCrossValidator(CrossValidator):
         return self._copyValues(cv_model)
 
 
+_FAMILIES = {
+    MulticlassClassificationEvaluator: "multiclass",
+    RegressionEvaluator: "regression",
+    BinaryClassificationEvaluator: "binary",
+}
+
+
+@dataclass(frozen=True)
+class _FastMetric:
+    """How the metric of a built-in evaluator is computed without calling it."""
+
+    spec: MetricSpec
+    kind: str  # the model output the evaluator reads
+    label_col: str
+    weight_col: str | None
+
+
+def fast_metric(
+    evaluator: Evaluator, schema: T.StructType, redirects: dict[str, str]
+) -> _FastMetric | None:
+    """The fast path for ``evaluator``, or None when only the evaluator itself can answer.
+
+    Spark's own ``MulticlassClassificationEvaluator`` (all metrics but ``logLoss``),
+    ``RegressionEvaluator`` and ``BinaryClassificationEvaluator`` qualify, when their label
+    (and weight) columns are numeric columns of the data; subclasses never do.
+    """
+    family = _FAMILIES.get(type(evaluator))
+    if family is None or evaluator.getMetricName() not in FAMILY_METRICS[family]:
+        return None
+    reads = "rawPredictionCol" if family == "binary" else "predictionCol"
+    if set(redirects) != {reads}:
+        return None
+    kind = redirects[reads]
+    if family != "binary" and kind != "prediction":
+        return None
+    label_col = evaluator.getLabelCol()
+    weight_col = evaluator.getOrDefault("weightCol") if evaluator.isDefined("weightCol") else ""
+    for name in (label_col, weight_col):
+        if name and (
+            name not in schema.names or not isinstance(schema[name].dataType, T.NumericType)
+        ):
+            return None
+    options: dict[str, Any] = {}
+    if family == "multiclass":
+        options = dict(beta=evaluator.getBeta(), metric_label=evaluator.getMetricLabel())
+    elif family == "regression":
+        options = dict(through_origin=evaluator.getThroughOrigin())
+    else:
+        options = dict(num_bins=evaluator.getNumBins())
+    spec = MetricSpec(family, evaluator.getMetricName(), **options)
+    return _FastMetric(spec, kind, label_col, weight_col or None)
+
+
 class _Evaluation:
     """Scores a fold's validation rows for every param map of a group and evaluates each.
 
-    Each param map gets its own copy of the evaluator, made once, whose column params read
-    that map's prediction columns.
+    With a built-in evaluator (see :func:`fast_metric`), one pass searches, scores and reduces
+    the rows to each map's metric sums. Otherwise, and for the maps the fast path cannot
+    answer, each param map gets its own copy of the evaluator, made once, whose column params
+    read that map's prediction columns.
     """
 
     def __init__(
@@ -410,9 +479,11 @@ class _Evaluation:
         self.evaluators: dict[int, Evaluator] = {}
         # The outputs the evaluator reads, per group: only those are computed.
         self.kinds: dict[int, tuple[str, ...]] = {}
+        self.fast: dict[int, _FastMetric | None] = {}
         for group in groups:
             redirects = evaluator_redirects(evaluator, group.outputs)
             self.kinds[id(group)] = tuple(sorted(set(redirects.values())))
+            self.fast[id(group)] = fast_metric(evaluator, dataset.schema, redirects)
             for c in group.candidates:
                 params = {
                     evaluator.getParam(name): _score_column(c.index, kind)
@@ -426,7 +497,25 @@ class _Evaluation:
         self, model: Model, validation: DataFrame, validation_rows: int, group: _SearchGroup
     ) -> dict[int, float]:
         """Metric of every param map of ``group``, by its index in estimatorParamMaps."""
-        scored = _scored_validation(model, validation, group, self.kinds[id(group)])
+        metrics: dict[int, float] = {}
+        fast = self.fast[id(group)]
+        if fast is not None:
+            metrics = _fast_metrics(model, validation, group, fast)
+        rest = [c for c in group.candidates if c.index not in metrics]
+        if rest:
+            metrics.update(self._evaluate(model, validation, validation_rows, group, rest))
+        return metrics
+
+    def _evaluate(
+        self,
+        model: Model,
+        validation: DataFrame,
+        validation_rows: int,
+        group: _SearchGroup,
+        candidates: list[_Candidate],
+    ) -> dict[int, float]:
+        """The user's evaluator, called once per param map over cached scored rows."""
+        scored = _scored_validation(model, validation, group, candidates, self.kinds[id(group)])
         with _persisted(scored):
             # One pass runs the neighbor search and the scoring with the data's parallelism.
             scored.count()
@@ -437,11 +526,79 @@ class _Evaluation:
             def evaluate(index: int) -> tuple[int, float]:
                 return index, float(self.evaluators[index].evaluate(frame))
 
-            indexes = [c.index for c in group.candidates]
+            indexes = [c.index for c in candidates]
             if self.threads == 1:
                 return dict(map(evaluate, indexes))
             with ThreadPool(processes=min(self.threads, len(indexes))) as pool:
                 return dict(pool.map(self.run_in_thread(evaluate), indexes))
+
+
+def _scorings(model: Model, candidates: list[_Candidate]) -> list[tuple[int, Scoring]]:
+    """Each candidate's index and search-time params, class weights resolved for the model."""
+    classes = model.classes if hasattr(model, "classes") else None
+    scorings = []
+    for c in candidates:
+        class_weights = None
+        if classes is not None:
+            resolved = resolve_class_weights(c.class_weights, classes, model.classCounts)
+            class_weights = None if resolved is None else tuple(float(w) for w in resolved)
+        scorings.append((c.index, Scoring(k=c.k, weights=c.weights, class_weights=class_weights)))
+    return scorings
+
+
+def _classes(model: Model) -> tuple[float, ...] | None:
+    if not hasattr(model, "classes"):
+        return None
+    return tuple(float(c) for c in model.classes)
+
+
+def _quoted(name: str) -> Column:
+    return F.col("`" + name.replace("`", "``") + "`")
+
+
+def _fast_metrics(
+    model: Model, validation: DataFrame, group: _SearchGroup, fast: _FastMetric
+) -> dict[int, float]:
+    """The metric of every map of ``group`` that the sums can give, from one Spark job.
+
+    Empty when some validation rows have a label, weight or neighbor list the sums cannot
+    represent (Spark's evaluator decides what those mean, or raises).
+    """
+    scorings = _scorings(model, group.candidates)
+    spec = fast.spec
+    weight = _quoted(fast.weight_col).cast("double") if fast.weight_col else F.lit(1.0)
+    rows = model.neighborLabels(validation, k=group.max_k).select(
+        _quoted(fast.label_col).cast("double").alias("label"),
+        weight.alias("weight"),
+        NEIGHBOR_LABELS,
+        NEIGHBOR_DISTANCES,
+    )
+    fn = metric_partials_fn(
+        scorings=tuple(s for _, s in scorings),
+        classes=_classes(model),
+        width=group.max_k,
+        family=spec.family,
+        kind=fast.kind,
+        max_keys=spec.max_distinct_scores,
+    )
+    table = rows.mapInArrow(fn, METRIC_PARTIALS_SCHEMA).toArrow()
+    positions = table.column("map").to_numpy()
+    a = table.column("a").to_numpy()
+    if a[positions == -1].sum() > 0:
+        return {}
+    b = table.column("b").to_numpy()
+    overflow = table.column("overflow").to_numpy(zero_copy_only=False)
+    sums = table.column("sums").to_pylist()
+    metrics = {}
+    for position, (index, _) in enumerate(scorings):
+        mine = np.flatnonzero(positions == position)
+        if overflow[mine].any():
+            continue
+        part = Partials(a[mine], b[mine], np.array([sums[i] for i in mine], dtype=np.float64))
+        value = metric_value(spec, merge_partials(spec.family, [part], spec.max_distinct_scores))
+        if value is not None:
+            metrics[index] = value
+    return metrics
 
 
 def _with_scoring(model: Model, candidate: _Candidate) -> Model:
@@ -457,20 +614,14 @@ def _score_column(index: int, kind: str) -> str:
 
 
 def _scored_validation(
-    model: Model, validation: DataFrame, group: _SearchGroup, kinds: tuple[str, ...]
+    model: Model,
+    validation: DataFrame,
+    group: _SearchGroup,
+    candidates: list[_Candidate],
+    kinds: tuple[str, ...],
 ) -> DataFrame:
     """Validation rows (without features) plus each candidate's outputs of the given kinds."""
-    classes = None
-    if hasattr(model, "classes"):
-        classes = model.classes
-        counts = model.classCounts
-    scorings = []
-    for c in group.candidates:
-        class_weights = None
-        if classes is not None:
-            resolved = resolve_class_weights(c.class_weights, classes, counts)
-            class_weights = None if resolved is None else tuple(float(w) for w in resolved)
-        scorings.append((c.index, Scoring(k=c.k, weights=c.weights, class_weights=class_weights)))
+    scorings = _scorings(model, candidates)
     neighbors = model.neighborLabels(validation, k=group.max_k)
     # The search needed the features; evaluators read the label and weight columns.
     neighbors = neighbors.drop(group.features_col)
@@ -483,7 +634,7 @@ def _scored_validation(
     )
     fn = score_batches_fn(
         scorings=tuple(scorings),
-        classes=None if classes is None else tuple(float(c) for c in classes),
+        classes=_classes(model),
         width=group.max_k,
         kinds=kinds,
         column_prefix=SCORE_PREFIX,

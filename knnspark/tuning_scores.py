@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 from pyspark.sql import types as T
 
+from knnspark.kernels.metrics import Partials, merge_partials, partial_sums
 from knnspark.kernels.predict import (
     class_votes,
     predict_from_probabilities,
@@ -24,10 +25,12 @@ from knnspark.kernels.predict import (
 from knnspark.partition import list_array, list_matrix, scalar_array
 
 __all__ = [
+    "METRIC_PARTIALS_SCHEMA",
     "NEIGHBOR_DISTANCES",
     "NEIGHBOR_LABELS",
     "SCORE_TYPES",
     "Scoring",
+    "metric_partials_fn",
     "score_batches_fn",
     "score_neighbor_lists",
 ]
@@ -43,6 +46,20 @@ SCORE_TYPES = {
     "rawPrediction": T.ArrayType(T.DoubleType(), False),
     "probability": T.ArrayType(T.DoubleType(), False),
 }
+
+#: Output of :func:`metric_partials_fn`: one row per param map and key of its partial sums
+#: (:class:`knnspark.kernels.metrics.Partials`); ``map`` is the map's position in the
+#: scorings. A row with ``map = -1`` counts rows the sums cannot represent (``a``), and one
+#: with ``overflow`` marks a map with too many distinct scores.
+METRIC_PARTIALS_SCHEMA = T.StructType(
+    [
+        T.StructField("map", T.IntegerType(), False),
+        T.StructField("a", T.DoubleType(), False),
+        T.StructField("b", T.DoubleType(), False),
+        T.StructField("sums", T.ArrayType(T.DoubleType(), False), False),
+        T.StructField("overflow", T.BooleanType(), False),
+    ]
+)
 
 _LIST_F64 = pa.list_(pa.field("element", pa.float64(), nullable=False))
 
@@ -156,3 +173,121 @@ def score_batches_fn(
             yield out
 
     return score
+
+
+def _scored_values(scores: dict[str, np.ndarray], kind: str) -> np.ndarray | None:
+    """What an evaluator reading output ``kind`` sees, as Spark's evaluators read it.
+
+    A vector output (binary evaluators) is read at index 1; None if it has no index 1.
+    """
+    values = scores[kind]
+    if values.ndim == 1:
+        return values
+    return values[:, 1] if values.shape[1] > 1 else None
+
+
+def metric_partials_fn(
+    scorings: tuple[Scoring, ...],
+    classes: tuple[float, ...] | None,
+    width: int,
+    family: str,
+    kind: str,
+    max_keys: int | None,
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """The ``mapInArrow`` function that reduces a partition to each map's metric partial sums.
+
+    Parameters
+    ----------
+    scorings : tuple of Scoring
+        The param maps of a group.
+    classes : tuple of float or None
+        The classifier's classes; None for regression.
+    width : int
+        Length of the neighbor lists (the group's largest ``k``).
+    family : str
+        The evaluator's family (see :func:`knnspark.kernels.metrics.partial_sums`).
+    kind : str
+        The model output the evaluator reads (a key of :data:`SCORE_TYPES`).
+    max_keys : int or None
+        Distinct scores at which a binary map overflows (see ``merge_partials``).
+
+    Returns
+    -------
+    callable
+        Record batches with columns ``label`` and ``weight`` (doubles) and the two neighbor
+        columns -> one batch of :data:`METRIC_PARTIALS_SCHEMA` rows for the whole partition.
+        Rows with a null, NaN or infinite label, a null, NaN, negative or infinite weight, or
+        no neighbor list are not summed but counted (``map = -1``): Spark's evaluator decides
+        what they mean.
+    """
+    class_array = None if classes is None else np.asarray(classes, dtype=np.float64)
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        parts: list[list[Partials]] = [[] for _ in scorings]
+        unusable = 0
+        for batch in batches:
+            labels, valid = list_matrix(batch.column(NEIGHBOR_LABELS), width, np.float64)
+            dist, _ = list_matrix(batch.column(NEIGHBOR_DISTANCES), width, np.float64)
+            y = batch.column("label").to_numpy(zero_copy_only=False).astype(np.float64)
+            w = batch.column("weight").to_numpy(zero_copy_only=False).astype(np.float64)
+            with np.errstate(invalid="ignore"):
+                usable = valid & np.isfinite(y) & np.isfinite(w) & (w >= 0)
+            unusable += int((~usable).sum())
+            if not usable.any():
+                continue
+            keep = usable[valid]  # rows of the neighbor matrices to sum
+            labels, dist = labels[keep], dist[keep]
+            y, w = y[usable], w[usable]
+            for position, scoring in enumerate(scorings):
+                values = _scored_values(
+                    score_neighbor_lists(labels, dist, scoring, class_array), kind
+                )
+                if values is None:
+                    unusable += len(y)
+                    continue
+                parts[position].append(partial_sums(family, y, w, values))
+            if max_keys is not None:
+                parts = [[merge_partials(family, p, max_keys)] for p in parts]
+        yield _partials_batch(family, parts, unusable, max_keys)
+
+    return run
+
+
+def _partials_batch(
+    family: str, parts: list[list[Partials]], unusable: int, max_keys: int | None
+) -> pa.RecordBatch:
+    maps, a, b, sums, overflow = [], [], [], [], []
+    for position, map_parts in enumerate(parts):
+        merged = merge_partials(family, map_parts, max_keys)
+        n = max(len(merged.a), 1) if merged.overflow else len(merged.a)
+        maps.append(np.full(n, position, dtype=np.int32))
+        a.append(merged.a if not merged.overflow else np.zeros(n))
+        b.append(merged.b if not merged.overflow else np.zeros(n))
+        sums.extend(merged.sums.tolist() if not merged.overflow else [[] for _ in range(n)])
+        overflow.append(np.full(n, merged.overflow))
+    maps.append(np.array([-1], dtype=np.int32))
+    a.append(np.array([float(unusable)]))
+    b.append(np.zeros(1))
+    sums.append([])
+    overflow.append(np.zeros(1, dtype=bool))
+    return pa.RecordBatch.from_arrays(
+        [
+            pa.array(np.concatenate(maps), type=pa.int32()),
+            pa.array(np.concatenate(a), type=pa.float64()),
+            pa.array(np.concatenate(b), type=pa.float64()),
+            pa.array(sums, type=_LIST_F64),
+            pa.array(np.concatenate(overflow), type=pa.bool_()),
+        ],
+        schema=METRIC_PARTIALS_SCHEMA_ARROW,
+    )
+
+
+METRIC_PARTIALS_SCHEMA_ARROW = pa.schema(
+    [
+        pa.field("map", pa.int32(), False),
+        pa.field("a", pa.float64(), False),
+        pa.field("b", pa.float64(), False),
+        pa.field("sums", _LIST_F64, False),
+        pa.field("overflow", pa.bool_(), False),
+    ]
+)

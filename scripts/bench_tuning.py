@@ -118,8 +118,8 @@ STAGES = (
     (lambda: _tuning_module().KNNCrossValidator, "_fold_rows", "count the rows of every fold"),
     (lambda: KNNClassifier, "fit", "fit (one per fold, then the best model)"),
     (lambda: _tuning_module()._Evaluation, "run", "search, score and evaluate a fold"),
-    (lambda: _tuning_module(), "_scored_validation", "  of which planning the scoring"),
-    (lambda: MulticlassClassificationEvaluator, "evaluate", "  of which evaluate (all threads)"),
+    (lambda: _tuning_module(), "_fast_metrics", "  of which search + metric sums (one job)"),
+    (lambda: MulticlassClassificationEvaluator, "evaluate", "  of which Spark evaluator calls"),
 )
 
 

@@ -121,6 +121,12 @@ def test_classifier_accuracy_matches_spark_cross_validator(spark, iris, monkeypa
         return original(self, dataset)
 
     monkeypatch.setattr(KNNClassifier, "_fit", counting_fit)
+    evaluations = []
+    monkeypatch.setattr(
+        MulticlassClassificationEvaluator,
+        "_evaluate",
+        lambda self, df: evaluations.append(df) or 0.0,
+    )
     ours = KNNCrossValidator(
         estimator=clf,
         estimatorParamMaps=grid,
@@ -130,7 +136,9 @@ def test_classifier_accuracy_matches_spark_cross_validator(spark, iris, monkeypa
     ).fit(iris)
     # One fit per fold at the largest k, then the best param map on all the data.
     assert fits[:NUM_FOLDS] == [5] * NUM_FOLDS and len(fits) == NUM_FOLDS + 1
-    monkeypatch.setattr(KNNClassifier, "_fit", original)
+    # Spark's own evaluator is never called: its metric comes from sums of the scoring pass.
+    assert evaluations == []
+    monkeypatch.undo()
     theirs = CrossValidator(
         estimator=clf,
         estimatorParamMaps=grid,
@@ -207,6 +215,73 @@ def test_binary_evaluator_on_raw_votes_with_random_folds_matches_spark(spark, ca
     ours, theirs = _both(cancer, clf, grid, evaluator, seed=11)
     _assert_same_metrics(ours, theirs)
     _assert_best(ours, theirs, grid, rows=80)
+
+
+class _CountingEvaluator(MulticlassClassificationEvaluator):
+    """A user's evaluator: a subclass, so the cross-validator must call it."""
+
+    calls = 0
+
+    def _evaluate(self, dataset):
+        type(self).calls += 1
+        return super()._evaluate(dataset)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "metric",
+    [
+        "f1",  # a subclass of a built-in evaluator: called once per fold and map
+        "logLoss",  # the built-in evaluator, a metric the fast path does not compute
+    ],
+)
+def test_evaluators_the_fast_path_cannot_replace_are_called_and_match_spark(
+    spark, iris_sepals, metric
+):
+    clf = KNNClassifier(algorithm="brute")
+    grid = (
+        ParamGridBuilder()
+        .addGrid(clf.k, [2, 6])
+        .addGrid(clf.weights, ["uniform", "distance"])
+        .build()
+    )
+    _CountingEvaluator.calls = 0
+    evaluator = (
+        _CountingEvaluator(metricName=metric)
+        if metric == "f1"
+        else MulticlassClassificationEvaluator(metricName=metric)
+    )
+    ours, theirs = _both(iris_sepals, clf, grid, evaluator, foldCol="fold")
+    _assert_same_metrics(ours, theirs)
+    if metric == "f1":
+        # Once per fold and map by the cross-validator, as many times by Spark's.
+        assert _CountingEvaluator.calls == 2 * NUM_FOLDS * len(grid)
+        fast = KNNCrossValidator(
+            estimator=clf,
+            estimatorParamMaps=grid,
+            evaluator=MulticlassClassificationEvaluator(metricName=metric),
+            numFolds=NUM_FOLDS,
+            foldCol="fold",
+        ).fit(iris_sepals)
+        np.testing.assert_allclose(fast.avgMetrics, ours.avgMetrics, rtol=0, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_weighted_binary_evaluator_on_probabilities_matches_spark(spark, cancer):
+    df = cancer.withColumn("w", (cancer["fold"] + 1).cast("int"))
+    clf = KNNClassifier(algorithm="brute")
+    grid = (
+        ParamGridBuilder()
+        .addGrid(clf.k, [3, 7])
+        .addGrid(clf.weights, ["uniform", "distance"])
+        .build()
+    )
+    evaluator = BinaryClassificationEvaluator(
+        metricName="areaUnderPR", rawPredictionCol="probability", weightCol="w"
+    )
+    ours, theirs = _both(df, clf, grid, evaluator, seed=5)
+    _assert_same_metrics(ours, theirs)
+    assert len({round(m, 12) for m in ours.avgMetrics}) > 1
 
 
 @pytest.mark.slow
