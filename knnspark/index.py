@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from knnspark._faults import maybe_fail
@@ -205,10 +206,11 @@ def build_index(df: DataFrame, spec: IndexSpec) -> TrainingIndex:
     )
     has_labels = spec.label_col is not None
     build_graph = _graph_settings(spec) if algorithm == "hnsw" else None
-    blobs = _shard_blobs(prepared.rows, has_labels, build_graph)
+    blobs = _shard_blobs(prepared.rows, has_labels, build_graph, spec.num_shards)
     total_bytes = estimate_index_bytes(n_rows, n_features) + graph_bytes
     if total_bytes <= spec.max_broadcast_bytes:
-        collected = sorted(blobs.collect(), key=lambda b: b["shard"])
+        # Through Arrow: the buffers arrive without a Row object per field.
+        collected = blobs.toArrow().sort_by("shard").to_pylist()
         sizes = {int(b["shard"]): int(b["n_rows"]) for b in collected}
         index = TrainingIndex(
             shard_sizes=sizes, shards=[shard_from_blob(b) for b in collected], **common
@@ -221,9 +223,11 @@ def build_index(df: DataFrame, spec: IndexSpec) -> TrainingIndex:
         shard_blobs = None
         if algorithm == "hnsw":
             shard_blobs = blobs.drop("features").persist(StorageLevel.MEMORY_AND_DISK)
-            built = shard_blobs.select("shard", "n_rows", "graph").collect()
+            built = shard_blobs.select(
+                "shard", "n_rows", F.length("graph").alias("graph_bytes")
+            ).collect()
             sizes = {int(r["shard"]): int(r["n_rows"]) for r in built}
-            common["graph_bytes"] = sum(len(r["graph"]) for r in built)
+            common["graph_bytes"] = sum(int(r["graph_bytes"]) for r in built)
         else:
             counts = shard_rows.groupBy("shard").count().collect()
             sizes = {int(r["shard"]): int(r["count"]) for r in counts}
@@ -280,13 +284,23 @@ def _graph_settings(spec: IndexSpec) -> dict:
     }
 
 
-def _shard_blobs(rows: DataFrame, has_labels: bool, build_graph: dict | None) -> DataFrame:
-    """One row per shard, built on the executors."""
+def _shard_blobs(
+    rows: DataFrame, has_labels: bool, build_graph: dict | None, num_shards: int
+) -> DataFrame:
+    """One row per shard, built on the executors.
+
+    HNSW builds take long, so each shard gets its own task: grouping alone hashes shard
+    numbers into partitions, and two shards that share one are built one after the other.
+    Range partitioning by shard number (which the grouping then reuses, without a second
+    shuffle) spreads them over ``num_shards`` tasks.
+    """
 
     def build(table: pa.Table) -> pa.Table:
         maybe_fail("build")
         return shard_blob_table(table, has_labels, build_graph)
 
+    if build_graph is not None:
+        rows = rows.repartitionByRange(num_shards, "shard")
     return rows.groupBy("shard").applyInArrow(build, SHARD_BLOB_SCHEMA)
 
 

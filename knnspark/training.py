@@ -105,16 +105,20 @@ def prepare_training(
         _check_unique_ids(rows, id_col)
     classes = counts = None
     if classifier:
-        per_class = sorted(base.filter(~invalid).groupBy("label").count().collect())
-        classes = np.array([r["label"] for r in per_class], dtype=np.float64)
-        counts = np.array([r["count"] for r in per_class], dtype=np.int64)
+        per_class = sorted(stats["class_counts"].items())
+        classes = np.array([c for c, _ in per_class], dtype=np.float64)
+        counts = np.array([n for _, n in per_class], dtype=np.int64)
     return PreparedTraining(rows, n_valid, n_features, classes, counts, preprocessing)
 
 
 def _collect_stats(
     base: DataFrame, bad_features: Column, bad_label: Column, invalid: Column, classifier: bool
 ) -> dict:
-    """One job: per-partition counts and checks, combined on the driver."""
+    """One job: counts and checks per partition (and, for a classifier, per class).
+
+    Grouping by the class of valid rows with an integer label as well as by partition gives
+    the class counts in the same pass.
+    """
     null_or_empty = F.col("features").isNull() | (F.size("features") == 0)
     valid_len = F.when(~invalid, F.size("features"))
     aggs = [
@@ -127,27 +131,39 @@ def _collect_stats(
         F.min(valid_len).alias("min_len"),
         F.max(valid_len).alias("max_len"),
     ]
+    class_key = F.lit(None).cast("double")
     if classifier:
         label = F.col("label")
         # label % 1, not floor(label): floor returns a long and overflows past 2**63.
         non_integer = ~invalid & ((label % 1) != 0)
         aggs.append(F.sum(non_integer.cast("long")).alias("n_nonint"))
         aggs.append(F.first(F.when(non_integer, label), True).alias("nonint_example"))
-    per_partition = base.groupBy("pid").agg(*aggs).collect()
+        class_key = F.when(~invalid & ~non_integer, label)
+    groups = base.groupBy("pid", class_key.alias("class")).agg(*aggs).collect()
 
     total = {
-        key: sum(int(r[key] or 0) for r in per_partition)
+        key: sum(int(r[key] or 0) for r in groups)
         for key in ("n", "n_null_empty", "n_nonfinite", "n_bad_label", "n_invalid", "n_null_id")
     }
-    lengths = [r["min_len"] for r in per_partition if r["min_len"] is not None]
-    lengths += [r["max_len"] for r in per_partition if r["max_len"] is not None]
+    lengths = [r["min_len"] for r in groups if r["min_len"] is not None]
+    lengths += [r["max_len"] for r in groups if r["max_len"] is not None]
     total["min_len"] = min(lengths) if lengths else None
     total["max_len"] = max(lengths) if lengths else None
-    total["partition_rows"] = {int(r["pid"]): int(r["n"]) for r in per_partition}
+    partition_rows: dict[int, int] = {}
+    for r in groups:
+        partition_rows[int(r["pid"])] = partition_rows.get(int(r["pid"]), 0) + int(r["n"])
+    total["partition_rows"] = partition_rows
     if classifier:
-        total["n_nonint"] = sum(int(r["n_nonint"] or 0) for r in per_partition)
-        examples = [r["nonint_example"] for r in per_partition if r["nonint_example"] is not None]
+        total["n_nonint"] = sum(int(r["n_nonint"] or 0) for r in groups)
+        examples = [r["nonint_example"] for r in groups if r["nonint_example"] is not None]
         total["nonint_example"] = examples[0] if examples else None
+        class_counts: dict[float, int] = {}
+        for r in groups:
+            if r["class"] is not None:
+                class_counts[float(r["class"])] = class_counts.get(float(r["class"]), 0) + int(
+                    r["n"]
+                )
+        total["class_counts"] = class_counts
     return total
 
 

@@ -70,18 +70,20 @@ def pair_distances(
 
 def _distances_3d(q: np.ndarray, r: np.ndarray, metric: str, p: float) -> np.ndarray:
     if metric == "cosine":
-        dot = (q * r).sum(axis=2)
-        qn = _safe_norm(np.sqrt((q * q).sum(axis=2)))
-        rn = _safe_norm(np.sqrt((r * r).sum(axis=2)))
+        dot = _dot(q, r)
+        qn = _safe_norm(np.sqrt(_dot(q, q)))
+        rn = _safe_norm(np.sqrt(_dot(r, r)))
         return 1.0 - dot / (qn * rn)
     if metric == "hamming":
         return np.mean(q != r, axis=2)
     if metric == "inner_product":
         # hnswlib's "ip" space: 1 - <q, r> (not a metric; for normalized embeddings).
-        return 1.0 - (q * r).sum(axis=2)
+        return 1.0 - _dot(q, r)
+    if metric == "euclidean" or (metric == "minkowski" and p == 2):
+        # einsum: no |q - r| and no squared copy (about half the time of the refinement).
+        diff = q - r
+        return np.sqrt(_dot(diff, diff))
     diff = np.abs(q - r)
-    if metric == "euclidean":
-        return np.sqrt((diff * diff).sum(axis=2))
     if metric == "manhattan":
         return diff.sum(axis=2)
     if metric == "chebyshev":
@@ -89,10 +91,14 @@ def _distances_3d(q: np.ndarray, r: np.ndarray, metric: str, p: float) -> np.nda
     if metric == "minkowski":
         if p == 1:
             return diff.sum(axis=2)
-        if p == 2:
-            return np.sqrt((diff * diff).sum(axis=2))
         return np.power(np.power(diff, p).sum(axis=2), 1.0 / p)
     raise ValueError(f"Unknown metric {metric!r}; expected one of {EXACT_METRICS}")
+
+
+def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise dot products along the last axis, broadcasting the first two."""
+    a, b = np.broadcast_arrays(a, b)
+    return np.einsum("ijk,ijk->ij", a, b)
 
 
 def _safe_norm(norm: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import hnswlib
@@ -34,8 +35,15 @@ __all__ = [
 HNSW_METRICS = ("euclidean", "cosine", "inner_product")
 _SPACES = {"euclidean": "l2", "cosine": "cosine", "inner_product": "ip"}
 
-# Per-worker cache of deserialized graphs: (token, shard) -> hnswlib.Index.
-_LOADED: dict[tuple[str, int], hnswlib.Index] = {}
+#: Bytes of deserialized graphs a Python worker keeps, at most (least recently used go
+#: first); the environment variable ``KNNSPARK_GRAPH_CACHE_BYTES`` (set on executors with
+#: ``spark.executorEnv.KNNSPARK_GRAPH_CACHE_BYTES``) overrides it. The graph being searched
+#: always stays, whatever its size.
+GRAPH_CACHE_BYTES = int(os.environ.get("KNNSPARK_GRAPH_CACHE_BYTES", 4 << 30))
+
+# Per-worker cache of deserialized graphs: (token, shard) -> (hnswlib.Index, bytes), in order
+# of last use; models fitted since the worker started share it, so it must evict.
+_LOADED: OrderedDict[tuple[str, int], tuple[hnswlib.Index, int]] = OrderedDict()
 _LOCK = threading.Lock()
 _LOADS = {"count": 0}
 
@@ -125,10 +133,16 @@ class HnswShard:
         """The deserialized graph, loaded at most once per process."""
         key = (self.token, self.shard)
         with _LOCK:
-            index = _LOADED.get(key)
-            if index is None:
-                index = _load(self.index_bytes, self.metric, self.n_features, self.n_rows)
-                _LOADED[key] = index
+            entry = _LOADED.get(key)
+            if entry is not None:
+                _LOADED.move_to_end(key)
+                return entry[0]
+            index = _load(self.index_bytes, self.metric, self.n_features, self.n_rows)
+            _LOADED[key] = (index, len(self.index_bytes))
+            cached = sum(size for _, size in _LOADED.values())
+            while cached > GRAPH_CACHE_BYTES and len(_LOADED) > 1:
+                _, (_, size) = _LOADED.popitem(last=False)
+                cached -= size
         return index
 
 

@@ -7,6 +7,7 @@ import pyarrow as pa
 import pytest
 
 from knnspark.index import choose_algorithm
+from knnspark.kernels import hnsw
 from knnspark.kernels.exact import ExactShard, exact_search
 from knnspark.kernels.hnsw import (
     HnswShard,
@@ -116,6 +117,30 @@ def test_graph_is_deserialized_once_per_worker():
     outputs += list(search(iter(batches)))  # a second task in the same worker
     assert load_count() - before == 2  # one load per shard, not per batch or task
     assert sum(b.num_rows for b in outputs) == 240
+
+
+def test_graph_cache_evicts_the_least_recently_used_graph(monkeypatch):
+    x, q = _clustered(300, dim=4)
+    shards = [_shard(x[s::3], token="lru-test", shard=s) for s in range(3)]
+    # Room for two graphs: loading the third evicts the one used longest ago.
+    monkeypatch.setattr(hnsw, "GRAPH_CACHE_BYTES", 2 * len(shards[0].index_bytes) + 100)
+
+    def loads(*order):
+        before = load_count()
+        for s in order:
+            hnsw_search(shards[s], q[:2], 3, ef=16)
+        return load_count() - before
+
+    assert loads(0, 1, 0) == 2  # 0 is now the most recent
+    assert loads(2) == 1  # evicts 1
+    assert loads(0, 2) == 0
+    assert loads(1) == 1  # evicted: loaded again (and 0 goes)
+    assert loads(2, 1) == 0
+    assert loads(0) == 1
+    # A graph larger than the whole budget is still searched, and stays until the next load.
+    monkeypatch.setattr(hnsw, "GRAPH_CACHE_BYTES", 10)
+    assert loads(2, 2) == 1
+    assert [key for key in hnsw._LOADED if key[0] == "lru-test"] == [("lru-test", 2)]
 
 
 def test_auto_weighs_build_cost_against_search():
