@@ -151,3 +151,23 @@ def test_hnsw_metric_and_memory_errors(clustered):
     brute = NearestNeighbors(k=3, algorithm="brute").fit(items.limit(50))
     with pytest.raises(ValueError, match="refit with algorithm='hnsw'"):
         brute.setAlgorithm("hnsw").kneighbors(items)
+
+
+@pytest.mark.parametrize("num_shards", [2, 3, 4])
+def test_each_hnsw_shard_is_built_in_a_task_of_its_own(spark, num_shards):
+    # Grouping by shard alone hashed shards 0 and 1 of 2 into one task, built one after the
+    # other; the builds must spread over num_shards tasks.
+    from knnspark.index import SHARD_ROWS_SCHEMA, _shard_blobs
+
+    rng = np.random.default_rng(num_shards)
+    rows = spark.createDataFrame(
+        [
+            (i % num_shards, i, [float(v) for v in rng.normal(size=4)], 0.0)
+            for i in range(40 * num_shards)
+        ],
+        SHARD_ROWS_SCHEMA,
+    ).repartition(3)
+    graph = {"metric": "euclidean", "m": 4, "ef_construction": 8, "seed": 0}
+    blobs = _shard_blobs(rows, True, graph, num_shards)
+    per_task = blobs.rdd.glom().map(lambda part: sorted(r.shard for r in part)).collect()
+    assert sorted(per_task) == [[s] for s in range(num_shards)]
