@@ -3,11 +3,13 @@
 Spark's :class:`~pyspark.ml.tuning.CrossValidator` fits and searches once per fold and param
 map. For KNN, ``k``, ``weights`` and ``classWeights`` change only how the neighbor lists become
 predictions, so :class:`KNNCrossValidator` groups the param maps that differ only in those.
-Per fold and group it fits one model, searches the validation rows once at the group's largest
-``k`` (``model.neighborLabels``), computes the predictions of every param map of the group from
-the first ``k`` neighbors in one ``mapInArrow`` pass, caches them, and evaluates each map with
-the user's evaluator. The folds are split exactly as Spark splits them, so with exact search
-the metrics are the ones Spark's ``CrossValidator`` reports.
+Per fold and group it fits one model and searches the validation rows once at the group's
+largest ``k`` (``model.neighborLabels``). With one of Spark's built-in evaluators, the same
+``mapInArrow`` pass scores every param map from the first ``k`` neighbors and reduces the rows
+to the sums the evaluator's formula needs (:mod:`knnspark.kernels.metrics`): one Spark job per
+fold and group. Any other evaluator gets the scored rows, cached, once per param map. The folds
+are split exactly as Spark splits them, so with exact search the metrics are the ones Spark's
+``CrossValidator`` reports.
 """
 
 from __future__ import annotations
@@ -200,12 +202,15 @@ class KNNCrossValidator(CrossValidator):
     ``algorithm='hnsw'`` each group is searched once at its largest ``k`` (and
     ``ef >= k``), which may find better neighbors than a search at a smaller ``k`` would.
 
-    ``parallelism`` is the number of threads that evaluate the param maps of a group (each
-    evaluation is a small Spark job over cached data, so a few threads shorten the run);
-    ``collectSubModels=True`` keeps, per fold and map, the fold's model with that map's
-    search-time params. Memory: per fold and group, the validation rows are cached with one
-    prediction per param map (plus the vote and probability vectors when the evaluator reads
-    them), without the features.
+    Spark's ``MulticlassClassificationEvaluator`` (all metrics but ``logLoss``),
+    ``RegressionEvaluator`` and ``BinaryClassificationEvaluator`` are not called: their
+    metrics come from sums computed in the scoring pass, with Spark's formulas. Other
+    evaluators (subclasses included) are called once per fold and param map; ``parallelism``
+    is then the number of threads that call them (each call is a small Spark job over cached
+    data, so a few threads shorten the run), and per fold and group the validation rows are
+    cached with one prediction per param map (plus the vote and probability vectors when the
+    evaluator reads them), without the features. ``collectSubModels=True`` keeps, per fold
+    and map, the fold's model with that map's search-time params.
 
     Examples
     --------
