@@ -31,7 +31,11 @@ _SCRATCH_BYTES = 32 * 1024 * 1024
 
 
 def pair_distances(
-    queries: np.ndarray, rows: np.ndarray, metric: str, p: float = 2.0
+    queries: np.ndarray,
+    rows: np.ndarray,
+    metric: str,
+    p: float = 2.0,
+    index: np.ndarray | None = None,
 ) -> np.ndarray:
     """Distances between each query and its own set of rows.
 
@@ -39,11 +43,15 @@ def pair_distances(
     ----------
     queries : ndarray of shape (n_queries, n_features)
     rows : ndarray of shape (n_queries, n_rows, n_features) or (n_rows, n_features)
-        Per-query rows, or one set of rows shared by every query.
+        Per-query rows, or one set of rows shared by every query; with ``index``, the rows
+        the index points into.
     metric : str
         One of :data:`EXACT_METRICS`.
     p : float
         Power of the Minkowski metric.
+    index : ndarray of shape (n_queries, n_rows), int, optional
+        Per-query positions in ``rows``: query ``i`` is compared with ``rows[index[i]]``.
+        The rows are gathered block by block, never all at once.
 
     Returns
     -------
@@ -53,17 +61,26 @@ def pair_distances(
     --------
     >>> pair_distances(np.array([[0.0, 0.0]]), np.array([[3.0, 4.0]]), "euclidean")
     array([[5.]])
+    >>> pair_distances(np.zeros((1, 2)), np.array([[3.0, 4.0], [0.0, 1.0]]), "euclidean",
+    ...                index=np.array([[1, 0]]))
+    array([[1., 5.]])
     """
-    shared = rows.ndim == 2
+    shared = rows.ndim == 2 and index is None
     n_queries, n_features = queries.shape
-    n_rows = rows.shape[0] if shared else rows.shape[1]
+    if index is not None:
+        n_rows = index.shape[1]
+    else:
+        n_rows = rows.shape[0] if shared else rows.shape[1]
     out = np.empty((n_queries, n_rows), dtype=np.float64)
     per_query = max(1, n_rows * max(1, n_features) * 8)
     step = max(1, _SCRATCH_BYTES // per_query)
     for start in range(0, n_queries, step):
         stop = min(n_queries, start + step)
         q = queries[start:stop, None, :].astype(np.float64)
-        r = rows[None, :, :] if shared else rows[start:stop]
+        if index is not None:
+            r = rows[index[start:stop]]
+        else:
+            r = rows[None, :, :] if shared else rows[start:stop]
         out[start:stop] = _distances_3d(q, r.astype(np.float64, copy=False), metric, p)
     return out
 

@@ -147,7 +147,7 @@ def exact_search(
         return out_dist, np.take_along_axis(cand, pos, axis=1)
     n_cand = min(shard.n_rows, keep + _extra_candidates(keep))
     cand = _gemm_candidates(shard, queries, n_cand, metric)
-    dist = pair_distances(queries, shard.features[cand], metric, p)
+    dist = pair_distances(queries, shard.features, metric, p, index=cand)
     out_dist, _, pos = select_topk(dist, shard.ids[cand], keep)
     out_pos = np.take_along_axis(cand, pos, axis=1)
     if n_cand < shard.n_rows:
