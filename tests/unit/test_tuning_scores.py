@@ -14,6 +14,7 @@ from knnspark.tuning_scores import (
     NEIGHBOR_DISTANCES,
     NEIGHBOR_LABELS,
     Scoring,
+    metric_partials_fn,
     score_batches_fn,
     score_neighbor_lists,
 )
@@ -133,3 +134,36 @@ def test_group_param_maps_compares_resolved_values():
     assert [g.max_k for g in groups] == [5, 3]
     assert groups[0].outputs == {"yhat": "prediction"}
     assert groups[1].candidates[0].weights == "uniform"
+
+
+def test_metric_partials_sum_usable_rows_and_count_the_others(data):
+    _, _, y, _, dist, idx = data
+    labels, dist = y[idx][:8], dist[:8]
+    valid = np.array([True, False, True, True, True, True, True, True])  # row 1: no neighbors
+    batch = _neighbor_batch(labels, dist, valid)
+    truth = np.array([0.0, 1.0, np.nan, 2.0, 1.0, 0.0, 2.0, 1.0])  # row 2: NaN label
+    weight = np.array([1.0, 1.0, 1.0, -1.0, 2.0, 0.5, 1.0, 3.0])  # row 3: negative weight
+    batch = batch.set_column(0, "label", pa.array(truth)).append_column("weight", pa.array(weight))
+    scorings = (Scoring(3, "uniform"), Scoring(5, "distance"))
+    classes = (0.0, 1.0, 2.0)
+    fn = metric_partials_fn(scorings, classes, WIDTH, "multiclass", "prediction", None)
+    # Two batches of one partition: one output batch, the sums of both.
+    (out,) = list(fn(iter([batch, batch])))
+    rows = out.to_pydict()
+    unusable = [a for m, a in zip(rows["map"], rows["a"], strict=True) if m == -1]
+    assert unusable == [6.0]  # 3 rows in each batch
+
+    usable = np.array([True, False, False, False, True, True, True, True])
+    for position, scoring in enumerate(scorings):
+        predicted = score_neighbor_lists(labels[usable], dist[usable], scoring, np.array(classes))[
+            "prediction"
+        ]
+        expected = {}
+        for t, p, w in zip(truth[usable], predicted, weight[usable], strict=True):
+            expected[(t, p)] = expected.get((t, p), 0.0) + 2 * w
+        got = {
+            (a, b): s[0]
+            for m, a, b, s in zip(rows["map"], rows["a"], rows["b"], rows["sums"], strict=True)
+            if m == position
+        }
+        assert got == pytest.approx(expected)
