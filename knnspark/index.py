@@ -287,21 +287,66 @@ def _graph_settings(spec: IndexSpec) -> dict:
 def _shard_blobs(
     rows: DataFrame, has_labels: bool, build_graph: dict | None, num_shards: int
 ) -> DataFrame:
-    """One row per shard, built on the executors.
+    """One row per shard, built on the executors, each shard in a task of its own.
 
-    HNSW builds take long, so each shard gets its own task: grouping alone hashes shard
-    numbers into partitions, and two shards that share one are built one after the other.
-    Range partitioning by shard number (which the grouping then reuses, without a second
-    shuffle) spreads them over ``num_shards`` tasks.
+    Grouping by shard alone hashes shard numbers into partitions, and shards that share a
+    partition are built one after the other (HNSW builds take long). So the rows are hash
+    partitioned on a key chosen per shard to land in partition ``shard``
+    (:func:`shard_partition_keys`), which the grouping reuses without a second shuffle.
     """
 
     def build(table: pa.Table) -> pa.Table:
         maybe_fail("build")
         return shard_blob_table(table, has_labels, build_graph)
 
-    if build_graph is not None:
-        rows = rows.repartitionByRange(num_shards, "shard")
-    return rows.groupBy("shard").applyInArrow(build, SHARD_BLOB_SCHEMA)
+    keys = F.array(*[F.lit(k) for k in shard_partition_keys(num_shards)])
+    keyed = rows.withColumn(_PARTITION_KEY, F.element_at(keys, F.col("shard") + 1))
+    keyed = keyed.repartition(num_shards, _PARTITION_KEY)
+    return keyed.groupBy(_PARTITION_KEY, "shard").applyInArrow(build, SHARD_BLOB_SCHEMA)
+
+
+_PARTITION_KEY = "__knnspark_partition_key"
+
+
+def spark_hash_partition(key: int, num_partitions: int) -> int:
+    """The partition Spark's hash partitioning gives an ``int`` key.
+
+    Spark hashes with Murmur3 (x86, 32 bits, seed 42) and takes the non-negative remainder.
+
+    Examples
+    --------
+    >>> [spark_hash_partition(k, 4) for k in range(6)]
+    [3, 3, 2, 3, 2, 2]
+    """
+
+    def rotl(x: int, r: int) -> int:
+        return ((x << r) | (x >> (32 - r))) & 0xFFFFFFFF
+
+    k1 = (key & 0xFFFFFFFF) * 0xCC9E2D51 & 0xFFFFFFFF
+    k1 = rotl(k1, 15) * 0x1B873593 & 0xFFFFFFFF
+    h1 = rotl(42 ^ k1, 13)
+    h1 = (h1 * 5 + 0xE6546B64) & 0xFFFFFFFF
+    h1 ^= 4
+    h1 ^= h1 >> 16
+    h1 = h1 * 0x85EBCA6B & 0xFFFFFFFF
+    h1 ^= h1 >> 13
+    h1 = h1 * 0xC2B2AE35 & 0xFFFFFFFF
+    h1 ^= h1 >> 16
+    signed = h1 - (1 << 32) if h1 & 0x80000000 else h1
+    return signed % num_partitions
+
+
+def shard_partition_keys(num_shards: int) -> list[int]:
+    """For each shard, the smallest non-negative int key Spark hash-partitions into it."""
+    keys: list[int | None] = [None] * num_shards
+    missing, key = num_shards, 0
+    while missing:
+        part = spark_hash_partition(key, num_shards)
+        if keys[part] is None:
+            keys[part] = key
+            missing -= 1
+        key += 1
+    return [int(k) for k in keys if k is not None]
 
 
 def shard_blob_table(table: pa.Table, has_labels: bool, build_graph: dict | None) -> pa.Table:

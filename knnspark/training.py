@@ -114,56 +114,68 @@ def prepare_training(
 def _collect_stats(
     base: DataFrame, bad_features: Column, bad_label: Column, invalid: Column, classifier: bool
 ) -> dict:
-    """One job: counts and checks per partition (and, for a classifier, per class).
+    """One job: counts and checks per partition (and, for a classifier, the class counts).
 
-    Grouping by the class of valid rows with an integer label as well as by partition gives
-    the class counts in the same pass.
+    The per-row checks are evaluated once, into small flag columns; a classifier's job
+    aggregates them in two grouping sets, by partition and by class (the class of valid rows
+    with an integer label), so the driver gets one row per partition plus one per class.
     """
     null_or_empty = F.col("features").isNull() | (F.size("features") == 0)
-    valid_len = F.when(~invalid, F.size("features"))
+    flags = [
+        "pid",
+        null_or_empty.cast("long").alias("null_empty"),
+        (bad_features & ~null_or_empty).cast("long").alias("nonfinite"),
+        bad_label.cast("long").alias("bad_label"),
+        invalid.cast("long").alias("invalid"),
+        F.col("id").isNull().cast("long").alias("null_id"),
+        F.when(~invalid, F.size("features")).alias("length"),
+    ]
     aggs = [
         F.count(F.lit(1)).alias("n"),
-        F.sum(null_or_empty.cast("long")).alias("n_null_empty"),
-        F.sum((bad_features & ~null_or_empty).cast("long")).alias("n_nonfinite"),
-        F.sum(bad_label.cast("long")).alias("n_bad_label"),
-        F.sum(invalid.cast("long")).alias("n_invalid"),
-        F.sum(F.col("id").isNull().cast("long")).alias("n_null_id"),
-        F.min(valid_len).alias("min_len"),
-        F.max(valid_len).alias("max_len"),
+        F.sum("null_empty").alias("n_null_empty"),
+        F.sum("nonfinite").alias("n_nonfinite"),
+        F.sum("bad_label").alias("n_bad_label"),
+        F.sum("invalid").alias("n_invalid"),
+        F.sum("null_id").alias("n_null_id"),
+        F.min("length").alias("min_len"),
+        F.max("length").alias("max_len"),
     ]
-    class_key = F.lit(None).cast("double")
     if classifier:
         label = F.col("label")
         # label % 1, not floor(label): floor returns a long and overflows past 2**63.
         non_integer = ~invalid & ((label % 1) != 0)
-        aggs.append(F.sum(non_integer.cast("long")).alias("n_nonint"))
-        aggs.append(F.first(F.when(non_integer, label), True).alias("nonint_example"))
-        class_key = F.when(~invalid & ~non_integer, label)
-    groups = base.groupBy("pid", class_key.alias("class")).agg(*aggs).collect()
+        flags += [
+            non_integer.cast("long").alias("nonint"),
+            F.when(non_integer, label).alias("nonint_value"),
+            F.when(~invalid & ~non_integer, label).alias("class"),
+        ]
+        aggs += [
+            F.sum("nonint").alias("n_nonint"),
+            F.first("nonint_value", True).alias("nonint_example"),
+            F.grouping("class").alias("by_partition"),
+        ]
+        rows = base.select(*flags).groupingSets([["pid"], ["class"]], "pid", "class")
+        groups = rows.agg(*aggs).collect()
+        per_partition = [r for r in groups if r["by_partition"]]
+        per_class = [r for r in groups if not r["by_partition"] and r["class"] is not None]
+    else:
+        per_partition = base.select(*flags).groupBy("pid").agg(*aggs).collect()
+        per_class = []
 
     total = {
-        key: sum(int(r[key] or 0) for r in groups)
+        key: sum(int(r[key] or 0) for r in per_partition)
         for key in ("n", "n_null_empty", "n_nonfinite", "n_bad_label", "n_invalid", "n_null_id")
     }
-    lengths = [r["min_len"] for r in groups if r["min_len"] is not None]
-    lengths += [r["max_len"] for r in groups if r["max_len"] is not None]
+    lengths = [r["min_len"] for r in per_partition if r["min_len"] is not None]
+    lengths += [r["max_len"] for r in per_partition if r["max_len"] is not None]
     total["min_len"] = min(lengths) if lengths else None
     total["max_len"] = max(lengths) if lengths else None
-    partition_rows: dict[int, int] = {}
-    for r in groups:
-        partition_rows[int(r["pid"])] = partition_rows.get(int(r["pid"]), 0) + int(r["n"])
-    total["partition_rows"] = partition_rows
+    total["partition_rows"] = {int(r["pid"]): int(r["n"]) for r in per_partition}
     if classifier:
-        total["n_nonint"] = sum(int(r["n_nonint"] or 0) for r in groups)
-        examples = [r["nonint_example"] for r in groups if r["nonint_example"] is not None]
+        total["n_nonint"] = sum(int(r["n_nonint"] or 0) for r in per_partition)
+        examples = [r["nonint_example"] for r in per_partition if r["nonint_example"] is not None]
         total["nonint_example"] = examples[0] if examples else None
-        class_counts: dict[float, int] = {}
-        for r in groups:
-            if r["class"] is not None:
-                class_counts[float(r["class"])] = class_counts.get(float(r["class"]), 0) + int(
-                    r["n"]
-                )
-        total["class_counts"] = class_counts
+        total["class_counts"] = {float(r["class"]): int(r["n"]) for r in per_class}
     return total
 
 

@@ -203,7 +203,9 @@ class KNNCrossValidator(CrossValidator):
     ``ef >= k``), which may find better neighbors than a search at a smaller ``k`` would.
 
     Spark's ``MulticlassClassificationEvaluator`` (all metrics but ``logLoss``),
-    ``RegressionEvaluator`` and ``BinaryClassificationEvaluator`` are not called: their
+    ``RegressionEvaluator`` and ``BinaryClassificationEvaluator`` are called only where sums
+    cannot stand in for them (a binary curve Spark would bin, a ``metricLabel`` without rows,
+    rows with a null, NaN or negative label or weight, or without neighbors): otherwise their
     metrics come from sums computed in the scoring pass, with Spark's formulas. Other
     evaluators (subclasses included) are called once per fold and param map; ``parallelism``
     is then the number of threads that call them (each call is a small Spark job over cached
@@ -454,8 +456,11 @@ def fast_metric(
     label_col = evaluator.getLabelCol()
     weight_col = evaluator.getOrDefault("weightCol") if evaluator.isDefined("weightCol") else ""
     for name in (label_col, weight_col):
+        # Spark's evaluators resolve a dotted name as a nested field: leave those to them.
         if name and (
-            name not in schema.names or not isinstance(schema[name].dataType, T.NumericType)
+            "." in name
+            or name not in schema.names
+            or not isinstance(schema[name].dataType, T.NumericType)
         ):
             return None
     options: dict[str, Any] = {}
@@ -599,7 +604,8 @@ def _fast_metrics(
         mine = np.flatnonzero(positions == position)
         if overflow[mine].any():
             continue
-        part = Partials(a[mine], b[mine], np.array([sums[i] for i in mine], dtype=np.float64))
+        values = np.array([sums[i] for i in mine], dtype=np.float64).reshape(len(mine), -1)
+        part = Partials(a[mine], b[mine], values)
         value = metric_value(spec, merge_partials(spec.family, [part], spec.max_distinct_scores))
         if value is not None:
             metrics[index] = value

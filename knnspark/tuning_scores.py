@@ -239,6 +239,8 @@ def metric_partials_fn(
             labels, dist = labels[keep], dist[keep]
             y, w = y[usable], w[usable]
             for position, scoring in enumerate(scorings):
+                if parts[position] and parts[position][-1].overflow:
+                    continue  # already too many distinct scores: Spark's evaluator decides
                 values = _scored_values(
                     score_neighbor_lists(labels, dist, scoring, class_array), kind
                 )

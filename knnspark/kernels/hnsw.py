@@ -5,7 +5,8 @@ order, so the same shard gives byte-identical index files run after run
 (hnswlib's multi-threaded inserts are not deterministic; knnspark's
 parallelism comes from building shards in parallel tasks).  Indexes travel
 as hnswlib's own file format, never as pickles, and each Python worker
-deserializes a given index once and keeps it in :data:`_LOADED`.
+deserializes a given index once and keeps it in :data:`_LOADED` (other models'
+graphs are evicted past :data:`GRAPH_CACHE_BYTES`).
 """
 
 from __future__ import annotations
@@ -35,10 +36,11 @@ __all__ = [
 HNSW_METRICS = ("euclidean", "cosine", "inner_product")
 _SPACES = {"euclidean": "l2", "cosine": "cosine", "inner_product": "ip"}
 
-#: Bytes of deserialized graphs a Python worker keeps, at most (least recently used go
-#: first); the environment variable ``KNNSPARK_GRAPH_CACHE_BYTES`` (set on executors with
-#: ``spark.executorEnv.KNNSPARK_GRAPH_CACHE_BYTES``) overrides it. The graph being searched
-#: always stays, whatever its size.
+#: Bytes of deserialized graphs a Python worker keeps from models other than the one it
+#: searches (least recently used go first); the environment variable
+#: ``KNNSPARK_GRAPH_CACHE_BYTES`` (set on executors with
+#: ``spark.executorEnv.KNNSPARK_GRAPH_CACHE_BYTES``) overrides it. The graphs of the model
+#: being searched always stay, whatever their size.
 GRAPH_CACHE_BYTES = int(os.environ.get("KNNSPARK_GRAPH_CACHE_BYTES", 4 << 30))
 
 # Per-worker cache of deserialized graphs: (token, shard) -> (hnswlib.Index, bytes), in order
@@ -130,7 +132,7 @@ class HnswShard:
         return int(self.ids.shape[0])
 
     def graph(self) -> hnswlib.Index:
-        """The deserialized graph, loaded at most once per process."""
+        """The deserialized graph, loaded once per process while it stays cached."""
         key = (self.token, self.shard)
         with _LOCK:
             entry = _LOADED.get(key)
@@ -139,10 +141,14 @@ class HnswShard:
                 return entry[0]
             index = _load(self.index_bytes, self.metric, self.n_features, self.n_rows)
             _LOADED[key] = (index, len(self.index_bytes))
+            # Evict other models' graphs, least recently used first, never this model's: a
+            # search reads every shard of its model for each batch, and evicting one for
+            # another would reload them all, batch after batch.
             cached = sum(size for _, size in _LOADED.values())
-            while cached > GRAPH_CACHE_BYTES and len(_LOADED) > 1:
-                _, (_, size) = _LOADED.popitem(last=False)
-                cached -= size
+            for other in [k for k in _LOADED if k[0] != self.token]:
+                if cached <= GRAPH_CACHE_BYTES:
+                    break
+                cached -= _LOADED.pop(other)[1]
         return index
 
 

@@ -150,7 +150,10 @@ def partial_sums(
     stats[0, _W] = total
     stats[0, _W2] = np.dot(weights, weights)
     if total > 0:
-        mean = np.dot(weights, labels) / total
+        # Shifted by the first label, so that constant labels give exactly their value and a
+        # spread of exactly 0 (Spark's r2 is then NaN or -inf, not a rounding artefact).
+        shift = labels[0]
+        mean = shift + np.dot(weights, labels - shift) / total
         stats[0, _MEAN_Y] = mean
         stats[0, _M2_Y] = np.dot(weights, (labels - mean) ** 2)
     errors = labels - values
@@ -199,15 +202,16 @@ def merge_partials(family: str, parts: list[Partials], max_keys: int | None = No
 
 def _merge_summaries(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     """Two regression summaries combined (Chan et al.'s update for the squared deviations)."""
-    out = left + right
     w_left, w_right = left[0, _W], right[0, _W]
+    if w_left == 0 or w_right == 0:
+        # Nothing to combine (every sum of a side without weight is 0): keep the other side
+        # exactly, as Spark's summarizer does.
+        return (right if w_left == 0 else left).copy()
+    out = left + right
     total = w_left + w_right
-    if total > 0:
-        delta = right[0, _MEAN_Y] - left[0, _MEAN_Y]
-        out[0, _MEAN_Y] = left[0, _MEAN_Y] + delta * w_right / total
-        out[0, _M2_Y] = left[0, _M2_Y] + right[0, _M2_Y] + delta * delta * w_left * w_right / total
-    else:
-        out[0, _MEAN_Y] = out[0, _M2_Y] = 0.0
+    delta = right[0, _MEAN_Y] - left[0, _MEAN_Y]
+    out[0, _MEAN_Y] = left[0, _MEAN_Y] + delta * w_right / total
+    out[0, _M2_Y] = left[0, _M2_Y] + right[0, _M2_Y] + delta * delta * w_left * w_right / total
     return out
 
 
@@ -221,8 +225,8 @@ def metric_value(spec: MetricSpec, partials: Partials) -> float | None:
     """The evaluator's metric from the merged partial sums of one param map.
 
     Returns None where Spark's evaluator must answer instead: a binary curve Spark would
-    down-sample (``overflow``), or a ``metricLabel`` that is not among the labels (Spark
-    raises an error for it).
+    down-sample (``overflow``), a ``metricLabel`` that is not among the labels, or
+    regression rows whose weights are all 0 (Spark raises an error for the last two).
 
     Examples
     --------
@@ -296,8 +300,10 @@ def _multiclass(spec: MetricSpec, p: Partials) -> float | None:
     return by_label[metric](label)
 
 
-def _regression(spec: MetricSpec, s: np.ndarray) -> float:
+def _regression(spec: MetricSpec, s: np.ndarray) -> float | None:
     w = s[_W]
+    if w <= 0:
+        return None  # Spark's summarizer saw no row with a weight, and fails
     ss_err = s[_SE2]
     metric = spec.metric
     if metric == "mse":

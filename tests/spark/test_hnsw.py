@@ -153,21 +153,37 @@ def test_hnsw_metric_and_memory_errors(clustered):
         brute.setAlgorithm("hnsw").kneighbors(items)
 
 
-@pytest.mark.parametrize("num_shards", [2, 3, 4])
-def test_each_hnsw_shard_is_built_in_a_task_of_its_own(spark, num_shards):
+def test_partition_keys_follow_sparks_hash_partitioning(spark):
+    from knnspark.index import shard_partition_keys, spark_hash_partition
+
+    keys = spark.range(-50, 300).select(F.col("id").cast("int").alias("k"))
+    for n in (1, 2, 3, 7, 64):
+        expected = keys.select("k", F.pmod(F.hash("k"), F.lit(n)).alias("p")).collect()
+        assert [spark_hash_partition(r.k, n) for r in expected] == [r.p for r in expected]
+        assert [spark_hash_partition(k, n) for k in shard_partition_keys(n)] == list(range(n))
+
+
+@pytest.mark.parametrize("num_shards", [2, 3, 5])
+def test_each_shard_is_built_in_a_task_of_its_own(spark, num_shards):
     # Grouping by shard alone hashed shards 0 and 1 of 2 into one task, built one after the
-    # other; the builds must spread over num_shards tasks.
+    # other; range partitioning, sampled, could still merge uneven neighbours. The builds
+    # must spread over num_shards tasks whatever the shard sizes.
     from knnspark.index import SHARD_ROWS_SCHEMA, _shard_blobs
 
     rng = np.random.default_rng(num_shards)
+    sizes = rng.integers(5, 400, num_shards)  # uneven, and more rows than a range sample
+    shard_of_row = np.repeat(np.arange(num_shards), sizes)
     rows = spark.createDataFrame(
         [
-            (i % num_shards, i, [float(v) for v in rng.normal(size=4)], 0.0)
-            for i in range(40 * num_shards)
+            (int(s), i, [float(v) for v in rng.normal(size=4)], 0.0)
+            for i, s in enumerate(rng.permutation(shard_of_row))
         ],
         SHARD_ROWS_SCHEMA,
     ).repartition(3)
     graph = {"metric": "euclidean", "m": 4, "ef_construction": 8, "seed": 0}
-    blobs = _shard_blobs(rows, True, graph, num_shards)
-    per_task = blobs.rdd.glom().map(lambda part: sorted(r.shard for r in part)).collect()
-    assert sorted(per_task) == [[s] for s in range(num_shards)]
+    for build_graph in (graph, None):
+        blobs = _shard_blobs(rows, True, build_graph, num_shards)
+        per_task = blobs.rdd.glom().map(lambda part: sorted(r.shard for r in part)).collect()
+        assert per_task == [[s] for s in range(num_shards)]
+        built = {r.shard: r.n_rows for r in blobs.collect()}
+        assert built == {s: int(n) for s, n in enumerate(sizes)}

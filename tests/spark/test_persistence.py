@@ -359,46 +359,59 @@ def test_load_missing_folder(spark, tmp_path):
         KNNClassificationModel.load(str(path))
 
 
-def test_load_without_metadata_folder(saved, tmp_path):
-    path = damaged_copy(saved, tmp_path)
-    shutil.rmtree(path / "metadata")
-    with pytest.raises(
-        ModelLoadError,
-        match=re.escape(
-            f"No knnspark model at '{path}': its metadata folder is missing or unreadable"
-        ),
-    ):
-        KNNClassificationModel.load(str(path))
-
-
-def test_load_without_metadata_file(saved, tmp_path):
-    path = damaged_copy(saved, tmp_path)
+def _remove_metadata_files(path):
     for part in (path / "metadata").glob("*part-*"):
         part.unlink()
-    with pytest.raises(
-        ModelLoadError,
-        match=re.escape(f"The model at '{path}' has damaged metadata (JSONDecodeError: "),
-    ):
-        KNNClassificationModel.load(str(path))
 
 
-def test_load_garbage_metadata(saved, tmp_path):
+def _remove_data_files(path):
+    for part in (path / "data").glob("*.parquet*"):
+        part.unlink()
+
+
+# Each way of damaging a saved folder, and the message (with the folder's path) it must give.
+DAMAGES = [
+    pytest.param(
+        lambda path: shutil.rmtree(path / "metadata"),
+        "No knnspark model at '{path}': its metadata folder is missing or unreadable",
+        id="no-metadata-folder",
+    ),
+    pytest.param(
+        _remove_metadata_files,
+        "The model at '{path}' has damaged metadata (JSONDecodeError: ",
+        id="no-metadata-file",
+    ),
+    pytest.param(
+        lambda path: rewrite_metadata(
+            path, '{"class": "knnspark.KNNClassificationModel", "index": [1, 2'
+        ),
+        "The model at '{path}' has damaged metadata (JSONDecodeError: ",
+        id="garbage-metadata",
+    ),
+    pytest.param(
+        lambda path: edit_metadata(path, lambda m: m.pop("index")),
+        "The model at '{path}' has damaged metadata (KeyError: 'index').",
+        id="metadata-without-index",
+    ),
+    pytest.param(
+        _remove_data_files,
+        "The model at '{path}' is damaged: its data folder holds 0 training rows, "
+        f"its metadata says {N_TRAIN}.",
+        id="no-data-files",
+    ),
+    pytest.param(
+        lambda path: shutil.rmtree(path / "data"),
+        "The model at '{path}' has no training data folder",
+        id="no-data-folder",
+    ),
+]
+
+
+@pytest.mark.parametrize(("damage", "message"), DAMAGES)
+def test_load_of_a_damaged_folder_names_the_damage(saved, tmp_path, damage, message):
     path = damaged_copy(saved, tmp_path)
-    rewrite_metadata(path, '{"class": "knnspark.KNNClassificationModel", "index": [1, 2')
-    with pytest.raises(
-        ModelLoadError,
-        match=re.escape(f"The model at '{path}' has damaged metadata (JSONDecodeError: "),
-    ):
-        KNNClassificationModel.load(str(path))
-
-
-def test_load_metadata_without_index(saved, tmp_path):
-    path = damaged_copy(saved, tmp_path)
-    edit_metadata(path, lambda m: m.pop("index"))
-    with pytest.raises(
-        ModelLoadError,
-        match=re.escape(f"The model at '{path}' has damaged metadata (KeyError: 'index')."),
-    ):
+    damage(path)
+    with pytest.raises(ModelLoadError, match=re.escape(message.replace("{path}", str(path)))):
         KNNClassificationModel.load(str(path))
 
 
@@ -414,30 +427,6 @@ def test_load_metadata_corrupted_in_place(saved, tmp_path):
     part.write_bytes(bytes(content))
     with pytest.raises(
         ModelLoadError, match=re.escape(f"The model at '{path}' has ") + "(damaged|unreadable)"
-    ):
-        KNNClassificationModel.load(str(path))
-
-
-def test_load_without_data_files(saved, tmp_path):
-    path = damaged_copy(saved, tmp_path)
-    for part in (path / "data").glob("*.parquet*"):
-        part.unlink()
-    with pytest.raises(
-        ModelLoadError,
-        match=re.escape(
-            f"The model at '{path}' is damaged: its data folder holds 0 training rows, "
-            f"its metadata says {N_TRAIN}."
-        ),
-    ):
-        KNNClassificationModel.load(str(path))
-
-
-def test_load_without_data_folder(saved, tmp_path):
-    path = damaged_copy(saved, tmp_path)
-    shutil.rmtree(path / "data")
-    with pytest.raises(
-        ModelLoadError,
-        match=re.escape(f"The model at '{path}' has no training data folder"),
     ):
         KNNClassificationModel.load(str(path))
 

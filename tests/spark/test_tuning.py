@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -74,12 +75,21 @@ def diabetes(spark):
     return _frame(spark, x[keep], y[keep], seed=5)
 
 
-def _both(df, estimator, grid, evaluator, **params):
-    """(KNNCrossValidator model, Spark CrossValidator model) for the same setup."""
+def _both(df, estimator, grid, evaluator, fast=True, **params):
+    """(KNNCrossValidator model, Spark CrossValidator model) for the same setup.
+
+    ``fast``: the cross-validator must not call the evaluator (its metric comes from sums).
+    """
     params = {"numFolds": NUM_FOLDS, **params}
-    ours = KNNCrossValidator(
+    cv = KNNCrossValidator(
         estimator=estimator, estimatorParamMaps=grid, evaluator=evaluator, **params
-    ).fit(df)
+    )
+    if fast:
+        refuse = AssertionError("the fast path should have computed this metric")
+        with mock.patch.object(type(evaluator), "_evaluate", side_effect=refuse):
+            ours = cv.fit(df)
+    else:
+        ours = cv.fit(df)
     theirs = CrossValidator(
         estimator=estimator, estimatorParamMaps=grid, evaluator=evaluator, **params
     ).fit(df)
@@ -251,7 +261,7 @@ def test_evaluators_the_fast_path_cannot_replace_are_called_and_match_spark(
         if metric == "f1"
         else MulticlassClassificationEvaluator(metricName=metric)
     )
-    ours, theirs = _both(iris_sepals, clf, grid, evaluator, foldCol="fold")
+    ours, theirs = _both(iris_sepals, clf, grid, evaluator, fast=False, foldCol="fold")
     _assert_same_metrics(ours, theirs)
     if metric == "f1":
         # Once per fold and map by the cross-validator, as many times by Spark's.
@@ -282,6 +292,40 @@ def test_weighted_binary_evaluator_on_probabilities_matches_spark(spark, cancer)
     ours, theirs = _both(df, clf, grid, evaluator, seed=5)
     _assert_same_metrics(ours, theirs)
     assert len({round(m, 12) for m in ours.avgMetrics}) > 1
+
+
+@pytest.mark.slow
+def test_binary_curves_spark_would_bin_go_to_the_evaluator_the_others_do_not(spark, cancer):
+    clf = KNNClassifier(algorithm="brute")
+    grid = (
+        ParamGridBuilder()
+        .addGrid(clf.k, [3, 7])
+        .addGrid(clf.weights, ["uniform", "distance"])
+        .build()
+    )
+    # numBins=3: Spark bins a curve of 6 distinct scores or more. Uniform votes of 3 or 7
+    # neighbors have at most 4 or 8 values, distance-weighted votes many more.
+    evaluator = BinaryClassificationEvaluator(numBins=3)
+    calls = []
+    original = BinaryClassificationEvaluator._evaluate
+
+    def counting(self, dataset):
+        calls.append(self.getRawPredictionCol())
+        return original(self, dataset)
+
+    with mock.patch.object(BinaryClassificationEvaluator, "_evaluate", counting):
+        ours = KNNCrossValidator(
+            estimator=clf, estimatorParamMaps=grid, evaluator=evaluator, numFolds=NUM_FOLDS, seed=2
+        ).fit(cancer)
+    theirs = CrossValidator(
+        estimator=clf, estimatorParamMaps=grid, evaluator=evaluator, numFolds=NUM_FOLDS, seed=2
+    ).fit(cancer)
+    _assert_same_metrics(ours, theirs)
+    # Every fold: both distance-weighted maps (indexes 1 and 3), and uniform k=7 (index 2)
+    # where a fold's votes take 6 or more distinct values; never uniform k=3.
+    called = {int(c.split("_")[-2]) for c in calls}
+    assert {1, 3} <= called and 0 not in called
+    assert sum(c.endswith("_1_rawPrediction") for c in calls) == NUM_FOLDS
 
 
 @pytest.mark.slow

@@ -172,3 +172,26 @@ def test_binary_curves_spark_would_bin_are_left_to_spark():
 def test_metric_spec_rejects_a_metric_it_does_not_compute():
     with pytest.raises(ValueError, match="Metric 'logLoss' of family 'multiclass' is not computed"):
         MetricSpec("multiclass", "logLoss")
+
+
+@pytest.mark.parametrize("error", [0.0, 0.01], ids=["perfect", "off"])
+def test_r2_of_a_constant_label_equals_spark(spark, error):
+    # Spark's total sum of squares is exactly 0: r2 is NaN (0/0) or -inf, never a number
+    # made of rounding errors.
+    labels = np.full(40, 0.1)
+    predictions = labels + error
+    df = spark.createDataFrame(
+        [(float(p), float(y)) for p, y in zip(predictions, labels, strict=True)],
+        "prediction double, label double",
+    )
+    expected = RegressionEvaluator(metricName="r2").evaluate(df)
+    ours = _ours(MetricSpec("regression", "r2"), labels, np.ones(40), predictions)
+    assert (np.isnan(ours) and np.isnan(expected)) or ours == expected
+    assert np.isnan(expected) if error == 0.0 else expected == -np.inf
+
+
+def test_regression_rows_without_weight_are_left_to_spark():
+    # Spark's summarizer skips weight-0 rows and fails when it saw none.
+    labels, predictions = np.arange(5.0), np.arange(5.0) + 1
+    for metric in sorted(FAMILY_METRICS["regression"]):
+        assert _ours(MetricSpec("regression", metric), labels, np.zeros(5), predictions) is None

@@ -119,16 +119,16 @@ def test_graph_is_deserialized_once_per_worker():
     assert sum(b.num_rows for b in outputs) == 240
 
 
-def test_graph_cache_evicts_the_least_recently_used_graph(monkeypatch):
+def test_graph_cache_evicts_the_least_recently_used_model(monkeypatch):
     x, q = _clustered(300, dim=4)
-    shards = [_shard(x[s::3], token="lru-test", shard=s) for s in range(3)]
-    # Room for two graphs: loading the third evicts the one used longest ago.
-    monkeypatch.setattr(hnsw, "GRAPH_CACHE_BYTES", 2 * len(shards[0].index_bytes) + 100)
+    # Three one-shard models, and room for two graphs.
+    models = [_shard(x[s::3], token=f"lru-{s}", shard=0) for s in range(3)]
+    monkeypatch.setattr(hnsw, "GRAPH_CACHE_BYTES", 2 * len(models[0].index_bytes) + 100)
 
     def loads(*order):
         before = load_count()
         for s in order:
-            hnsw_search(shards[s], q[:2], 3, ef=16)
+            hnsw_search(models[s], q[:2], 3, ef=16)
         return load_count() - before
 
     assert loads(0, 1, 0) == 2  # 0 is now the most recent
@@ -137,10 +137,23 @@ def test_graph_cache_evicts_the_least_recently_used_graph(monkeypatch):
     assert loads(1) == 1  # evicted: loaded again (and 0 goes)
     assert loads(2, 1) == 0
     assert loads(0) == 1
-    # A graph larger than the whole budget is still searched, and stays until the next load.
+
+
+def test_graph_cache_keeps_every_graph_of_the_model_it_searches(monkeypatch):
+    x, q = _clustered(300, dim=4)
+    other = _shard(x, token="lru-other", shard=0)
+    shards = [_shard(x[s::2], token="lru-big", shard=s) for s in range(2)]
+    hnsw_search(other, q[:2], 3, ef=16)
+    # A budget smaller than one graph: other models go, this model's shards all stay, or
+    # every batch would reload them.
     monkeypatch.setattr(hnsw, "GRAPH_CACHE_BYTES", 10)
-    assert loads(2, 2) == 1
-    assert [key for key in hnsw._LOADED if key[0] == "lru-test"] == [("lru-test", 2)]
+    before = load_count()
+    for _ in range(3):
+        for shard in shards:
+            hnsw_search(shard, q[:2], 3, ef=16)
+    assert load_count() - before == 2
+    assert ("lru-other", 0) not in hnsw._LOADED
+    assert {("lru-big", 0), ("lru-big", 1)} <= set(hnsw._LOADED)
 
 
 def test_auto_weighs_build_cost_against_search():
