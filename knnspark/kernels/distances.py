@@ -27,7 +27,7 @@ EXACT_METRICS = (
 GEMM_METRICS = ("euclidean", "cosine", "inner_product")
 
 # Bytes of float64 scratch space one pair_distances call may use.
-_SCRATCH_BYTES = 32 * 1024 * 1024
+_SCRATCH_BYTES = 8 * 1024 * 1024
 
 
 def pair_distances(

@@ -23,6 +23,8 @@ __all__ = ["ExactShard", "exact_search"]
 _BLOCK_BYTES = 64 * 1024 * 1024
 # Training rows per block.
 _TRAIN_BLOCK = 65536
+# Queries per block, at most: more gains no speed on small shards, only scratch memory.
+_MAX_QUERY_BLOCK = 512
 
 
 def _extra_candidates(k: int) -> int:
@@ -180,7 +182,7 @@ def _near_boundary(
 
 
 def _query_block(n_train_block: int) -> int:
-    return max(16, _BLOCK_BYTES // (4 * max(1, n_train_block)))
+    return max(16, min(_MAX_QUERY_BLOCK, _BLOCK_BYTES // (4 * max(1, n_train_block))))
 
 
 def _gemm_candidates(
