@@ -39,6 +39,7 @@ from knnspark.app.runners import (
     _worker_errors_as_driver_errors,
     read_input,
 )
+from knnspark.kernels.metrics import FAMILY_METRICS
 from knnspark.tuning import KNNCrossValidator
 
 __all__ = ["METRIC_NAMES", "build_evaluator", "plot_metric_vs_k", "run_tune"]
@@ -49,28 +50,20 @@ logger = logging.getLogger(__name__)
 # less k and weights, which the grid sets.
 _MODEL_PARAMS = tuple(p for p in _ESTIMATOR_PARAMS if p not in ("k", "weights"))
 
-_BINARY_METRICS = ("areaUnderROC", "areaUnderPR")
+# Spark's evaluator metrics: those the cross-validator computes from sums, plus logLoss
+# (which it leaves to Spark's evaluator). The first of each task is the default.
+_BINARY_METRICS = tuple(sorted(FAMILY_METRICS["binary"], reverse=True))  # areaUnderROC first
 _MULTICLASS_METRICS = (
     "accuracy",
-    "f1",
-    "weightedPrecision",
-    "weightedRecall",
-    "weightedTruePositiveRate",
-    "weightedFalsePositiveRate",
-    "weightedFMeasure",
-    "truePositiveRateByLabel",
-    "falsePositiveRateByLabel",
-    "precisionByLabel",
-    "recallByLabel",
-    "fMeasureByLabel",
+    *sorted(FAMILY_METRICS["multiclass"] - {"accuracy"}),
     "logLoss",
-    "hammingLoss",
 )
+_REGRESSION_METRICS = ("rmse", *sorted(FAMILY_METRICS["regression"] - {"rmse"}))
 
 #: Evaluator metrics ``tune.metricName`` accepts, by task; the first is the default.
 METRIC_NAMES = {
     "classification": _MULTICLASS_METRICS + _BINARY_METRICS,
-    "regression": ("rmse", "mse", "r2", "mae", "var"),
+    "regression": _REGRESSION_METRICS,
 }
 
 REPORT_CSV = "report.csv"

@@ -75,6 +75,16 @@ def diabetes(spark):
     return _frame(spark, x[keep], y[keep], seed=5)
 
 
+def _k_weights_grid(estimator, ks):
+    """Every k of ``ks`` with both weightings."""
+    return (
+        ParamGridBuilder()
+        .addGrid(estimator.k, ks)
+        .addGrid(estimator.weights, ["uniform", "distance"])
+        .build()
+    )
+
+
 def _both(df, estimator, grid, evaluator, fast=True, **params):
     """(KNNCrossValidator model, Spark CrossValidator model) for the same setup.
 
@@ -116,12 +126,7 @@ def _assert_best(cv_model, reference, grid, rows, larger_is_better=True):
 @pytest.mark.slow
 def test_classifier_accuracy_matches_spark_cross_validator(spark, iris, monkeypatch):
     clf = KNNClassifier(algorithm="brute", numShards=2)
-    grid = (
-        ParamGridBuilder()
-        .addGrid(clf.k, [1, 3, 5])
-        .addGrid(clf.weights, ["uniform", "distance"])
-        .build()
-    )
+    grid = _k_weights_grid(clf, [1, 3, 5])
     evaluator = MulticlassClassificationEvaluator(metricName="accuracy")
     fits = []
     original = KNNClassifier._fit
@@ -197,12 +202,7 @@ def test_classifier_f1_with_class_weights_matches_spark(spark, iris_sepals):
 @pytest.mark.slow
 def test_regressor_rmse_matches_spark(spark, diabetes):
     reg = KNNRegressor(algorithm="brute", numShards=3)
-    grid = (
-        ParamGridBuilder()
-        .addGrid(reg.k, [1, 4])
-        .addGrid(reg.weights, ["uniform", "distance"])
-        .build()
-    )
+    grid = _k_weights_grid(reg, [1, 4])
     evaluator = RegressionEvaluator(metricName="rmse")
     ours, theirs = _both(diabetes, reg, grid, evaluator, foldCol="fold", parallelism=2)
     _assert_same_metrics(ours, theirs)
@@ -215,12 +215,7 @@ def test_regressor_rmse_matches_spark(spark, diabetes):
 def test_binary_evaluator_on_raw_votes_with_random_folds_matches_spark(spark, cancer):
     # No foldCol: Spark's random split with the same seed must give the same folds.
     clf = KNNClassifier(algorithm="brute")
-    grid = (
-        ParamGridBuilder()
-        .addGrid(clf.k, [3, 7])
-        .addGrid(clf.weights, ["uniform", "distance"])
-        .build()
-    )
+    grid = _k_weights_grid(clf, [3, 7])
     evaluator = BinaryClassificationEvaluator()  # areaUnderROC of rawPrediction
     ours, theirs = _both(cancer, clf, grid, evaluator, seed=11)
     _assert_same_metrics(ours, theirs)
@@ -249,12 +244,7 @@ def test_evaluators_the_fast_path_cannot_replace_are_called_and_match_spark(
     spark, iris_sepals, metric
 ):
     clf = KNNClassifier(algorithm="brute")
-    grid = (
-        ParamGridBuilder()
-        .addGrid(clf.k, [2, 6])
-        .addGrid(clf.weights, ["uniform", "distance"])
-        .build()
-    )
+    grid = _k_weights_grid(clf, [2, 6])
     _CountingEvaluator.calls = 0
     evaluator = (
         _CountingEvaluator(metricName=metric)
@@ -280,12 +270,7 @@ def test_evaluators_the_fast_path_cannot_replace_are_called_and_match_spark(
 def test_weighted_binary_evaluator_on_probabilities_matches_spark(spark, cancer):
     df = cancer.withColumn("w", (cancer["fold"] + 1).cast("int"))
     clf = KNNClassifier(algorithm="brute")
-    grid = (
-        ParamGridBuilder()
-        .addGrid(clf.k, [3, 7])
-        .addGrid(clf.weights, ["uniform", "distance"])
-        .build()
-    )
+    grid = _k_weights_grid(clf, [3, 7])
     evaluator = BinaryClassificationEvaluator(
         metricName="areaUnderPR", rawPredictionCol="probability", weightCol="w"
     )
@@ -297,12 +282,7 @@ def test_weighted_binary_evaluator_on_probabilities_matches_spark(spark, cancer)
 @pytest.mark.slow
 def test_binary_curves_spark_would_bin_go_to_the_evaluator_the_others_do_not(spark, cancer):
     clf = KNNClassifier(algorithm="brute")
-    grid = (
-        ParamGridBuilder()
-        .addGrid(clf.k, [3, 7])
-        .addGrid(clf.weights, ["uniform", "distance"])
-        .build()
-    )
+    grid = _k_weights_grid(clf, [3, 7])
     # numBins=3: Spark bins a curve of 6 distinct scores or more. Uniform votes of 3 or 7
     # neighbors have at most 4 or 8 values, distance-weighted votes many more.
     evaluator = BinaryClassificationEvaluator(numBins=3)

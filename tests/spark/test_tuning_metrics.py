@@ -33,6 +33,17 @@ def _ours(spec, labels, weights, values, chunks=3):
     return metric_value(spec, merge_partials(spec.family, parts, spec.max_distinct_scores))
 
 
+def _scored_rows(spark, predictions, labels, weights):
+    """A cached DataFrame of (prediction, label, weight), as an evaluator reads it."""
+    return spark.createDataFrame(
+        [
+            (float(p), float(y), float(w))
+            for p, y, w in zip(predictions, labels, weights, strict=True)
+        ],
+        "prediction double, label double, weight double",
+    ).cache()
+
+
 @pytest.fixture(scope="module")
 def multiclass_rows(spark):
     rng = np.random.default_rng(0)
@@ -41,14 +52,7 @@ def multiclass_rows(spark):
     # Mostly right; some predictions name a class no row has (3.0).
     predictions = np.where(rng.random(n) < 0.6, labels, rng.choice([0.0, 1.0, 2.0, 3.0], n))
     weights = np.where(rng.random(n) < 0.1, 0.0, rng.uniform(0.1, 3.0, n))
-    df = spark.createDataFrame(
-        [
-            (float(p), float(y), float(w))
-            for p, y, w in zip(predictions, labels, weights, strict=True)
-        ],
-        "prediction double, label double, weight double",
-    ).cache()
-    return df, labels, weights, predictions
+    return _scored_rows(spark, predictions, labels, weights), labels, weights, predictions
 
 
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
@@ -80,14 +84,7 @@ def regression_rows(spark):
     labels = rng.normal(150.0, 70.0, n)
     predictions = labels + rng.normal(5.0, 40.0, n)
     weights = np.where(rng.random(n) < 0.1, 0.0, rng.uniform(0.1, 3.0, n))
-    df = spark.createDataFrame(
-        [
-            (float(p), float(y), float(w))
-            for p, y, w in zip(predictions, labels, weights, strict=True)
-        ],
-        "prediction double, label double, weight double",
-    ).cache()
-    return df, labels, weights, predictions
+    return _scored_rows(spark, predictions, labels, weights), labels, weights, predictions
 
 
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
