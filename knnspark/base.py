@@ -12,15 +12,18 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from knnspark.errors import InvalidInputError
-from knnspark.index import IndexSpec, TrainingIndex, build_index
-from knnspark.params import HANDLE_INVALID_OPTIONS
+from knnspark.index import EXACT_KIND, IndexSpec, TrainingIndex, build_index, kind_param_names
 from knnspark.partition import (
+    CLASSIFICATION,
     NDIST_TMP,
+    NEIGHBOR_LABELS,
+    NEIGHBORS,
     NIDS_TMP,
     NLAB_TMP,
     PRED_TMP,
     PROBA_TMP,
     RAW_TMP,
+    REGRESSION,
     SearchSettings,
 )
 from knnspark.schema import check_output_columns, feature_array_expr
@@ -29,42 +32,30 @@ from knnspark.search import search_dataframe
 __all__: list[str] = []
 
 
-def _check_handle_invalid(value: str) -> None:
-    if value not in HANDLE_INVALID_OPTIONS:
-        raise ValueError(
-            "Param handleInvalid must be one of "
-            + ", ".join(repr(o) for o in HANDLE_INVALID_OPTIONS)
-            + f"; got {value!r}"
-        )
-
-
 class _KNNEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable):
     """Fits a :class:`TrainingIndex` and wraps it in the matching model."""
 
-    _classifier = False
-    _supervised = True
+    #: What the fitted model computes: CLASSIFICATION, REGRESSION or NEIGHBORS.
+    _task = NEIGHBORS
 
     def _create_model(self, index: TrainingIndex) -> _KNNModel:
         raise NotImplementedError
 
     def _fit(self, dataset: DataFrame) -> _KNNModel:
-        _check_handle_invalid(self.getHandleInvalid())
         num_shards = self.getNumShards() or dataset.sparkSession.sparkContext.defaultParallelism
         spec = IndexSpec(
             features_col=self.getFeaturesCol(),
-            label_col=self.getLabelCol() if self._supervised else None,
+            label_col=self.getLabelCol() if self._task != NEIGHBORS else None,
             id_col=self.getIdCol(),
-            classifier=self._classifier,
+            classifier=self._task == CLASSIFICATION,
             num_shards=int(num_shards),
             k=self.getK(),
             handle_invalid=self.getHandleInvalid(),
             max_broadcast_bytes=self.getMaxBroadcastBytes(),
             algorithm=self.getAlgorithm(),
             metric=self.getMetric(),
-            m=self.getM(),
-            ef_construction=self.getEfConstruction(),
             ef=self.getEf(),
-            seed=self.getSeed(),
+            kind_values={name: self.getOrDefault(name) for name in kind_param_names()},
             max_shard_bytes=self.getMaxShardBytes(),
             impute_strategy=self.getImputeStrategy(),
             standardization=self.getStandardization(),
@@ -78,7 +69,8 @@ class _KNNEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable):
 class _KNNModel(Model, MLWritable, MLReadable):
     """A fitted index plus the search-time params; searches with ``transform``/``kneighbors``."""
 
-    _task = "neighbors"
+    #: What ``transform`` computes: CLASSIFICATION, REGRESSION or NEIGHBORS.
+    _task = NEIGHBORS
 
     def __init__(self, index: TrainingIndex | None = None) -> None:
         super().__init__()
@@ -116,12 +108,12 @@ class _KNNModel(Model, MLWritable, MLReadable):
     @property
     def modelId(self) -> str:
         """Unique id of this fitted index (a UUID made at fit, saved in the metadata)."""
-        return self.index.token
+        return self.index.model_id
 
     @property
     def algorithmUsed(self) -> str:
         """``"brute"`` or ``"hnsw"``: what ``fit`` built (``algorithm="auto"`` chooses)."""
-        return self.index.algorithm
+        return self.index.kind
 
     @property
     def indexSizeBytes(self) -> int:
@@ -154,7 +146,7 @@ class _KNNModel(Model, MLWritable, MLReadable):
         check_output_columns(
             dataset.schema, {"neighborIdsCol": neighborIdsCol, "distancesCol": distancesCol}
         )
-        searched = self._search(dataset, "neighbors", with_neighbors=False)
+        searched = self._search(dataset, NEIGHBORS, with_neighbors=False)
         return searched.withColumnsRenamed({NIDS_TMP: neighborIdsCol, NDIST_TMP: distancesCol})
 
     def neighborLabels(self, dataset: DataFrame, k: int | None = None) -> DataFrame:
@@ -173,7 +165,7 @@ class _KNNModel(Model, MLWritable, MLReadable):
             dataset.schema,
             {"neighbor_labels": "neighbor_labels", "neighbor_distances": "neighbor_distances"},
         )
-        searched = self._search(dataset, "labels", with_neighbors=False, k=k)
+        searched = self._search(dataset, NEIGHBOR_LABELS, with_neighbors=False, k=k)
         return searched.withColumnsRenamed(
             {NLAB_TMP: "neighbor_labels", NDIST_TMP: "neighbor_distances"}
         )
@@ -181,7 +173,6 @@ class _KNNModel(Model, MLWritable, MLReadable):
     def _search(
         self, dataset: DataFrame, task: str, with_neighbors: bool, k: int | None = None
     ) -> DataFrame:
-        _check_handle_invalid(self.getHandleInvalid())
         index = self.index
         k = self.getK() if k is None else int(k)
         if k > index.n_rows:
@@ -192,12 +183,13 @@ class _KNNModel(Model, MLWritable, MLReadable):
         features = index.preprocessing.apply(
             feature_array_expr(dataset.schema, self.getFeaturesCol())
         )
-        algorithm = self._search_algorithm()
+        kind = self._search_kind()
         settings = SearchSettings(
             task=task,
-            algorithm=algorithm,
+            kind=kind,
+            kind_params=index.kind_params,
             ef=self.getEf(),
-            token=index.token,
+            model_id=index.model_id,
             k=k,
             metric=self.getMetric(),
             p=float(self.getP()),
@@ -211,38 +203,39 @@ class _KNNModel(Model, MLWritable, MLReadable):
         )
         bc = None
         if index.storage == "broadcast":
-            bc = self._shards_broadcast(dataset, algorithm)
+            bc = self._shards_broadcast(dataset, kind)
         return search_dataframe(dataset, index, settings, bc, features)
 
     def _class_weights(self) -> tuple[float, ...]:
         """Per-class vote weights aligned with the classes; () when unweighted."""
         return ()
 
-    def _search_algorithm(self) -> str:
-        """Exact search on request; otherwise what fit built."""
-        requested, built = self.getAlgorithm(), self.index.algorithm
-        if requested == "brute" or built == "brute":
-            if requested == "hnsw":
-                raise ValueError(
-                    "Param algorithm is 'hnsw' but this model was fitted with exact search "
-                    "(algorithmUsed='brute'); refit with algorithm='hnsw' to build graphs."
-                )
-            return "brute"
-        built_metric = self.index.hnsw_params["metric"]
-        if self.getMetric() != built_metric:
+    def _search_kind(self) -> str:
+        """The index kind a search uses: exact on request, otherwise what fit built."""
+        requested, built = self.getAlgorithm(), self.index.kind
+        if requested == EXACT_KIND:
+            return EXACT_KIND
+        if requested not in ("auto", built):
             raise ValueError(
-                f"Param metric is {self.getMetric()!r} but this model's HNSW graphs were built "
-                f"for {built_metric!r}; set algorithm='brute' to search with another metric."
+                f"Param algorithm is {requested!r} but this model was fitted with "
+                f"algorithmUsed={built!r}; refit with algorithm={requested!r} to build that "
+                f"index, or search with algorithm={built!r} or {EXACT_KIND!r}."
             )
-        return "hnsw"
+        built_metric = self.index.kind_params.get("metric")
+        if built_metric is not None and self.getMetric() != built_metric:
+            raise ValueError(
+                f"Param metric is {self.getMetric()!r} but this model's {built} index was "
+                f"built for {built_metric!r}; set algorithm={EXACT_KIND!r} to search with "
+                "another metric."
+            )
+        return built
 
-    def _shards_broadcast(self, dataset: DataFrame, algorithm: str) -> Any:
+    def _shards_broadcast(self, dataset: DataFrame, kind: str) -> Any:
         """Broadcast the shards once per SparkContext and reuse it across transforms."""
         sc = dataset.sparkSession.sparkContext
         cached = self._broadcast
-        if cached is None or cached[0] is not sc or cached[1] != algorithm or sc._jsc is None:
-            payload = self.index.graphs if algorithm == "hnsw" else self.index.shards
-            self._broadcast = (sc, algorithm, sc.broadcast(payload))
+        if cached is None or cached[0] is not sc or cached[1] != kind or sc._jsc is None:
+            self._broadcast = (sc, kind, sc.broadcast(self.index.shards[kind]))
         return self._broadcast[2]
 
     def _supervised_transform(self, dataset: DataFrame, classify: bool) -> DataFrame:
@@ -253,7 +246,7 @@ class _KNNModel(Model, MLWritable, MLReadable):
         outputs["neighborsCol"] = self.getNeighborsCol()
         check_output_columns(dataset.schema, outputs)
         with_neighbors = self.getNeighborsCol() is not None
-        searched = self._search(dataset, "classify" if classify else "regress", with_neighbors)
+        searched = self._search(dataset, CLASSIFICATION if classify else REGRESSION, with_neighbors)
         renames = {PRED_TMP: self.getPredictionCol()}
         out = searched.withColumnsRenamed(renames)
         if classify:
@@ -297,7 +290,7 @@ class _KNNModel(Model, MLWritable, MLReadable):
         return (
             f"{type(self).__name__}(uid={self.uid}, k={self.getK()}, metric={self.getMetric()}, "
             f"rows={self.index.n_rows}, features={self.index.n_features}, "
-            f"shards={self.index.num_shards}, algorithm={self.index.algorithm}, "
+            f"shards={self.index.num_shards}, algorithm={self.index.kind}, "
             f"storage={self.index.storage})"
         )
 

@@ -16,6 +16,7 @@ from knnspark.params import (
     DEFAULT_MAX_SHARD_BYTES,
     _KNNClassifierParams,
 )
+from knnspark.partition import CLASSIFICATION
 
 __all__ = ["KNNClassificationModel", "KNNClassifier"]
 
@@ -42,7 +43,7 @@ class KNNClassifier(_KNNEstimator, _KNNClassifierParams):
     0.0
     """
 
-    _classifier = True
+    _task = CLASSIFICATION
 
     @keyword_only
     def __init__(
@@ -95,7 +96,7 @@ class KNNClassificationModel(_KNNModel, _KNNClassifierParams):
     keep their place with null outputs: ``transform`` never drops a row.
     """
 
-    _task = "classify"
+    _task = CLASSIFICATION
 
     @property
     def classes(self) -> np.ndarray:

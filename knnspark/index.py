@@ -1,11 +1,12 @@
-"""Fit-time work: choose the algorithm and build every shard on the executors.
+"""Fit-time work: choose the index kind and storage, and build every shard on the executors.
 
-The training rows (see :mod:`knnspark.training`) are grouped by shard and
-each group is built in its own task (``groupBy(shard).applyInArrow``): an
-exact block (sorted float32 rows) and, for HNSW, a graph.  An index that
-fits ``maxBroadcastBytes`` comes back to the driver and is broadcast at
-search time; a larger one stays in Spark as persisted DataFrames that the
-distributed-reduce path joins against.
+The training rows (see :mod:`knnspark.training`) are grouped by shard and each group is
+built in its own task (``groupBy(shard).applyInArrow``) into the kind's
+:class:`~knnspark.kernels.shard.Shard`, returned as one row of plain buffers
+(:mod:`knnspark.shard_codec`).  An index that fits ``maxBroadcastBytes`` comes back to
+the driver and is broadcast at search time; a larger one stays in Spark as persisted
+DataFrames that the distributed-reduce path joins against (:func:`choose_storage`, the
+one place that rule lives).
 """
 
 from __future__ import annotations
@@ -14,71 +15,69 @@ import logging
 import math
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from knnspark._faults import maybe_fail
 from knnspark.errors import InvalidInputError
+from knnspark.kernels.distances import METRICS
 from knnspark.kernels.exact import ExactShard
-from knnspark.kernels.hnsw import HNSW_METRICS, HnswShard, build_hnsw, estimate_hnsw_bytes
+from knnspark.kernels.hnsw import HnswShard
+from knnspark.kernels.kinds import SHARD_KINDS, shard_kind
+from knnspark.kernels.shard import Shard
 from knnspark.preprocessing import Preprocessing
+from knnspark.shard_codec import SHARD_BLOB_SCHEMA, build_blob_table, shard_from_blob
 from knnspark.training import prepare_training
 
 __all__ = [
-    "SHARD_BLOB_SCHEMA",
-    "SHARD_ROWS_SCHEMA",
+    "EXACT_KIND",
     "IndexSpec",
     "TrainingIndex",
     "build_index",
     "choose_algorithm",
-    "estimate_index_bytes",
+    "choose_storage",
+    "index_size_bytes",
+    "kind_param_names",
 ]
 
 logger = logging.getLogger("knnspark")
 
-#: Training rows (also the Parquet layout of ``data/`` in saved models).
-SHARD_ROWS_SCHEMA = T.StructType(
-    [
-        T.StructField("shard", T.IntegerType(), False),
-        T.StructField("id", T.LongType(), False),
-        T.StructField("features", T.ArrayType(T.FloatType(), False), False),
-        T.StructField("label", T.DoubleType(), True),
-    ]
-)
-
-#: One built shard, as returned by the executors (numpy buffers and hnswlib's
-#: file format, never pickles); also the Parquet layout of ``index/``.
-SHARD_BLOB_SCHEMA = T.StructType(
-    [
-        T.StructField("shard", T.IntegerType(), False),
-        T.StructField("n_rows", T.LongType(), False),
-        T.StructField("n_features", T.IntegerType(), False),
-        T.StructField("ids", T.BinaryType(), False),
-        T.StructField("features", T.BinaryType(), True),
-        T.StructField("labels", T.BinaryType(), True),
-        T.StructField("graph", T.BinaryType(), True),
-    ]
-)
+#: The kind every index keeps besides its own: its rows as exact blocks, so any model
+#: can be searched exactly (``algorithm='brute'`` on a fitted model).
+EXACT_KIND = ExactShard.kind
 
 # Exact search uses BLAS, which evaluates a distance about this many times
 # faster than HNSW's scattered memory reads; see choose_algorithm.
 _BLAS_ADVANTAGE = 10
 
 
-def estimate_index_bytes(n_rows: int, n_features: int) -> int:
-    """Bytes an exact index holds: float32 features, int64 ids, float64 labels."""
-    return int(n_rows) * (4 * int(n_features) + 16)
+def kind_param_names() -> tuple[str, ...]:
+    """Names of the estimator Params any index kind reads at build time."""
+    return tuple(dict.fromkeys(n for cls in SHARD_KINDS.values() for n in cls.param_names))
+
+
+def index_size_bytes(n_rows: int, n_features: int, payload_bytes: int = 0) -> int:
+    """Bytes of a searchable index: its exact rows plus any kind's payloads (graphs)."""
+    return ExactShard.estimate_bytes(n_rows, n_features, {}) + int(payload_bytes)
+
+
+def choose_storage(size_bytes: int, max_broadcast_bytes: int) -> str:
+    """``"broadcast"`` when the index fits ``maxBroadcastBytes``, else ``"distributed"``."""
+    return "broadcast" if size_bytes <= max_broadcast_bytes else "distributed"
 
 
 @dataclass(frozen=True)
 class IndexSpec:
-    """Everything ``fit`` needs to build an index, read from the estimator's params."""
+    """Everything ``fit`` needs to build an index, read from the estimator's params.
+
+    ``kind_values`` holds the estimator's value of every Param an index kind reads
+    (:func:`kind_param_names`), by Param name.
+    """
 
     features_col: str
     label_col: str | None
@@ -90,10 +89,8 @@ class IndexSpec:
     max_broadcast_bytes: int
     algorithm: str = "brute"
     metric: str = "euclidean"
-    m: int = 16
-    ef_construction: int = 200
     ef: int = 64
-    seed: int = 0
+    kind_values: dict[str, Any] = field(default_factory=dict)
     max_shard_bytes: int = 1 << 30
     impute_strategy: str | None = None
     standardization: str = "none"
@@ -103,10 +100,13 @@ class IndexSpec:
 class TrainingIndex:
     """What a fitted model knows about its training data.
 
-    Broadcast storage keeps ``shards`` (exact blocks) and, for HNSW,
-    ``graphs`` on the driver.  Distributed storage keeps ``shard_rows`` (a
-    DataFrame with :data:`SHARD_ROWS_SCHEMA`) and, for HNSW, ``shard_blobs``
-    (:data:`SHARD_BLOB_SCHEMA`).
+    ``kind`` is the index kind ``fit`` built (``algorithmUsed``); ``kind_params`` its
+    build params (e.g. an HNSW graph's metric and ``M``), saved with the model.
+    Broadcast storage keeps ``shards`` on the driver: for each searchable kind (the
+    built one, and :data:`EXACT_KIND`), one :class:`Shard` per shard number.
+    Distributed storage keeps ``shard_rows`` (a DataFrame of
+    :data:`~knnspark.shard_codec.SHARD_ROWS_SCHEMA`) and, for kinds with a payload,
+    ``shard_blobs`` (:data:`~knnspark.shard_codec.SHARD_BLOB_SCHEMA`).
     """
 
     n_features: int
@@ -116,12 +116,11 @@ class TrainingIndex:
     generated_ids: bool
     class_counts: np.ndarray | None = None
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
-    algorithm: str = "brute"
-    token: str = ""
-    hnsw_params: dict | None = None
-    graph_bytes: int = 0
-    shards: list[ExactShard] | None = None
-    graphs: list[HnswShard] | None = None
+    kind: str = EXACT_KIND
+    model_id: str = ""
+    kind_params: dict[str, Any] = field(default_factory=dict)
+    payload_bytes: int = 0
+    shards: dict[str, list[Shard]] | None = None
     shard_rows: DataFrame | None = None
     shard_blobs: DataFrame | None = None
 
@@ -135,14 +134,18 @@ class TrainingIndex:
 
     @property
     def size_bytes(self) -> int:
-        """Bytes of the searchable index: the exact block, plus the HNSW graphs."""
-        return estimate_index_bytes(self.n_rows, self.n_features) + self.graph_bytes
+        """Bytes of the searchable index: the exact rows, plus any payloads (graphs)."""
+        return index_size_bytes(self.n_rows, self.n_features, self.payload_bytes)
+
+    def distributed_data(self, kind: str) -> DataFrame:
+        """What the distributed path groups by shard to search as ``kind``."""
+        return self.shard_rows if shard_kind(kind).stores_features else self.shard_blobs
 
 
 def choose_algorithm(
     requested: str, metric: str, n_rows: int, num_shards: int, ef_construction: int, ef: int, m: int
 ) -> str:
-    """The algorithm ``fit`` uses.  ``"auto"`` weighs build cost against search savings.
+    """The index kind ``fit`` builds.  ``"auto"`` weighs build cost against search savings.
 
     Exact search costs about ``n_rows`` distance evaluations per query (done by
     BLAS, ``_BLAS_ADVANTAGE`` = 10 times cheaper each).  HNSW costs about
@@ -151,20 +154,20 @@ def choose_algorithm(
     was trained on, HNSW pays off when
     ``n_rows > 10 * (ef_construction + num_shards * ef * M)`` — with the
     defaults and 2 shards, from about 22,500 training rows.  Metrics HNSW
-    cannot serve always use exact search.
+    cannot serve (no hnswlib space in the metric table) always use exact search.
     """
     if requested != "auto":
         return requested
-    if metric not in HNSW_METRICS:
-        return "brute"
+    if not HnswShard.supports_metric(metric):
+        return EXACT_KIND
     threshold = _BLAS_ADVANTAGE * (ef_construction + num_shards * ef * m)
-    return "hnsw" if n_rows > threshold else "brute"
+    return HnswShard.kind if n_rows > threshold else EXACT_KIND
 
 
 def build_index(df: DataFrame, spec: IndexSpec) -> TrainingIndex:
     """Validate, number and shard the training data, then build every shard."""
-    if spec.algorithm == "hnsw" and spec.metric not in HNSW_METRICS:
-        raise ValueError(_hnsw_metric_message(spec.metric))
+    if spec.algorithm != "auto" and not shard_kind(spec.algorithm).supports_metric(spec.metric):
+        raise ValueError(_metric_message(spec.algorithm, spec.metric))
     prepared = prepare_training(
         df,
         features_col=spec.features_col,
@@ -178,114 +181,121 @@ def build_index(df: DataFrame, spec: IndexSpec) -> TrainingIndex:
         standardization=spec.standardization,
     )
     n_rows, n_features = prepared.n_rows, prepared.n_features
-    algorithm = choose_algorithm(
-        spec.algorithm, spec.metric, n_rows, spec.num_shards, spec.ef_construction, spec.ef, spec.m
+    values = spec.kind_values
+    kind = choose_algorithm(
+        spec.algorithm,
+        spec.metric,
+        n_rows,
+        spec.num_shards,
+        values.get("efConstruction", 200),
+        spec.ef,
+        values.get("M", 16),
     )
-    graph_bytes = 0
-    if algorithm == "hnsw":
-        graph_bytes = _check_shard_memory(spec, n_rows, n_features)
-    common = dict(
+    kind_cls = shard_kind(kind)
+    params = kind_cls.build_params(spec.metric, values)
+    payload_estimate = _check_shard_memory(spec, kind_cls, params, n_rows, n_features)
+    index = TrainingIndex(
         n_features=n_features,
         n_rows=n_rows,
+        shard_sizes={},
         classes=prepared.classes,
         class_counts=prepared.class_counts,
         preprocessing=prepared.preprocessing,
         generated_ids=spec.id_col is None,
-        algorithm=algorithm,
-        token=uuid.uuid4().hex,
-        hnsw_params=(
-            {
-                "M": spec.m,
-                "efConstruction": spec.ef_construction,
-                "seed": spec.seed,
-                "metric": spec.metric,
-            }
-            if algorithm == "hnsw"
-            else None
-        ),
+        kind=kind,
+        model_id=uuid.uuid4().hex,
+        kind_params=params,
     )
-    has_labels = spec.label_col is not None
-    build_graph = _graph_settings(spec) if algorithm == "hnsw" else None
-    blobs = _shard_blobs(prepared.rows, has_labels, build_graph, spec.num_shards)
-    total_bytes = estimate_index_bytes(n_rows, n_features) + graph_bytes
-    if total_bytes <= spec.max_broadcast_bytes:
-        # Through Arrow: the buffers arrive without a Row object per field.
-        collected = blobs.toArrow().sort_by("shard").to_pylist()
-        sizes = {int(b["shard"]): int(b["n_rows"]) for b in collected}
-        index = TrainingIndex(
-            shard_sizes=sizes, shards=[shard_from_blob(b) for b in collected], **common
-        )
-        if algorithm == "hnsw":
-            index.graphs = [graph_from_blob(b, spec.metric, index.token) for b in collected]
-            index.graph_bytes = sum(len(b["graph"]) for b in collected)
+    blobs = _shard_blobs(prepared.rows, spec.label_col is not None, kind, params, spec.num_shards)
+    size = index_size_bytes(n_rows, n_features, payload_estimate)
+    if choose_storage(size, spec.max_broadcast_bytes) == "broadcast":
+        _collect_shards(index, blobs)
     else:
-        shard_rows = prepared.rows.persist(StorageLevel.MEMORY_AND_DISK)
-        shard_blobs = None
-        if algorithm == "hnsw":
-            shard_blobs = blobs.drop("features").persist(StorageLevel.MEMORY_AND_DISK)
-            built = shard_blobs.select(
-                "shard", "n_rows", F.length("graph").alias("graph_bytes")
-            ).collect()
-            sizes = {int(r["shard"]): int(r["n_rows"]) for r in built}
-            common["graph_bytes"] = sum(int(r["graph_bytes"]) for r in built)
-        else:
-            counts = shard_rows.groupBy("shard").count().collect()
-            sizes = {int(r["shard"]): int(r["count"]) for r in counts}
-        sizes = dict(sorted(sizes.items()))
-        index = TrainingIndex(
-            shard_sizes=sizes, shard_rows=shard_rows, shard_blobs=shard_blobs, **common
-        )
+        _keep_distributed(index, prepared.rows, blobs)
     logger.info(
         "indexed %d training rows x %d features in %d shards (%s, %s, %.1f MiB)",
         n_rows,
         n_features,
-        len(sizes),
-        algorithm,
+        index.num_shards,
+        kind,
         index.storage,
         index.size_bytes / 2**20,
     )
     return index
 
 
-def _hnsw_metric_message(metric: str) -> str:
+def _collect_shards(index: TrainingIndex, blobs: DataFrame) -> None:
+    """Broadcast storage: every built shard comes to the driver (through Arrow)."""
+    collected = blobs.toArrow().sort_by("shard").to_pylist()
+    index.shard_sizes = {int(b["shard"]): int(b["n_rows"]) for b in collected}
+    kinds = dict.fromkeys([EXACT_KIND, index.kind])
+    index.shards = {
+        kind: [shard_from_blob(b, kind, index.kind_params, index.model_id) for b in collected]
+        for kind in kinds
+    }
+    if index.kind != EXACT_KIND:
+        index.payload_bytes = sum(s.size_bytes for s in index.shards[index.kind])
+
+
+def _keep_distributed(index: TrainingIndex, rows: DataFrame, blobs: DataFrame) -> None:
+    """Distributed storage: rows (and payload blobs) stay in Spark, persisted."""
+    index.shard_rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
+    if shard_kind(index.kind).stores_features:
+        counts = index.shard_rows.groupBy("shard").count().collect()
+        sizes = {int(r["shard"]): int(r["count"]) for r in counts}
+    else:
+        index.shard_blobs = blobs.drop("features").persist(StorageLevel.MEMORY_AND_DISK)
+        built = index.shard_blobs.select(
+            "shard", "n_rows", F.length("payload").alias("payload_bytes")
+        ).collect()
+        sizes = {int(r["shard"]): int(r["n_rows"]) for r in built}
+        index.payload_bytes = sum(int(r["payload_bytes"]) for r in built)
+    index.shard_sizes = dict(sorted(sizes.items()))
+
+
+def _metric_message(kind: str, metric: str) -> str:
+    cls = shard_kind(kind)
+    served = [m for m in METRICS if cls.supports_metric(m)]
+    others = [m for m in METRICS if m not in served]
+    listed = ", ".join(others[:-1]) + " and " + others[-1] if len(others) > 1 else others[0]
     return (
-        f"Param metric {metric!r} is not supported by algorithm='hnsw', which supports "
-        f"{', '.join(HNSW_METRICS)}; the metrics manhattan, chebyshev, minkowski and hamming "
-        "need algorithm='brute'."
+        f"Param metric {metric!r} is not supported by algorithm={kind!r}, which supports "
+        f"{', '.join(served)}; the metrics {listed} need algorithm={EXACT_KIND!r}."
     )
 
 
-def _check_shard_memory(spec: IndexSpec, n_rows: int, n_features: int) -> int:
-    """Fail before building when a shard's graph would not fit ``maxShardBytes``."""
+def _check_shard_memory(
+    spec: IndexSpec, kind_cls: type[Shard], params: dict, n_rows: int, n_features: int
+) -> int:
+    """Fail before building when a shard would not fit ``maxShardBytes``.
+
+    Returns the estimated payload bytes of the whole index (0 for kinds whose shards are
+    the exact rows themselves).
+    """
+    if not kind_cls.max_shard_bytes_applies:
+        return 0
     # Hash sharding is uneven; allow the largest shard 20% above the mean.
     rows_per_shard = math.ceil(1.2 * n_rows / spec.num_shards)
-    per_shard = estimate_hnsw_bytes(rows_per_shard, n_features, spec.m)
+    per_shard = kind_cls.estimate_bytes(rows_per_shard, n_features, params)
     if per_shard > spec.max_shard_bytes:
-        rows_that_fit = max(1, (spec.max_shard_bytes - 1024) // (4 * n_features + 8 * spec.m + 24))
+        per_row = max(1.0, per_shard / max(1, rows_per_shard))
+        rows_that_fit = max(1, int(spec.max_shard_bytes // per_row))
         needed = math.ceil(1.2 * n_rows / rows_that_fit)
+        size_params = " or ".join(f"a smaller {name}" for name in kind_cls.size_params)
         raise InvalidInputError(
-            f"An HNSW shard would take about {per_shard / 2**20:.0f} MiB "
-            f"({rows_per_shard} rows x (4 x {n_features} features + 8 x M={spec.m} + 24) "
-            f"bytes), over maxShardBytes={spec.max_shard_bytes} "
+            f"An {kind_cls.kind.upper()} shard would take about {per_shard / 2**20:.0f} MiB "
+            f"({rows_per_shard} rows x about {per_row:.0f} bytes for {n_features} features), "
+            f"over maxShardBytes={spec.max_shard_bytes} "
             f"({spec.max_shard_bytes / 2**20:.0f} MiB). Use more shards (numShards >= "
-            f"{needed}), a smaller M, or raise maxShardBytes if the Python workers have the "
+            f"{needed}), {size_params}, or raise maxShardBytes if the Python workers have the "
             "memory. An index over maxBroadcastBytes is not broadcast: the distributed-reduce "
             "path searches it shard by shard."
         )
-    return estimate_hnsw_bytes(n_rows, n_features, spec.m)
-
-
-def _graph_settings(spec: IndexSpec) -> dict:
-    return {
-        "metric": spec.metric,
-        "m": spec.m,
-        "ef_construction": spec.ef_construction,
-        "seed": spec.seed,
-    }
+    return kind_cls.estimate_bytes(n_rows, n_features, params)
 
 
 def _shard_blobs(
-    rows: DataFrame, has_labels: bool, build_graph: dict | None, num_shards: int
+    rows: DataFrame, has_labels: bool, kind: str, params: dict, num_shards: int
 ) -> DataFrame:
     """One row per shard, built on the executors, each shard in a task of its own.
 
@@ -297,7 +307,7 @@ def _shard_blobs(
 
     def build(table: pa.Table) -> pa.Table:
         maybe_fail("build")
-        return shard_blob_table(table, has_labels, build_graph)
+        return build_blob_table(table, has_labels, kind, params)
 
     keys = F.array(*[F.lit(k) for k in shard_partition_keys(num_shards)])
     keyed = rows.withColumn(_PARTITION_KEY, F.element_at(keys, F.col("shard") + 1))
@@ -347,55 +357,3 @@ def shard_partition_keys(num_shards: int) -> list[int]:
             missing -= 1
         key += 1
     return [int(k) for k in keys if k is not None]
-
-
-def shard_blob_table(table: pa.Table, has_labels: bool, build_graph: dict | None) -> pa.Table:
-    """Partition function: the rows of one shard -> one row of numpy buffers (and graph)."""
-    ids = table.column("id").to_numpy()
-    order = np.argsort(ids, kind="stable")
-    lengths = pc.list_value_length(table.column("features")).to_numpy()
-    n_features = int(lengths[0]) if len(lengths) else 0
-    flat = table.column("features").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-    features = np.ascontiguousarray(flat.astype(np.float32).reshape(len(ids), n_features)[order])
-    labels = None
-    if has_labels:
-        label_values = table.column("label").to_numpy(zero_copy_only=False)
-        labels = label_values[order].astype(np.float64).tobytes()
-    graph = build_hnsw(features, **build_graph) if build_graph else None
-    return pa.table(
-        {
-            "shard": pa.array([table.column("shard")[0].as_py()], type=pa.int32()),
-            "n_rows": pa.array([len(ids)], type=pa.int64()),
-            "n_features": pa.array([n_features], type=pa.int32()),
-            "ids": pa.array([ids[order].astype(np.int64).tobytes()], type=pa.binary()),
-            "features": pa.array([features.tobytes()], type=pa.binary()),
-            "labels": pa.array([labels], type=pa.binary()),
-            "graph": pa.array([graph], type=pa.binary()),
-        }
-    )
-
-
-def shard_from_blob(blob: object) -> ExactShard:
-    """Rebuild an :class:`ExactShard` from a :data:`SHARD_BLOB_SCHEMA` row."""
-    n_rows, n_features = int(blob["n_rows"]), int(blob["n_features"])
-    features = np.frombuffer(blob["features"], dtype=np.float32).reshape(n_rows, n_features)
-    labels = blob["labels"]
-    return ExactShard(
-        features=features,
-        ids=np.frombuffer(blob["ids"], dtype=np.int64),
-        labels=None if labels is None else np.frombuffer(labels, dtype=np.float64),
-    )
-
-
-def graph_from_blob(blob: object, metric: str, token: str) -> HnswShard:
-    """Wrap a :data:`SHARD_BLOB_SCHEMA` row's graph (not deserialized until searched)."""
-    labels = blob["labels"]
-    return HnswShard(
-        index_bytes=bytes(blob["graph"]),
-        ids=np.frombuffer(blob["ids"], dtype=np.int64),
-        labels=None if labels is None else np.frombuffer(labels, dtype=np.float64),
-        n_features=int(blob["n_features"]),
-        metric=metric,
-        token=token,
-        shard=int(blob["shard"]),
-    )

@@ -14,6 +14,7 @@ from knnspark.params import (
     DEFAULT_MAX_SHARD_BYTES,
     _NearestNeighborsParams,
 )
+from knnspark.partition import NEIGHBORS
 
 __all__ = ["NearestNeighbors", "NearestNeighborsModel"]
 
@@ -35,7 +36,7 @@ class NearestNeighbors(_KNNEstimator, _NearestNeighborsParams):
     [8]
     """
 
-    _supervised = False
+    _task = NEIGHBORS
 
     @keyword_only
     def __init__(

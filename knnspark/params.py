@@ -193,6 +193,14 @@ class _KNNSharedParams(HasFeaturesCol, HasSeed, HasHandleInvalid):
         "'median' (of the training rows, per feature, applied to training and query rows)",
         typeConverter=_optional_one_of("imputeStrategy", IMPUTE_STRATEGIES),
     )
+    handleInvalid: Param[str] = Param(
+        Params._dummy(),
+        "handleInvalid",
+        "invalid rows (null, empty, wrong-length or non-finite features; null labels): "
+        "'error' raises, 'skip' drops training rows, 'keep' (or 'skip') at search time gives "
+        "query rows null outputs",
+        typeConverter=_one_of("handleInvalid", HANDLE_INVALID_OPTIONS),
+    )
     maxShardBytes: Param[int] = Param(
         Params._dummy(),
         "maxShardBytes",

@@ -15,7 +15,7 @@ would turn into a null on the way back.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,21 +25,26 @@ from pyspark.sql import types as T
 
 from knnspark._faults import maybe_fail
 from knnspark.errors import InvalidInputError
-from knnspark.kernels.exact import ExactShard, exact_search
-from knnspark.kernels.hnsw import HnswShard, hnsw_search
+from knnspark.kernels.kinds import shard_kind
 from knnspark.kernels.predict import (
     class_votes,
     predict_from_probabilities,
     probabilities_from_votes,
     weighted_average,
 )
+from knnspark.kernels.shard import SearchOptions, Shard
 from knnspark.kernels.topk import PAD_ID, drop_duplicate_ids, select_topk
+from knnspark.shard_codec import shard_from_blob, shard_from_rows
 
 __all__ = [
+    "CLASSIFICATION",
     "FEATURES_TMP",
     "KEY_HI",
     "KEY_LO",
+    "NEIGHBORS",
+    "NEIGHBOR_LABELS",
     "PARTIAL_SCHEMA",
+    "REGRESSION",
     "SearchSettings",
     "broadcast_search_fn",
     "list_array",
@@ -49,6 +54,13 @@ __all__ = [
     "pair_search_fn",
     "scalar_array",
 ]
+
+#: The tasks a search serves: what a model (or the tuning path) computes from the neighbors.
+CLASSIFICATION = "classification"
+REGRESSION = "regression"
+NEIGHBORS = "neighbors"
+#: Neighbor labels and distances, for tuning (every k scored from one search).
+NEIGHBOR_LABELS = "neighbor_labels"
 
 #: Temporary columns added to the query DataFrame.
 FEATURES_TMP = "__knn_features"
@@ -87,7 +99,7 @@ _LIST_F64_NULLS = pa.list_(pa.field("element", pa.float64(), nullable=True))
 class SearchSettings:
     """Everything a search task needs, as plain picklable values."""
 
-    task: str  # "classify", "regress", "neighbors", or "labels" (neighbor labels, for tuning)
+    task: str  # CLASSIFICATION, REGRESSION, NEIGHBORS or NEIGHBOR_LABELS
     k: int
     metric: str
     p: float
@@ -97,28 +109,33 @@ class SearchSettings:
     weights: str = "uniform"
     classes: tuple[float, ...] = ()
     with_neighbors: bool = False
-    algorithm: str = "brute"  # "brute" or "hnsw"
+    kind: str = "brute"  # the index kind searched (a key of SHARD_KINDS)
     ef: int = 64
-    token: str = ""  # names the fitted index, for the per-worker graph cache
+    model_id: str = ""  # names the fitted index, for per-worker caches
     class_weights: tuple[float, ...] = ()  # aligned with classes; () means all 1
+    kind_params: dict = field(default_factory=dict)  # the kind's build params
+
+    @property
+    def search_options(self) -> SearchOptions:
+        return SearchOptions(metric=self.metric, p=self.p, ef=self.ef)
 
 
 def output_fields(settings: SearchSettings) -> list[T.StructField]:
     """Temporary output columns the partition functions add, by task."""
     arr_d = T.ArrayType(T.DoubleType(), False)
     fields = []
-    if settings.task in ("classify", "regress"):
+    if settings.task in (CLASSIFICATION, REGRESSION):
         fields.append(T.StructField(PRED_TMP, T.DoubleType(), True))
-    if settings.task == "classify":
+    if settings.task == CLASSIFICATION:
         fields.append(T.StructField(RAW_TMP, arr_d, True))
         fields.append(T.StructField(PROBA_TMP, arr_d, True))
-    if settings.task == "labels":
+    if settings.task == NEIGHBOR_LABELS:
         fields.append(T.StructField(NLAB_TMP, arr_d, True))
         fields.append(T.StructField(NDIST_TMP, arr_d, True))
-    if settings.task == "neighbors" or settings.with_neighbors:
+    if settings.task == NEIGHBORS or settings.with_neighbors:
         fields.append(T.StructField(NIDS_TMP, T.ArrayType(T.LongType(), False), True))
         fields.append(T.StructField(NDIST_TMP, arr_d, True))
-    if settings.task in ("classify", "regress") and settings.with_neighbors:
+    if settings.task in (CLASSIFICATION, REGRESSION) and settings.with_neighbors:
         fields.append(T.StructField(NLAB_TMP, arr_d, True))
     return fields
 
@@ -233,22 +250,14 @@ def _raise_invalid_query(
     )
 
 
-def search_one(
-    shard: ExactShard | HnswShard, queries: np.ndarray, settings: SearchSettings
-) -> tuple[np.ndarray, np.ndarray]:
-    """One shard's partial top-k list: distances and row positions in the shard."""
-    if isinstance(shard, HnswShard):
-        return hnsw_search(shard, queries, settings.k, settings.ef)
-    return exact_search(shard, queries, settings.k, settings.metric, settings.p)
-
-
 def search_shards(
-    shards: list[ExactShard] | list[HnswShard], queries: np.ndarray, settings: SearchSettings
+    shards: list[Shard], queries: np.ndarray, settings: SearchSettings
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Search every shard and merge the partial lists inside the task."""
     dists, ids, labels = [], [], []
+    options = settings.search_options
     for shard in shards:
-        dist, pos = search_one(shard, queries, settings)
+        dist, pos = shard.search(queries, settings.k, options)
         dists.append(dist)
         ids.append(shard.ids[pos])
         if shard.labels is not None:
@@ -269,7 +278,7 @@ def output_arrays(
 ) -> dict[str, pa.Array]:
     """Temporary output columns for a batch; rows where ``valid`` is False get nulls."""
     columns: dict[str, pa.Array] = {}
-    if settings.task == "classify":
+    if settings.task == CLASSIFICATION:
         classes = np.asarray(settings.classes, dtype=np.float64)
         class_weights = np.asarray(settings.class_weights) if settings.class_weights else None
         votes = class_votes(labels, dist, classes, settings.weights, class_weights)
@@ -277,15 +286,15 @@ def output_arrays(
         columns[PRED_TMP] = scalar_array(predict_from_probabilities(proba, classes), valid)
         columns[RAW_TMP] = list_array(votes, valid, _LIST_F64)
         columns[PROBA_TMP] = list_array(proba, valid, _LIST_F64)
-    elif settings.task == "regress":
+    elif settings.task == REGRESSION:
         columns[PRED_TMP] = scalar_array(weighted_average(labels, dist, settings.weights), valid)
-    if settings.task == "neighbors" or settings.with_neighbors:
+    if settings.task == NEIGHBORS or settings.with_neighbors:
         columns[NIDS_TMP] = list_array(ids, valid, _LIST_I64)
         columns[NDIST_TMP] = list_array(dist, valid, _LIST_F64)
-    if settings.task == "labels":
+    if settings.task == NEIGHBOR_LABELS:
         columns[NLAB_TMP] = list_array(labels, valid, _LIST_F64)
         columns[NDIST_TMP] = list_array(dist, valid, _LIST_F64)
-    if settings.task in ("classify", "regress") and settings.with_neighbors:
+    if settings.task in (CLASSIFICATION, REGRESSION) and settings.with_neighbors:
         columns[NLAB_TMP] = list_array(labels, valid, _LIST_F64)
     return columns
 
@@ -332,7 +341,7 @@ def pair_search_fn(
         shard = _shard_from_table(shard_rows, settings)
         queries = _distinct_keys(queries)
         matrix, valid = query_matrix(queries.column(FEATURES_TMP), settings)
-        dist, pos = search_one(shard, matrix, settings)
+        dist, pos = shard.search(matrix, settings.k, settings.search_options)
         labels = shard.labels if shard.labels is not None else np.full(shard.n_rows, np.nan)
         return _partials_table(
             queries.column(KEY_HI).to_numpy()[valid],
@@ -345,25 +354,15 @@ def pair_search_fn(
     return search
 
 
-def _shard_from_table(table: pa.Table, settings: SearchSettings) -> ExactShard | HnswShard:
-    """The shard side of a cogroup: training rows (exact) or one graph row (HNSW)."""
-    if settings.algorithm == "hnsw":
-        labels = table.column("labels")[0].as_py()
-        return HnswShard(
-            index_bytes=table.column("graph")[0].as_py(),
-            ids=np.frombuffer(table.column("ids")[0].as_py(), dtype=np.int64),
-            labels=None if labels is None else np.frombuffer(labels, dtype=np.float64),
-            n_features=settings.n_features,
-            metric=settings.metric,
-            token=settings.token,
-            shard=int(table.column(SHARD_KEY)[0].as_py()),
-        )
-    features, _ = list_matrix(table.column("features"), settings.n_features)
-    return ExactShard(
-        features=features,
-        ids=table.column("id").to_numpy(),
-        labels=table.column("label").to_numpy(zero_copy_only=False),
-    )
+def _shard_from_table(table: pa.Table, settings: SearchSettings) -> Shard:
+    """The shard side of a cogroup: its training rows, or its one built-shard row."""
+    key = (settings.model_id, int(table.column(SHARD_KEY)[0].as_py()))
+    if shard_kind(settings.kind).stores_features:
+        return shard_from_rows(table, settings.n_features, settings.kind, settings.kind_params, key)
+    blob = {name: table.column(name)[0].as_py() for name in table.column_names}
+    blob["shard"] = key[1]
+    blob["n_features"] = settings.n_features
+    return shard_from_blob(blob, settings.kind, settings.kind_params, settings.model_id)
 
 
 def _distinct_keys(queries: pa.Table) -> pa.Table:

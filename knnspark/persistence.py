@@ -7,10 +7,11 @@ A model folder holds:
   of features and rows, rows per shard;
 * ``data/`` — the training rows as Parquet written by Spark, with columns
   ``shard, id, features (array<float>), label``;
-* ``index/`` — HNSW models only: one Parquet row per shard with its ids,
-  labels and graph in hnswlib's own file format.
+* ``index/`` — models whose index kind has a payload (HNSW): one Parquet row per
+  shard with its ids, labels and payload (for HNSW, the graph in hnswlib's own file
+  format), in the layout of :data:`knnspark.shard_codec.PAYLOAD_COLUMNS`.
 
-Loading reads JSON, Parquet and hnswlib files only.  The shard of every row is stored, so a
+Loading reads JSON, Parquet and the kinds' own files only.  The shard of every row is stored, so a
 loaded model searches exactly the shards the saved one did and predicts the
 same values.
 """
@@ -22,6 +23,7 @@ import json
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyspark
 from pyspark.ml.util import MLReader, MLWriter
 from pyspark.sql import DataFrame, SparkSession
@@ -32,14 +34,23 @@ from pyspark.sql.utils import AnalysisException
 from knnspark._version import __version__
 from knnspark.errors import ModelLoadError
 from knnspark.index import (
-    SHARD_BLOB_SCHEMA,
-    SHARD_ROWS_SCHEMA,
+    EXACT_KIND,
     TrainingIndex,
-    estimate_index_bytes,
-    graph_from_blob,
+    choose_storage,
+    index_size_bytes,
 )
 from knnspark.kernels.exact import ExactShard
+from knnspark.kernels.kinds import shard_kind
+from knnspark.partition import NEIGHBORS
 from knnspark.preprocessing import Preprocessing
+from knnspark.shard_codec import (
+    PAYLOAD_COLUMNS,
+    SHARD_BLOB_SCHEMA,
+    SHARD_ROWS_SCHEMA,
+    blob_row,
+    shard_from_blob,
+    shard_rows_table,
+)
 
 __all__ = ["FORMAT_VERSION", "KNNModelReader", "KNNModelWriter"]
 
@@ -55,7 +66,7 @@ def _data_path(path: str) -> str:
     return path.rstrip("/") + "/data"
 
 
-def _graphs_path(path: str) -> str:
+def _payloads_path(path: str) -> str:
     return path.rstrip("/") + "/index"
 
 
@@ -94,11 +105,11 @@ class KNNModelWriter(MLWriter):
                     None if index.class_counts is None else [int(c) for c in index.class_counts]
                 ),
                 "generated_ids": index.generated_ids,
-                "has_labels": model._task != "neighbors",
-                "algorithm": index.algorithm,
-                "token": index.token,
-                "hnsw_params": index.hnsw_params,
-                "graph_bytes": index.graph_bytes,
+                "has_labels": model._task != NEIGHBORS,
+                "algorithm": index.kind,
+                "model_id": index.model_id,
+                "index_params": index.kind_params,
+                "payload_bytes": index.payload_bytes,
                 "preprocessing": index.preprocessing.to_json(),
             },
         }
@@ -107,55 +118,28 @@ class KNNModelWriter(MLWriter):
             _metadata_path(path)
         )
         _training_rows(spark, index).write.parquet(_data_path(path))
-        if index.algorithm == "hnsw":
-            _graph_rows(spark, index).write.parquet(_graphs_path(path))
+        if not shard_kind(index.kind).stores_features:
+            _payload_rows(spark, index).write.parquet(_payloads_path(path))
 
 
-_GRAPH_COLUMNS = ["shard", "n_rows", "n_features", "ids", "labels", "graph"]
-
-
-def _graph_rows(spark: SparkSession, index: TrainingIndex) -> DataFrame:
-    """One row per shard: ids, labels and the graph in hnswlib's file format."""
+def _payload_rows(spark: SparkSession, index: TrainingIndex) -> DataFrame:
+    """One row per shard: ids, labels and the kind's payload (e.g. an hnswlib file)."""
     if index.shard_blobs is not None:
-        return index.shard_blobs.select(*_GRAPH_COLUMNS)
-    schema = T.StructType([SHARD_BLOB_SCHEMA[c] for c in _GRAPH_COLUMNS])
-    rows = [
-        (
-            g.shard,
-            g.n_rows,
-            g.n_features,
-            g.ids.astype(np.int64).tobytes(),
-            None if g.labels is None else g.labels.astype(np.float64).tobytes(),
-            g.index_bytes,
-        )
-        for g in index.graphs
-    ]
+        return index.shard_blobs.select(*PAYLOAD_COLUMNS)
+    schema = T.StructType([SHARD_BLOB_SCHEMA[c] for c in PAYLOAD_COLUMNS])
+    rows = []
+    for shard_no, shard in zip(index.shard_sizes, index.shards[index.kind], strict=True):
+        row = blob_row(shard_no, shard)
+        rows.append(tuple(row[c] for c in PAYLOAD_COLUMNS))
     return spark.createDataFrame(rows, schema)
 
 
 def _training_rows(spark: SparkSession, index: TrainingIndex) -> DataFrame:
     if index.shard_rows is not None:
         return index.shard_rows.select(*SHARD_ROWS_SCHEMA.fieldNames())
-    import pyarrow as pa
-
-    tables = []
-    for shard_id, shard in zip(index.shard_sizes, index.shards, strict=True):
-        n_rows, n_features = shard.features.shape
-        values = pa.array(shard.features.reshape(-1), type=pa.float32())
-        offsets = pa.array(np.arange(0, n_rows * n_features + 1, n_features, dtype=np.int32))
-        labels = shard.labels if shard.labels is not None else np.full(n_rows, np.nan)
-        tables.append(
-            pa.table(
-                {
-                    "shard": pa.array(np.full(n_rows, shard_id, dtype=np.int32)),
-                    "id": pa.array(shard.ids),
-                    "features": pa.ListArray.from_arrays(offsets, values),
-                    "label": pa.array(labels, type=pa.float64()),
-                }
-            )
-        )
-    pdf = pa.concat_tables(tables).to_pandas()
-    return spark.createDataFrame(pdf, SHARD_ROWS_SCHEMA)
+    exact = index.shards[EXACT_KIND]
+    tables = [shard_rows_table(no, s) for no, s in zip(index.shard_sizes, exact, strict=True)]
+    return spark.createDataFrame(pa.concat_tables(tables).to_pandas(), SHARD_ROWS_SCHEMA)
 
 
 class KNNModelReader(MLReader):
@@ -241,83 +225,99 @@ def _read_index(
         generated_ids=bool(info.get("generated_ids")),
     )
     has_labels = info.get("has_labels", True)
-    algorithm = info.get("algorithm", "brute")
+    kind = info.get("algorithm", EXACT_KIND)
+    # Models saved before the shard interface named these token, hnsw_params, graph_bytes.
     common.update(
-        algorithm=algorithm,
-        token=info.get("token") or "",
-        hnsw_params=info.get("hnsw_params"),
-        graph_bytes=int(info.get("graph_bytes") or 0),
+        kind=kind,
+        model_id=info.get("model_id") or info.get("token") or "",
+        kind_params=info.get("index_params") or info.get("hnsw_params") or {},
+        payload_bytes=int(info.get("payload_bytes") or info.get("graph_bytes") or 0),
         preprocessing=Preprocessing.from_json(info.get("preprocessing")),
     )
-    graphs = _read_graphs(spark, path, sizes) if algorithm == "hnsw" else None
-    broadcast = estimate_index_bytes(n_rows, n_features) + common["graph_bytes"]
-    if broadcast <= max_broadcast_bytes:
+    payloads = None if shard_kind(kind).stores_features else _read_payloads(spark, path, sizes)
+    size = index_size_bytes(n_rows, n_features, common["payload_bytes"])
+    if choose_storage(size, max_broadcast_bytes) == "distributed":
         try:
-            pdf = rows.toPandas()
-        except Exception as exc:  # a damaged Parquet file surfaces as a Java error
+            counted = rows.count()
+        except Exception as exc:
             raise ModelLoadError(
                 f"The model at '{path}' has unreadable training data: {str(exc).splitlines()[0]}"
             ) from None
-        _check_rows(path, len(pdf), n_rows)
-        shards = []
-        for shard_id in sizes:
-            part = pdf[pdf["shard"] == shard_id]
-            if len(part) != sizes[shard_id]:
-                raise ModelLoadError(
-                    f"The model at '{path}' is damaged: shard {shard_id} has {len(part)} rows, "
-                    f"its metadata says {sizes[shard_id]}."
-                )
-            features = (
-                np.stack(part["features"].to_numpy()) if len(part) else np.empty((0, n_features))
-            )
-            if features.shape[1] != n_features:
-                raise ModelLoadError(
-                    f"The model at '{path}' is damaged: features of length {features.shape[1]}, "
-                    f"its metadata says {n_features}."
-                )
-            shards.append(
-                ExactShard(
-                    features=features,
-                    ids=part["id"].to_numpy(np.int64),
-                    labels=part["label"].to_numpy(np.float64) if has_labels else None,
-                )
-            )
-        index = TrainingIndex(shards=shards, **common)
-        if graphs is not None:
-            metric = common["hnsw_params"]["metric"]
-            rows_by_shard = {int(r["shard"]): r for r in graphs.collect()}
-            index.graphs = [
-                graph_from_blob(rows_by_shard[s], metric, common["token"]) for s in sizes
-            ]
-        return index
+        _check_rows(path, counted, n_rows)
+        shard_rows = rows.select(*SHARD_ROWS_SCHEMA.fieldNames()).filter(F.lit(True))
+        return TrainingIndex(shard_rows=shard_rows, shard_blobs=payloads, **common)
+    index = TrainingIndex(**common)
+    index.shards = {EXACT_KIND: _exact_shards(rows, path, sizes, n_rows, n_features, has_labels)}
+    if payloads is not None:
+        by_shard = {int(r["shard"]): r.asDict() for r in payloads.collect()}
+        index.shards[kind] = [
+            shard_from_blob(by_shard[s], kind, index.kind_params, index.model_id) for s in sizes
+        ]
+    return index
+
+
+def _exact_shards(
+    rows: DataFrame,
+    path: str,
+    sizes: dict[int, int],
+    n_rows: int,
+    n_features: int,
+    has_labels: bool,
+) -> list[ExactShard]:
+    """The saved training rows as exact blocks, one per shard, checked against the metadata."""
     try:
-        counted = rows.count()
-    except Exception as exc:
+        pdf = rows.toPandas()
+    except Exception as exc:  # a damaged Parquet file surfaces as a Java error
         raise ModelLoadError(
             f"The model at '{path}' has unreadable training data: {str(exc).splitlines()[0]}"
         ) from None
-    _check_rows(path, counted, n_rows)
-    shard_rows = rows.select(*SHARD_ROWS_SCHEMA.fieldNames()).filter(F.lit(True))
-    return TrainingIndex(shard_rows=shard_rows, shard_blobs=graphs, **common)
+    _check_rows(path, len(pdf), n_rows)
+    shards = []
+    for shard_id in sizes:
+        part = pdf[pdf["shard"] == shard_id]
+        if len(part) != sizes[shard_id]:
+            raise ModelLoadError(
+                f"The model at '{path}' is damaged: shard {shard_id} has {len(part)} rows, "
+                f"its metadata says {sizes[shard_id]}."
+            )
+        features = np.stack(part["features"].to_numpy()) if len(part) else np.empty((0, n_features))
+        if features.shape[1] != n_features:
+            raise ModelLoadError(
+                f"The model at '{path}' is damaged: features of length {features.shape[1]}, "
+                f"its metadata says {n_features}."
+            )
+        shards.append(
+            ExactShard(
+                features=features,
+                ids=part["id"].to_numpy(np.int64),
+                labels=part["label"].to_numpy(np.float64) if has_labels else None,
+            )
+        )
+    return shards
 
 
-def _read_graphs(spark: SparkSession, path: str, sizes: dict[int, int]) -> DataFrame:
-    schema = T.StructType([SHARD_BLOB_SCHEMA[c] for c in _GRAPH_COLUMNS])
+def _read_payloads(spark: SparkSession, path: str, sizes: dict[int, int]) -> DataFrame:
+    """The ``index/`` folder: one row per shard in the layout of PAYLOAD_COLUMNS."""
     try:
-        graphs = spark.read.schema(schema).parquet(_graphs_path(path))
+        payloads = spark.read.parquet(_payloads_path(path))
+        if "payload" not in payloads.columns and "graph" in payloads.columns:
+            payloads = payloads.withColumnRenamed("graph", "payload")  # an older layout
+        payloads = payloads.select(
+            *[F.col(c).cast(SHARD_BLOB_SCHEMA[c].dataType) for c in PAYLOAD_COLUMNS]
+        )
         found = {
-            int(r["shard"]): int(r["n_rows"]) for r in graphs.select("shard", "n_rows").collect()
+            int(r["shard"]): int(r["n_rows"]) for r in payloads.select("shard", "n_rows").collect()
         }
     except Exception as exc:  # a missing or damaged folder surfaces as a Java error
         raise ModelLoadError(
-            f"The model at '{path}' has no readable HNSW index folder ({str(exc).splitlines()[0]})."
+            f"The model at '{path}' has no readable index folder ({str(exc).splitlines()[0]})."
         ) from None
     if found != sizes:
         raise ModelLoadError(
-            f"The model at '{path}' is damaged: its index folder holds graphs of {found} rows "
-            f"per shard, its metadata says {sizes}."
+            f"The model at '{path}' is damaged: its index folder holds {found} rows per shard, "
+            f"its metadata says {sizes}."
         )
-    return graphs
+    return payloads
 
 
 def _check_rows(path: str, found: int, expected: int) -> None:

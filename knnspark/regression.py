@@ -14,6 +14,7 @@ from knnspark.params import (
     DEFAULT_MAX_SHARD_BYTES,
     _KNNRegressorParams,
 )
+from knnspark.partition import REGRESSION
 
 __all__ = ["KNNRegressionModel", "KNNRegressor"]
 
@@ -29,6 +30,8 @@ class KNNRegressor(_KNNEstimator, _KNNRegressorParams):
     >>> model.transform(spark.createDataFrame([([0.4],)], ["features"])).first()["prediction"]
     2.0
     """
+
+    _task = REGRESSION
 
     @keyword_only
     def __init__(
@@ -70,7 +73,7 @@ class KNNRegressor(_KNNEstimator, _KNNRegressorParams):
 class KNNRegressionModel(_KNNModel, _KNNRegressorParams):
     """A fitted :class:`KNNRegressor`; ``transform`` adds ``predictionCol`` (double)."""
 
-    _task = "regress"
+    _task = REGRESSION
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
         return self._supervised_transform(dataset, classify=False)

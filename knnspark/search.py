@@ -99,7 +99,7 @@ def _reduce_plan(
     )
     block_keys = spark.range(n_blocks).select(F.col("id").cast("int").alias(BLOCK_KEY))
     query_side = queries.crossJoin(F.broadcast(shard_keys))
-    shard_data = index.shard_blobs if settings.algorithm == "hnsw" else index.shard_rows
+    shard_data = index.distributed_data(settings.kind)
     shard_side = shard_data.withColumnRenamed("shard", SHARD_KEY).crossJoin(F.broadcast(block_keys))
     partials = (
         query_side.groupBy(SHARD_KEY, BLOCK_KEY)

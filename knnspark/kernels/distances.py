@@ -1,33 +1,191 @@
-"""Distance functions with the meanings scikit-learn gives them.
+"""The metric table, and distance functions with the meanings scikit-learn gives them.
 
-Final distances are always computed in float64 from the stored float32
-features, one (query, training row) pair at a time, so a distance does not
-depend on which other rows shared its batch.  The fast float32 matrix-product
-forms in :mod:`knnspark.kernels.exact` only pick candidates.
+:data:`METRICS` is the one place a metric is declared: its exact distance, its
+matrix-product candidate form (if any), its hnswlib space (if any), whether it is a
+true metric, and the words the docs use.  Validation, error messages,
+``algorithm="auto"`` and the README's metric table all read it, so a new metric is one
+entry here plus its distance function and tests.
+
+Final distances are always computed in float64 from the stored float32 features, one
+(query, training row) pair at a time, so a distance does not depend on which other
+rows shared its batch.  The fast float32 matrix-product forms
+(:mod:`knnspark.kernels.gemm`) only pick candidates.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 
-__all__ = ["EXACT_METRICS", "GEMM_METRICS", "pair_distances"]
+from knnspark.kernels import gemm
+from knnspark.kernels.gemm import GemmForm
 
-#: Metrics supported by exact (brute-force) search.
-EXACT_METRICS = (
-    "euclidean",
-    "manhattan",
-    "chebyshev",
-    "minkowski",
-    "cosine",
-    "hamming",
-    "inner_product",
-)
-
-#: Metrics whose candidates are picked with a float32 matrix product, then refined.
-GEMM_METRICS = ("euclidean", "cosine", "inner_product")
+__all__ = [
+    "EXACT_METRICS",
+    "METRICS",
+    "Metric",
+    "get_metric",
+    "hnsw_metrics",
+    "metric_table_markdown",
+    "pair_distances",
+]
 
 # Bytes of float64 scratch space one pair_distances call may use.
 _SCRATCH_BYTES = 8 * 1024 * 1024
+
+#: (queries of shape (n, 1, d), rows of shape (n or 1, m, d), p) -> distances (n, m).
+DistanceFn = Callable[[np.ndarray, np.ndarray, float], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One distance metric, as every layer of knnspark sees it.
+
+    Attributes
+    ----------
+    name : str
+        The value of the ``metric`` param.
+    meaning : str
+        The formula or reference, as the docs show it.
+    distance : callable
+        Exact float64 distances, see :data:`DistanceFn`.
+    gemm : GemmForm or None
+        Matrix-product candidate form; None computes every block exactly.
+    hnsw_space : str or None
+        hnswlib's space for this metric; None when HNSW cannot serve it.
+    true_metric : bool
+        Whether the triangle inequality holds (what shard pruning needs).
+    min_p : float
+        The triangle inequality holds only for ``p >= min_p`` (Minkowski).
+    """
+
+    name: str
+    meaning: str
+    distance: DistanceFn
+    gemm: GemmForm | None = None
+    hnsw_space: str | None = None
+    true_metric: bool = False
+    min_p: float = 0.0
+
+    def is_true_metric(self, p: float = 2.0) -> bool:
+        """Whether the triangle inequality holds for this metric at power ``p``."""
+        return self.true_metric and p >= self.min_p
+
+
+def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise dot products along the last axis, broadcasting the first two."""
+    a, b = np.broadcast_arrays(a, b)
+    return np.einsum("ijk,ijk->ij", a, b)
+
+
+def _safe_norm(norm: np.ndarray) -> np.ndarray:
+    # scikit-learn leaves zero vectors at zero when normalizing, which makes
+    # their cosine similarity 0 (distance 1) to everything.
+    return np.where(norm == 0.0, 1.0, norm)
+
+
+def _euclidean(q: np.ndarray, r: np.ndarray, p: float) -> np.ndarray:
+    # einsum: no |q - r| and no squared copy (about half the time of the refinement).
+    diff = q - r
+    return np.sqrt(_dot(diff, diff))
+
+
+def _manhattan(q: np.ndarray, r: np.ndarray, p: float) -> np.ndarray:
+    return np.abs(q - r).sum(axis=2)
+
+
+def _chebyshev(q: np.ndarray, r: np.ndarray, p: float) -> np.ndarray:
+    diff = np.abs(q - r)
+    return diff.max(axis=2) if diff.shape[2] else np.zeros(diff.shape[:2])
+
+
+def _minkowski(q: np.ndarray, r: np.ndarray, p: float) -> np.ndarray:
+    if p == 2:
+        return _euclidean(q, r, p)
+    if p == 1:
+        return _manhattan(q, r, p)
+    return np.power(np.power(np.abs(q - r), p).sum(axis=2), 1.0 / p)
+
+
+def _cosine(q: np.ndarray, r: np.ndarray, p: float) -> np.ndarray:
+    qn = _safe_norm(np.sqrt(_dot(q, q)))
+    rn = _safe_norm(np.sqrt(_dot(r, r)))
+    return 1.0 - _dot(q, r) / (qn * rn)
+
+
+def _hamming(q: np.ndarray, r: np.ndarray, p: float) -> np.ndarray:
+    return np.mean(q != r, axis=2)
+
+
+def _inner_product(q: np.ndarray, r: np.ndarray, p: float) -> np.ndarray:
+    return 1.0 - _dot(q, r)
+
+
+#: Every metric knnspark supports, by name (the order the docs list them in).
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("euclidean", "sqrt(sum((q - x)^2))", _euclidean, gemm.SQUARED_L2, "l2", True),
+        Metric("manhattan", "sum(|q - x|)", _manhattan, true_metric=True),
+        Metric("chebyshev", "max(|q - x|)", _chebyshev, true_metric=True),
+        Metric(
+            "minkowski",
+            "sum(|q - x|^p)^(1/p), with param `p`",
+            _minkowski,
+            true_metric=True,
+            min_p=1.0,
+        ),
+        Metric("cosine", "1 - q.x / (|q| |x|)", _cosine, gemm.COSINE, "cosine"),
+        Metric("hamming", "share of coordinates that differ", _hamming, true_metric=True),
+        Metric(
+            "inner_product",
+            "1 - q.x (hnswlib's `ip`; for normalized embeddings)",
+            _inner_product,
+            gemm.INNER_PRODUCT,
+            "ip",
+        ),
+    )
+}
+
+#: Names of every supported metric (exact search serves them all).
+EXACT_METRICS: tuple[str, ...] = tuple(METRICS)
+
+
+def get_metric(name: str) -> Metric:
+    """The table entry of ``name``; a ValueError naming the valid metrics otherwise.
+
+    Examples
+    --------
+    >>> get_metric("cosine").hnsw_space
+    'cosine'
+    """
+    try:
+        return METRICS[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"Unknown metric {name!r}; expected one of {', '.join(repr(m) for m in METRICS)}"
+        ) from None
+
+
+def hnsw_metrics() -> tuple[str, ...]:
+    """Metrics that hnswlib can serve (they have an hnswlib space)."""
+    return tuple(name for name, m in METRICS.items() if m.hnsw_space is not None)
+
+
+def metric_table_markdown() -> str:
+    """The README's metric table, made from :data:`METRICS`."""
+    lines = [
+        "| `metric` | distance | exact candidates | HNSW | true metric |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for m in METRICS.values():
+        candidates = "float32 GEMM, float64 refinement" if m.gemm else "float64 blocks"
+        hnsw = f"yes (`{m.hnsw_space}`)" if m.hnsw_space else "no"
+        true = ("yes" if not m.min_p else f"for p >= {m.min_p:g}") if m.true_metric else "no"
+        lines.append(f"| `{m.name}` | {m.meaning} | {candidates} | {hnsw} | {true} |")
+    return "\n".join(lines)
 
 
 def pair_distances(
@@ -46,7 +204,7 @@ def pair_distances(
         Per-query rows, or one set of rows shared by every query; with ``index``, the rows
         the index points into.
     metric : str
-        One of :data:`EXACT_METRICS`.
+        A name in :data:`METRICS`.
     p : float
         Power of the Minkowski metric.
     index : ndarray of shape (n_queries, n_rows), int, optional
@@ -65,6 +223,7 @@ def pair_distances(
     ...                index=np.array([[1, 0]]))
     array([[1., 5.]])
     """
+    distance = get_metric(metric).distance
     shared = rows.ndim == 2 and index is None
     n_queries, n_features = queries.shape
     if index is not None:
@@ -81,44 +240,5 @@ def pair_distances(
             r = rows[index[start:stop]]
         else:
             r = rows[None, :, :] if shared else rows[start:stop]
-        out[start:stop] = _distances_3d(q, r.astype(np.float64, copy=False), metric, p)
+        out[start:stop] = distance(q, r.astype(np.float64, copy=False), p)
     return out
-
-
-def _distances_3d(q: np.ndarray, r: np.ndarray, metric: str, p: float) -> np.ndarray:
-    if metric == "cosine":
-        dot = _dot(q, r)
-        qn = _safe_norm(np.sqrt(_dot(q, q)))
-        rn = _safe_norm(np.sqrt(_dot(r, r)))
-        return 1.0 - dot / (qn * rn)
-    if metric == "hamming":
-        return np.mean(q != r, axis=2)
-    if metric == "inner_product":
-        # hnswlib's "ip" space: 1 - <q, r> (not a metric; for normalized embeddings).
-        return 1.0 - _dot(q, r)
-    if metric == "euclidean" or (metric == "minkowski" and p == 2):
-        # einsum: no |q - r| and no squared copy (about half the time of the refinement).
-        diff = q - r
-        return np.sqrt(_dot(diff, diff))
-    diff = np.abs(q - r)
-    if metric == "manhattan":
-        return diff.sum(axis=2)
-    if metric == "chebyshev":
-        return diff.max(axis=2) if diff.shape[2] else np.zeros(diff.shape[:2])
-    if metric == "minkowski":
-        if p == 1:
-            return diff.sum(axis=2)
-        return np.power(np.power(diff, p).sum(axis=2), 1.0 / p)
-    raise ValueError(f"Unknown metric {metric!r}; expected one of {EXACT_METRICS}")
-
-
-def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise dot products along the last axis, broadcasting the first two."""
-    a, b = np.broadcast_arrays(a, b)
-    return np.einsum("ijk,ijk->ij", a, b)
-
-
-def _safe_norm(norm: np.ndarray) -> np.ndarray:
-    # scikit-learn leaves zero vectors at zero when normalizing, which makes
-    # their cosine similarity 0 (distance 1) to everything.
-    return np.where(norm == 0.0, 1.0, norm)

@@ -1,20 +1,22 @@
 """Blocked exact (brute-force) k-nearest-neighbor search over one shard.
 
-Memory stays bounded by working on blocks of queries x training rows.  For
-``euclidean`` and ``cosine`` the candidates of each block come from a float32
-matrix product (on features centred on the shard mean, which keeps the
-``|q|^2 + |x|^2 - 2 q.x`` expansion accurate); a few extra candidates are kept
-and their distances recomputed exactly in float64 before the final
-selection.  The other metrics are computed exactly block by block.
+Memory stays bounded by working on blocks of queries x training rows.  For the
+metrics with a matrix-product form in the metric table (see
+:mod:`knnspark.kernels.gemm`) the candidates of each block come from a float32
+matrix product; a few extra candidates are kept and their distances recomputed
+exactly in float64 before the final selection.  The other metrics are computed
+exactly block by block.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 
-from knnspark.kernels.distances import EXACT_METRICS, GEMM_METRICS, pair_distances
+from knnspark.kernels.distances import METRICS, get_metric, pair_distances
+from knnspark.kernels.shard import SearchOptions, ShardParts
 from knnspark.kernels.topk import select_topk, smallest_k_columns
 
 __all__ = ["ExactShard", "exact_search"]
@@ -43,6 +45,12 @@ class ExactShard:
     ids : ndarray of shape (n_rows,), int64, ascending
     labels : ndarray of shape (n_rows,), float64, or None
     """
+
+    kind: ClassVar[str] = "brute"
+    stores_features: ClassVar[bool] = True
+    param_names: ClassVar[tuple[str, ...]] = ()
+    size_params: ClassVar[tuple[str, ...]] = ()
+    max_shard_bytes_applies: ClassVar[bool] = False
 
     features: np.ndarray
     ids: np.ndarray
@@ -74,35 +82,50 @@ class ExactShard:
     def n_features(self) -> int:
         return int(self.features.shape[1])
 
+    @property
+    def size_bytes(self) -> int:
+        """Bytes of the float32 features, int64 ids and float64 labels."""
+        return self.n_rows * (4 * self.n_features + 16)
+
     def prepared(self, metric: str) -> dict:
-        """Per-metric precomputation, done once per shard and cached."""
+        """Per-metric GEMM precomputation, done once per shard and cached."""
         if metric not in self._prepared:
-            if metric == "euclidean":
-                mean = self.features.mean(axis=0, dtype=np.float64).astype(np.float32)
-                centred = self.features - mean
-                sq_norms = np.einsum("ij,ij->i", centred, centred)
-                self._prepared[metric] = {
-                    "mean": mean,
-                    # |x|^2 as a last column: the matrix product adds it (q gets a 1 there),
-                    # sparing a pass over every block of scores.
-                    "rows": np.ascontiguousarray(np.hstack([centred, sq_norms[:, None]])),
-                    "max_sq_norm": float(sq_norms.max()) if sq_norms.size else 0.0,
-                }
-            elif metric == "cosine":
-                norms = np.linalg.norm(self.features.astype(np.float64), axis=1)
-                norms[norms == 0.0] = 1.0
-                self._prepared[metric] = {
-                    "rows": (self.features / norms[:, None]).astype(np.float32)
-                }
-            elif metric == "inner_product":
-                norms = np.linalg.norm(self.features.astype(np.float64), axis=1)
-                self._prepared[metric] = {
-                    "rows": self.features,
-                    "max_norm": float(norms.max()) if norms.size else 0.0,
-                }
-            else:
-                self._prepared[metric] = {}
+            form = get_metric(metric).gemm
+            self._prepared[metric] = form.prepare(self.features) if form is not None else {}
         return self._prepared[metric]
+
+    # ---------------------------------------------------------------- Shard interface
+
+    @classmethod
+    def supports_metric(cls, metric: str) -> bool:
+        return metric in METRICS
+
+    @classmethod
+    def build_params(cls, metric: str, values: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def estimate_bytes(cls, n_rows: int, n_features: int, params: dict[str, Any]) -> int:
+        """Bytes an exact shard holds: float32 features, int64 ids, float64 labels."""
+        return int(n_rows) * (4 * int(n_features) + 16)
+
+    @classmethod
+    def build(
+        cls, features: np.ndarray, ids: np.ndarray, labels: np.ndarray | None, params: dict
+    ) -> ExactShard:
+        return cls(features, ids, labels)
+
+    @classmethod
+    def load(cls, parts: ShardParts, params: dict[str, Any], key: tuple[str, int]) -> ExactShard:
+        return cls(parts.features, parts.ids, parts.labels)
+
+    def parts(self) -> ShardParts:
+        return ShardParts(self.ids, self.labels, self.n_features, features=self.features)
+
+    def search(
+        self, queries: np.ndarray, k: int, options: SearchOptions
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return exact_search(self, queries, k, options.metric, options.p)
 
 
 def exact_search(
@@ -121,7 +144,7 @@ def exact_search(
     k : int
         Neighbors wanted; a shard with fewer rows returns all of them.
     metric : str
-        One of :data:`knnspark.kernels.distances.EXACT_METRICS`.
+        A name in :data:`knnspark.kernels.distances.METRICS`.
     p : float
         Power of the Minkowski metric.
 
@@ -137,14 +160,13 @@ def exact_search(
     >>> exact_search(shard, np.array([[0.9]], dtype=np.float32), 2)[1]
     array([[1, 0]])
     """
-    if metric not in EXACT_METRICS:
-        raise ValueError(f"Unknown metric {metric!r}; expected one of {EXACT_METRICS}")
+    form = get_metric(metric).gemm
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     n_queries = queries.shape[0]
     keep = min(k, shard.n_rows)
     if n_queries == 0 or keep == 0:
         return np.empty((n_queries, keep)), np.empty((n_queries, keep), dtype=np.int64)
-    if metric not in GEMM_METRICS:
+    if form is None:
         dist, cand = _direct_topk(shard, queries, keep, metric, p)
         out_dist, _, pos = select_topk(dist, shard.ids[cand], keep)
         return out_dist, np.take_along_axis(cand, pos, axis=1)
@@ -169,16 +191,9 @@ def _near_boundary(
     shard: ExactShard, queries: np.ndarray, metric: str, kth: np.ndarray, last: np.ndarray
 ) -> np.ndarray:
     """Queries whose candidate list may miss a row tied with (or nearer than) the k-th."""
-    prep = shard.prepared(metric)
     eps = np.finfo(np.float32).eps * (8.0 * np.sqrt(shard.n_features) + 32.0)
-    if metric == "euclidean":
-        centred = queries.astype(np.float64) - prep["mean"]
-        scale = np.einsum("ij,ij->i", centred, centred) + prep["max_sq_norm"]
-        return last**2 - kth**2 <= 2.0 * eps * scale
-    if metric == "cosine":
-        return last - kth <= 4.0 * eps
-    norms = np.linalg.norm(queries.astype(np.float64), axis=1)
-    return last - kth <= 2.0 * eps * norms * prep["max_norm"]
+    form = get_metric(metric).gemm
+    return form.near_boundary(queries, shard.prepared(metric), kth, last, eps)
 
 
 def _query_block(n_train_block: int) -> int:
@@ -197,14 +212,7 @@ def _gemm_candidates(
     """
     prep = shard.prepared(metric)
     rows = prep["rows"]
-    if metric == "euclidean":
-        q_all = np.hstack([-2.0 * (queries - prep["mean"]), np.ones((len(queries), 1), np.float32)])
-    elif metric == "inner_product":
-        q_all = -queries
-    else:
-        norms = np.linalg.norm(queries, axis=1, keepdims=True)
-        norms[norms == 0.0] = 1.0
-        q_all = -(queries / norms)
+    q_all = get_metric(metric).gemm.query_operand(queries, prep)
     n_train = rows.shape[0]
     train_block = min(n_train, _TRAIN_BLOCK)
     q_block = _query_block(train_block)

@@ -16,11 +16,14 @@ import tempfile
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import hnswlib
 import numpy as np
 
+from knnspark.kernels.distances import METRICS, get_metric, hnsw_metrics
 from knnspark.kernels.exact import ExactShard, exact_search
+from knnspark.kernels.shard import SearchOptions, ShardParts
 from knnspark.kernels.topk import select_topk
 
 __all__ = [
@@ -28,13 +31,15 @@ __all__ = [
     "HnswShard",
     "build_hnsw",
     "estimate_hnsw_bytes",
+    "hnsw_params",
     "hnsw_search",
     "load_count",
 ]
 
-#: Metrics HNSW supports, with the hnswlib space each one uses.
-HNSW_METRICS = ("euclidean", "cosine", "inner_product")
-_SPACES = {"euclidean": "l2", "cosine": "cosine", "inner_product": "ip"}
+#: Metrics HNSW supports: those with an hnswlib space in the metric table.
+HNSW_METRICS = hnsw_metrics()
+# hnswlib's "l2" space returns squared distances.
+_FROM_SPACE = {"l2": lambda d: np.sqrt(np.maximum(d, 0.0))}
 
 #: Bytes of deserialized graphs a Python worker keeps from models other than the one it
 #: searches (least recently used go first); the environment variable
@@ -43,7 +48,7 @@ _SPACES = {"euclidean": "l2", "cosine": "cosine", "inner_product": "ip"}
 #: being searched always stay, whatever their size.
 GRAPH_CACHE_BYTES = int(os.environ.get("KNNSPARK_GRAPH_CACHE_BYTES", 4 << 30))
 
-# Per-worker cache of deserialized graphs: (token, shard) -> (hnswlib.Index, bytes), in order
+# Per-worker cache of deserialized graphs: (model id, shard) -> (hnswlib.Index, bytes), in order
 # of last use; models fitted since the worker started share it, so it must evict.
 _LOADED: OrderedDict[tuple[str, int], tuple[hnswlib.Index, int]] = OrderedDict()
 _LOCK = threading.Lock()
@@ -62,13 +67,24 @@ def estimate_hnsw_bytes(n_rows: int, n_features: int, m: int) -> int:
     return int(n_rows) * (4 * int(n_features) + 8 * int(m) + 24) + 1024
 
 
+def hnsw_params(metric: str, m: int, ef_construction: int, seed: int) -> dict[str, Any]:
+    """The build params of an HNSW index, as saved in a model's metadata."""
+    return {
+        "M": int(m),
+        "efConstruction": int(ef_construction),
+        "seed": int(seed),
+        "metric": metric,
+    }
+
+
 def build_hnsw(features: np.ndarray, metric: str, m: int, ef_construction: int, seed: int) -> bytes:
     """Build one shard's graph; row ``i`` gets label ``i`` (its position in the shard).
 
     Parameters
     ----------
     features : ndarray of shape (n_rows, n_features), float32, rows in id order
-    metric : {"euclidean", "cosine", "inner_product"}
+    metric : str
+        A metric of :data:`HNSW_METRICS`.
     m, ef_construction, seed : int
         hnswlib's ``M``, ``ef_construction`` and ``random_seed``.
 
@@ -80,7 +96,7 @@ def build_hnsw(features: np.ndarray, metric: str, m: int, ef_construction: int, 
     if metric not in HNSW_METRICS:
         raise ValueError(f"HNSW supports the metrics {HNSW_METRICS}; got {metric!r}")
     n_rows, n_features = features.shape
-    index = hnswlib.Index(space=_SPACES[metric], dim=n_features)
+    index = hnswlib.Index(space=METRICS[metric].hnsw_space, dim=n_features)
     index.init_index(
         max_elements=max(1, n_rows), ef_construction=ef_construction, M=m, random_seed=seed
     )
@@ -95,7 +111,7 @@ def build_hnsw(features: np.ndarray, metric: str, m: int, ef_construction: int, 
 
 
 def _load(data: bytes, metric: str, n_features: int, n_rows: int) -> hnswlib.Index:
-    index = hnswlib.Index(space=_SPACES[metric], dim=n_features)
+    index = hnswlib.Index(space=METRICS[metric].hnsw_space, dim=n_features)
     with tempfile.TemporaryDirectory(prefix="knnspark-hnsw-") as tmp:
         path = os.path.join(tmp, "index.bin")
         with open(path, "wb") as f:
@@ -115,25 +131,79 @@ def load_count() -> int:
 class HnswShard:
     """One shard's HNSW graph with the ids and labels of its rows.
 
-    ``token`` names the fitted model the graph belongs to; with ``shard`` it
-    keys the per-worker cache.
+    ``model_id`` names the fitted model the graph belongs to; with ``shard`` it
+    keys the per-worker cache.  The graph file holds the vectors, so the shard's
+    parts carry no separate features.
     """
+
+    kind: ClassVar[str] = "hnsw"
+    stores_features: ClassVar[bool] = False
+    param_names: ClassVar[tuple[str, ...]] = ("M", "efConstruction", "seed")
+    size_params: ClassVar[tuple[str, ...]] = ("M",)
+    max_shard_bytes_applies: ClassVar[bool] = True
 
     index_bytes: bytes
     ids: np.ndarray
     labels: np.ndarray | None
     n_features: int
     metric: str
-    token: str
+    model_id: str
     shard: int
 
     @property
     def n_rows(self) -> int:
         return int(self.ids.shape[0])
 
+    @property
+    def size_bytes(self) -> int:
+        """Bytes of the graph file (it holds the vectors and row labels)."""
+        return len(self.index_bytes)
+
+    # ---------------------------------------------------------------- Shard interface
+
+    @classmethod
+    def supports_metric(cls, metric: str) -> bool:
+        return metric in HNSW_METRICS
+
+    @classmethod
+    def build_params(cls, metric: str, values: dict[str, Any]) -> dict[str, Any]:
+        return hnsw_params(metric, values["M"], values["efConstruction"], values["seed"])
+
+    @classmethod
+    def estimate_bytes(cls, n_rows: int, n_features: int, params: dict[str, Any]) -> int:
+        """Bytes of the graph file, see :func:`estimate_hnsw_bytes`."""
+        return estimate_hnsw_bytes(n_rows, n_features, params["M"])
+
+    @classmethod
+    def build(
+        cls, features: np.ndarray, ids: np.ndarray, labels: np.ndarray | None, params: dict
+    ) -> HnswShard:
+        """Build the graph of rows in id order; ``params`` as :func:`hnsw_params` makes them."""
+        graph = build_hnsw(
+            features, params["metric"], params["M"], params["efConstruction"], params["seed"]
+        )
+        return cls(graph, ids, labels, features.shape[1], params["metric"], "", -1)
+
+    @classmethod
+    def load(cls, parts: ShardParts, params: dict[str, Any], key: tuple[str, int]) -> HnswShard:
+        """Wrap a stored graph; it is deserialized on first search, once per worker."""
+        model_id, shard = key
+        return cls(
+            parts.payload, parts.ids, parts.labels, parts.n_features, params["metric"],
+            model_id, shard,
+        )  # fmt: skip
+
+    def parts(self) -> ShardParts:
+        return ShardParts(self.ids, self.labels, self.n_features, payload=self.index_bytes)
+
+    def search(
+        self, queries: np.ndarray, k: int, options: SearchOptions
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return hnsw_search(self, queries, k, options.ef)
+
     def graph(self) -> hnswlib.Index:
         """The deserialized graph, loaded once per process while it stays cached."""
-        key = (self.token, self.shard)
+        key = (self.model_id, self.shard)
         with _LOCK:
             entry = _LOADED.get(key)
             if entry is not None:
@@ -145,7 +215,7 @@ class HnswShard:
             # search reads every shard of its model for each batch, and evicting one for
             # another would reload them all, batch after batch.
             cached = sum(size for _, size in _LOADED.values())
-            for other in [k for k in _LOADED if k[0] != self.token]:
+            for other in [k for k in _LOADED if k[0] != self.model_id]:
                 if cached <= GRAPH_CACHE_BYTES:
                     break
                 cached -= _LOADED.pop(other)[1]
@@ -187,7 +257,8 @@ def hnsw_search(
         return exact_search(ExactShard(vectors, shard.ids), queries, keep, shard.metric)
     pos = labels.astype(np.int64)
     dist = dist.astype(np.float64)
-    if shard.metric == "euclidean":
-        dist = np.sqrt(np.maximum(dist, 0.0))
+    to_distance = _FROM_SPACE.get(get_metric(shard.metric).hnsw_space)
+    if to_distance is not None:
+        dist = to_distance(dist)
     out_dist, _, order = select_topk(dist, shard.ids[pos], keep)
     return out_dist, np.take_along_axis(pos, order, axis=1)

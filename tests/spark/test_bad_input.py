@@ -634,18 +634,17 @@ HANDLE_INVALID_MESSAGE = re.escape(
 
 @pytest.mark.parametrize("kind", ["classifier", "regressor", "neighbors"])
 def test_unknown_handle_invalid_at_fit(spark, train_df, kind):
-    estimator = make_estimator(kind, k=3, handleInvalid="ignore")
+    # The Param's type converter refuses the value when it is set, before any fit.
     with no_spark_job(spark):
         with pytest.raises(ValueError, match=HANDLE_INVALID_MESSAGE):
-            estimator.fit(train_df)
+            make_estimator(kind, k=3, handleInvalid="ignore").fit(train_df)
 
 
 @pytest.mark.parametrize("kind", ["classifier", "regressor", "neighbors"])
 def test_unknown_handle_invalid_at_search(spark, models, train_df, kind):
-    model = models[kind].copy({models[kind].handleInvalid: "ignore"})
     with no_spark_job(spark):
         with pytest.raises(ValueError, match=HANDLE_INVALID_MESSAGE):
-            search(model, train_df)
+            search(models[kind].copy({models[kind].handleInvalid: "ignore"}), train_df)
 
 
 @pytest.mark.parametrize(

@@ -64,19 +64,20 @@ def test_builds_are_deterministic(clustered):
     items, queries, _ = clustered
     est = NearestNeighbors(k=10, algorithm="hnsw", numShards=3, seed=11)
     a, b = est.fit(items), est.fit(items)
-    assert [g.index_bytes for g in a.index.graphs] == [g.index_bytes for g in b.index.graphs]
-    assert a.index.token != b.index.token  # separate models, separate worker caches
+    graphs_a, graphs_b = a.index.shards["hnsw"], b.index.shards["hnsw"]
+    assert [g.index_bytes for g in graphs_a] == [g.index_bytes for g in graphs_b]
+    assert a.index.model_id != b.index.model_id  # separate models, separate worker caches
     assert_df_equality(a.kneighbors(queries).orderBy("qid"), b.kneighbors(queries).orderBy("qid"))
 
 
 def test_set_ef_changes_breadth_without_rebuilding(clustered):
     items, queries, truth = clustered
     model = NearestNeighbors(k=10, algorithm="hnsw", numShards=2, M=4, efConstruction=20).fit(items)
-    graphs = [g.index_bytes for g in model.index.graphs]
+    graphs = [g.index_bytes for g in model.index.shards["hnsw"]]
     narrow = _recall(model.setEf(1).kneighbors(queries), truth)
     wide = _recall(model.setEf(400).kneighbors(queries), truth)
     assert wide > narrow and wide >= 0.99
-    assert [g.index_bytes for g in model.index.graphs] == graphs
+    assert [g.index_bytes for g in model.index.shards["hnsw"]] == graphs
 
 
 def test_tiny_and_empty_shards(spark):
@@ -168,7 +169,8 @@ def test_each_shard_is_built_in_a_task_of_its_own(spark, num_shards):
     # Grouping by shard alone hashed shards 0 and 1 of 2 into one task, built one after the
     # other; range partitioning, sampled, could still merge uneven neighbours. The builds
     # must spread over num_shards tasks whatever the shard sizes.
-    from knnspark.index import SHARD_ROWS_SCHEMA, _shard_blobs
+    from knnspark.index import _shard_blobs
+    from knnspark.shard_codec import SHARD_ROWS_SCHEMA
 
     rng = np.random.default_rng(num_shards)
     sizes = rng.integers(5, 400, num_shards)  # uneven, and more rows than a range sample
@@ -180,9 +182,9 @@ def test_each_shard_is_built_in_a_task_of_its_own(spark, num_shards):
         ],
         SHARD_ROWS_SCHEMA,
     ).repartition(3)
-    graph = {"metric": "euclidean", "m": 4, "ef_construction": 8, "seed": 0}
-    for build_graph in (graph, None):
-        blobs = _shard_blobs(rows, True, build_graph, num_shards)
+    graph = {"metric": "euclidean", "M": 4, "efConstruction": 8, "seed": 0}
+    for kind, params in (("hnsw", graph), ("brute", {})):
+        blobs = _shard_blobs(rows, True, kind, params, num_shards)
         per_task = blobs.rdd.glom().map(lambda part: sorted(r.shard for r in part)).collect()
         assert per_task == [[s] for s in range(num_shards)]
         built = {r.shard: r.n_rows for r in blobs.collect()}

@@ -27,10 +27,10 @@ def _clustered(n, dim=16, n_queries=200, seed=0):
     return x.astype(np.float32), q.astype(np.float32)
 
 
-def _shard(x, metric="euclidean", token="t", shard=0, m=16, ef_construction=200, seed=0):
+def _shard(x, metric="euclidean", model_id="t", shard=0, m=16, ef_construction=200, seed=0):
     ids = np.arange(len(x)) * 3 + 1
     data = build_hnsw(x, metric, m, ef_construction, seed)
-    return HnswShard(data, ids, None, x.shape[1], metric, token, shard)
+    return HnswShard(data, ids, None, x.shape[1], metric, model_id, shard)
 
 
 def _recall(found, truth):
@@ -43,7 +43,7 @@ def test_recall_at_10_against_exact(metric):
     if metric == "inner_product":  # ip suits normalized embeddings
         x /= np.linalg.norm(x, axis=1, keepdims=True)
         q /= np.linalg.norm(q, axis=1, keepdims=True)
-    hnsw = _shard(x, metric, token=f"recall-{metric}")
+    hnsw = _shard(x, metric, model_id=f"recall-{metric}")
     dist, pos = hnsw_search(hnsw, q, 10, ef=64)
     exact_dist, exact_pos = exact_search(ExactShard(x, hnsw.ids), q, 10, metric)
     assert _recall(pos, exact_pos) >= 0.95
@@ -70,7 +70,7 @@ def test_size_formula_predicts_the_serialized_size():
 def test_shard_smaller_than_k(n_rows):
     x, q = _clustered(max(n_rows, 1), n_queries=5)
     x = x[:n_rows]
-    shard = _shard(x, token=f"small-{n_rows}")
+    shard = _shard(x, model_id=f"small-{n_rows}")
     dist, pos = hnsw_search(shard, q, 10, ef=1)
     assert dist.shape == pos.shape == (5, n_rows)
     if n_rows:
@@ -80,14 +80,14 @@ def test_shard_smaller_than_k(n_rows):
 
 def test_ef_below_k_still_returns_k():
     x, q = _clustered(500)
-    dist, pos = hnsw_search(_shard(x, token="ef-below-k", m=2, ef_construction=2), q, 50, ef=1)
+    dist, pos = hnsw_search(_shard(x, model_id="ef-below-k", m=2, ef_construction=2), q, 50, ef=1)
     assert pos.shape == (len(q), 50)
     assert all(len(set(row)) == 50 for row in pos)
 
 
 def test_graph_is_deserialized_once_per_worker():
     x, _ = _clustered(800, dim=4)
-    shards = [_shard(x[s::2], token="cache-test", shard=s) for s in range(2)]
+    shards = [_shard(x[s::2], model_id="cache-test", shard=s) for s in range(2)]
 
     class FakeBroadcast:
         value = shards
@@ -100,9 +100,9 @@ def test_graph_is_deserialized_once_per_worker():
         n_features=4,
         features_col="features",
         handle_invalid="error",
-        algorithm="hnsw",
+        kind="hnsw",
         ef=16,
-        token="cache-test",
+        model_id="cache-test",
     )
     rng = np.random.default_rng(1)
     batches = [
@@ -122,7 +122,7 @@ def test_graph_is_deserialized_once_per_worker():
 def test_graph_cache_evicts_the_least_recently_used_model(monkeypatch):
     x, q = _clustered(300, dim=4)
     # Three one-shard models, and room for two graphs.
-    models = [_shard(x[s::3], token=f"lru-{s}", shard=0) for s in range(3)]
+    models = [_shard(x[s::3], model_id=f"lru-{s}", shard=0) for s in range(3)]
     monkeypatch.setattr(hnsw, "GRAPH_CACHE_BYTES", 2 * len(models[0].index_bytes) + 100)
 
     def loads(*order):
@@ -141,8 +141,8 @@ def test_graph_cache_evicts_the_least_recently_used_model(monkeypatch):
 
 def test_graph_cache_keeps_every_graph_of_the_model_it_searches(monkeypatch):
     x, q = _clustered(300, dim=4)
-    other = _shard(x, token="lru-other", shard=0)
-    shards = [_shard(x[s::2], token="lru-big", shard=s) for s in range(2)]
+    other = _shard(x, model_id="lru-other", shard=0)
+    shards = [_shard(x[s::2], model_id="lru-big", shard=s) for s in range(2)]
     hnsw_search(other, q[:2], 3, ef=16)
     # A budget smaller than one graph: other models go, this model's shards all stay, or
     # every batch would reload them.

@@ -1,0 +1,98 @@
+"""Matrix-product (GEMM) candidate forms of the metrics that have one.
+
+A form turns a shard's rows and a block of queries into float32 operands whose
+product ranks rows by a score that differs from the distance only by a per-query
+constant and factor, so BLAS picks candidates; the float64 refinement in
+:mod:`knnspark.kernels.exact` then settles them.  Each form also says which queries
+sit so close to the candidate boundary that float32 rounding may have reordered it.
+
+A metric declares its form in :data:`knnspark.kernels.distances.METRICS`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+__all__ = ["COSINE", "INNER_PRODUCT", "SQUARED_L2", "GemmForm"]
+
+
+class GemmForm(ABC):
+    """How one metric's candidates come from a float32 matrix product."""
+
+    @abstractmethod
+    def prepare(self, features: np.ndarray) -> dict:
+        """Per-shard precomputation; ``rows`` is the right-hand operand (n_rows, width)."""
+
+    @abstractmethod
+    def query_operand(self, queries: np.ndarray, prep: dict) -> np.ndarray:
+        """Left-hand operand (n_queries, width): smaller product = nearer row."""
+
+    @abstractmethod
+    def near_boundary(
+        self, queries: np.ndarray, prep: dict, kth: np.ndarray, last: np.ndarray, eps: float
+    ) -> np.ndarray:
+        """Queries whose k-th distance ``kth`` is within rounding of the last candidate's."""
+
+
+class _SquaredL2(GemmForm):
+    """``|x|^2 - 2 q.x`` on features centred on the shard mean (accurate on offset data)."""
+
+    def prepare(self, features: np.ndarray) -> dict:
+        mean = features.mean(axis=0, dtype=np.float64).astype(np.float32)
+        centred = features - mean
+        sq_norms = np.einsum("ij,ij->i", centred, centred)
+        return {
+            "mean": mean,
+            # |x|^2 as a last column: the matrix product adds it (q gets a 1 there),
+            # sparing a pass over every block of scores.
+            "rows": np.ascontiguousarray(np.hstack([centred, sq_norms[:, None]])),
+            "max_sq_norm": float(sq_norms.max()) if sq_norms.size else 0.0,
+        }
+
+    def query_operand(self, queries: np.ndarray, prep: dict) -> np.ndarray:
+        ones = np.ones((len(queries), 1), np.float32)
+        return np.hstack([-2.0 * (queries - prep["mean"]), ones])
+
+    def near_boundary(self, queries, prep, kth, last, eps):
+        centred = queries.astype(np.float64) - prep["mean"]
+        scale = np.einsum("ij,ij->i", centred, centred) + prep["max_sq_norm"]
+        return last**2 - kth**2 <= 2.0 * eps * scale
+
+
+class _Angular(GemmForm):
+    """``-q.x`` on unit vectors (zero vectors left at zero, as scikit-learn does)."""
+
+    def prepare(self, features: np.ndarray) -> dict:
+        norms = np.linalg.norm(features.astype(np.float64), axis=1)
+        norms[norms == 0.0] = 1.0
+        return {"rows": (features / norms[:, None]).astype(np.float32)}
+
+    def query_operand(self, queries: np.ndarray, prep: dict) -> np.ndarray:
+        norms = np.linalg.norm(queries, axis=1, keepdims=True)
+        norms[norms == 0.0] = 1.0
+        return -(queries / norms)
+
+    def near_boundary(self, queries, prep, kth, last, eps):
+        return last - kth <= 4.0 * eps
+
+
+class _Dot(GemmForm):
+    """``-q.x`` on the raw features."""
+
+    def prepare(self, features: np.ndarray) -> dict:
+        norms = np.linalg.norm(features.astype(np.float64), axis=1)
+        return {"rows": features, "max_norm": float(norms.max()) if norms.size else 0.0}
+
+    def query_operand(self, queries: np.ndarray, prep: dict) -> np.ndarray:
+        return -queries
+
+    def near_boundary(self, queries, prep, kth, last, eps):
+        norms = np.linalg.norm(queries.astype(np.float64), axis=1)
+        return last - kth <= 2.0 * eps * norms * prep["max_norm"]
+
+
+SQUARED_L2: GemmForm = _SquaredL2()
+COSINE: GemmForm = _Angular()
+INNER_PRODUCT: GemmForm = _Dot()
