@@ -35,6 +35,7 @@ from knnspark.kernels.predict import (
 from knnspark.kernels.shard import SearchOptions, Shard
 from knnspark.kernels.topk import PAD_ID, drop_duplicate_ids, select_topk
 from knnspark.shard_codec import shard_from_blob, shard_from_rows
+from knnspark.timing import TaskTimer
 
 __all__ = [
     "CLASSIFICATION",
@@ -251,21 +252,29 @@ def _raise_invalid_query(
 
 
 def search_shards(
-    shards: list[Shard], queries: np.ndarray, settings: SearchSettings
+    shards: list[Shard],
+    queries: np.ndarray,
+    settings: SearchSettings,
+    timer: TaskTimer | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Search every shard and merge the partial lists inside the task."""
+    timer = timer or TaskTimer("search_shards")
     dists, ids, labels = [], [], []
     options = settings.search_options
-    for shard in shards:
-        dist, pos = shard.search(queries, settings.k, options)
-        dists.append(dist)
-        ids.append(shard.ids[pos])
-        if shard.labels is not None:
-            labels.append(shard.labels[pos])
-    dist, out_ids, pos = select_topk(
-        np.concatenate(dists, axis=1), np.concatenate(ids, axis=1), settings.k
-    )
-    out_labels = np.take_along_axis(np.concatenate(labels, axis=1), pos, axis=1) if labels else None
+    with timer.stage("search"):
+        for shard in shards:
+            dist, pos = shard.search(queries, settings.k, options)
+            dists.append(dist)
+            ids.append(shard.ids[pos])
+            if shard.labels is not None:
+                labels.append(shard.labels[pos])
+    with timer.stage("merge"):
+        dist, out_ids, pos = select_topk(
+            np.concatenate(dists, axis=1), np.concatenate(ids, axis=1), settings.k
+        )
+        out_labels = (
+            np.take_along_axis(np.concatenate(labels, axis=1), pos, axis=1) if labels else None
+        )
     return dist, out_ids, out_labels
 
 
@@ -315,13 +324,19 @@ def broadcast_search_fn(
 
     def search(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         maybe_fail("search")
-        shards = shards_broadcast.value  # loaded once per Python worker, then cached
+        timer = TaskTimer("broadcast_search")
+        with timer.stage("load"):
+            shards = shards_broadcast.value  # loaded once per Python worker, then cached
         for batch in batches:
-            queries, valid = query_matrix(batch.column(FEATURES_TMP), settings)
-            dist, ids, labels = search_shards(shards, queries, settings)
-            out = output_arrays(dist, ids, labels, valid, settings)
-            batch = batch.drop_columns([FEATURES_TMP])
-            yield _with_columns(batch, out)
+            timer.count(batch.num_rows)
+            with timer.stage("decode"):
+                queries, valid = query_matrix(batch.column(FEATURES_TMP), settings)
+            dist, ids, labels = search_shards(shards, queries, settings, timer)
+            with timer.stage("encode"):
+                out = output_arrays(dist, ids, labels, valid, settings)
+                batch = _with_columns(batch.drop_columns([FEATURES_TMP]), out)
+            yield batch
+        timer.flush()
 
     return search
 
@@ -338,18 +353,26 @@ def pair_search_fn(
         maybe_fail("search")
         if queries.num_rows == 0 or shard_rows.num_rows == 0:
             return _partials_table(np.empty(0, np.int64), np.empty(0, np.int32), None, None, None)
-        shard = _shard_from_table(shard_rows, settings)
-        queries = _distinct_keys(queries)
-        matrix, valid = query_matrix(queries.column(FEATURES_TMP), settings)
-        dist, pos = shard.search(matrix, settings.k, settings.search_options)
-        labels = shard.labels if shard.labels is not None else np.full(shard.n_rows, np.nan)
-        return _partials_table(
-            queries.column(KEY_HI).to_numpy()[valid],
-            queries.column(KEY_LO).to_numpy()[valid],
-            shard.ids[pos],
-            dist,
-            labels[pos],
-        )
+        timer = TaskTimer("pair_search")
+        timer.count(queries.num_rows)
+        with timer.stage("load"):
+            shard = _shard_from_table(shard_rows, settings)
+        with timer.stage("decode"):
+            queries = _distinct_keys(queries)
+            matrix, valid = query_matrix(queries.column(FEATURES_TMP), settings)
+        with timer.stage("search"):
+            dist, pos = shard.search(matrix, settings.k, settings.search_options)
+        with timer.stage("encode"):
+            labels = shard.labels if shard.labels is not None else np.full(shard.n_rows, np.nan)
+            out = _partials_table(
+                queries.column(KEY_HI).to_numpy()[valid],
+                queries.column(KEY_LO).to_numpy()[valid],
+                shard.ids[pos],
+                dist,
+                labels[pos],
+            )
+        timer.flush()
+        return out
 
     return search
 

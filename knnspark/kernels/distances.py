@@ -127,21 +127,27 @@ def _inner_product(q: np.ndarray, r: np.ndarray, p: float) -> np.ndarray:
 METRICS: dict[str, Metric] = {
     m.name: m
     for m in (
-        Metric("euclidean", "sqrt(sum((q - x)^2))", _euclidean, gemm.SQUARED_L2, "l2", True),
-        Metric("manhattan", "sum(|q - x|)", _manhattan, true_metric=True),
-        Metric("chebyshev", "max(|q - x|)", _chebyshev, true_metric=True),
+        Metric("euclidean", "`sqrt(sum((q - x)^2))`", _euclidean, gemm.SQUARED_L2, "l2", True),
+        Metric("manhattan", "`sum(abs(q - x))`", _manhattan, true_metric=True),
+        Metric("chebyshev", "`max(abs(q - x))`", _chebyshev, true_metric=True),
         Metric(
             "minkowski",
-            "sum(|q - x|^p)^(1/p), with param `p`",
+            "`sum(abs(q - x)^p)^(1/p)`, with param `p`",
             _minkowski,
             true_metric=True,
             min_p=1.0,
         ),
-        Metric("cosine", "1 - q.x / (|q| |x|)", _cosine, gemm.COSINE, "cosine"),
+        Metric(
+            "cosine",
+            "`1 - q.x / (norm(q) norm(x))` (zero vectors: 1)",
+            _cosine,
+            gemm.COSINE,
+            "cosine",
+        ),
         Metric("hamming", "share of coordinates that differ", _hamming, true_metric=True),
         Metric(
             "inner_product",
-            "1 - q.x (hnswlib's `ip`; for normalized embeddings)",
+            "`1 - q.x` (hnswlib's `ip`; for normalized embeddings)",
             _inner_product,
             gemm.INNER_PRODUCT,
             "ip",
