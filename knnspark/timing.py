@@ -11,11 +11,12 @@ Python workers (in local mode, the driver's environment; on a cluster,
 
 Stages: ``load`` (reaching the shards: the broadcast value, or decoding the shard a
 distributed task received), ``decode`` (Arrow -> numpy, validity), ``search`` (the
-per-shard kernels), ``merge`` (partial top-k lists merged), ``encode`` (votes or averages, numpy -> Arrow).  An HNSW
-graph is deserialized inside its first search, once per worker, so that cost is in
-``search`` of the first task a worker runs.  ``wall`` is
-the task's time inside knnspark's function (Spark's own time between batches is not in it).
-Benchmarks read the lines with :func:`read_timings`; nothing in the library reads them.
+per-shard kernels), ``merge`` (partial top-k lists merged), ``encode`` (votes or
+averages, numpy -> Arrow).  An HNSW graph is deserialized inside its first search, once
+per worker, so that cost is in ``search`` of the first task a worker runs.  ``wall`` is
+the task's time inside knnspark's function (Spark's own time between batches is not in
+it).  Benchmarks read the lines with :func:`read_timings`; nothing in the library reads
+them.
 """
 
 from __future__ import annotations
