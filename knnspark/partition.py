@@ -27,12 +27,7 @@ from knnspark._faults import maybe_fail
 from knnspark.errors import InvalidInputError
 from knnspark.kernels.exact import ExactShard, exact_search
 from knnspark.kernels.hnsw import HnswShard, hnsw_search
-from knnspark.kernels.predict import (
-    class_votes,
-    predict_from_probabilities,
-    probabilities_from_votes,
-    weighted_average,
-)
+from knnspark.kernels.predict import classify_neighbors, weighted_average
 from knnspark.kernels.topk import PAD_ID, drop_duplicate_ids, select_topk
 
 __all__ = [
@@ -272,9 +267,10 @@ def output_arrays(
     if settings.task == "classify":
         classes = np.asarray(settings.classes, dtype=np.float64)
         class_weights = np.asarray(settings.class_weights) if settings.class_weights else None
-        votes = class_votes(labels, dist, classes, settings.weights, class_weights)
-        proba = probabilities_from_votes(votes)
-        columns[PRED_TMP] = scalar_array(predict_from_probabilities(proba, classes), valid)
+        votes, proba, prediction = classify_neighbors(
+            labels, dist, classes, settings.weights, class_weights
+        )
+        columns[PRED_TMP] = scalar_array(prediction, valid)
         columns[RAW_TMP] = list_array(votes, valid, _LIST_F64)
         columns[PROBA_TMP] = list_array(proba, valid, _LIST_F64)
     elif settings.task == "regress":
