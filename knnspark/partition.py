@@ -26,12 +26,7 @@ from pyspark.sql import types as T
 from knnspark._faults import maybe_fail
 from knnspark.errors import InvalidInputError
 from knnspark.kernels.kinds import shard_kind
-from knnspark.kernels.predict import (
-    class_votes,
-    predict_from_probabilities,
-    probabilities_from_votes,
-    weighted_average,
-)
+from knnspark.kernels.predict import classify_neighbors, weighted_average
 from knnspark.kernels.shard import SearchOptions, Shard
 from knnspark.kernels.topk import PAD_ID, drop_duplicate_ids, select_topk
 from knnspark.shard_codec import shard_from_blob, shard_from_rows
@@ -290,9 +285,10 @@ def output_arrays(
     if settings.task == CLASSIFICATION:
         classes = np.asarray(settings.classes, dtype=np.float64)
         class_weights = np.asarray(settings.class_weights) if settings.class_weights else None
-        votes = class_votes(labels, dist, classes, settings.weights, class_weights)
-        proba = probabilities_from_votes(votes)
-        columns[PRED_TMP] = scalar_array(predict_from_probabilities(proba, classes), valid)
+        votes, proba, prediction = classify_neighbors(
+            labels, dist, classes, settings.weights, class_weights
+        )
+        columns[PRED_TMP] = scalar_array(prediction, valid)
         columns[RAW_TMP] = list_array(votes, valid, _LIST_F64)
         columns[PROBA_TMP] = list_array(proba, valid, _LIST_F64)
     elif settings.task == REGRESSION:

@@ -56,6 +56,7 @@ from pyspark.sql import DataFrame, SparkSession  # noqa: E402
 import knnspark  # noqa: E402
 from knnspark import KNNClassifier  # noqa: E402
 from knnspark.tuning import KNNCrossValidator  # noqa: E402
+from knnspark.tuning import evaluation as tuning_evaluation  # noqa: E402
 
 FULL_KS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 13, 15, 19, 23, 27, 31]
 QUICK_KS = [1, 3, 7, 15]
@@ -109,18 +110,12 @@ def load_digits_frame(spark: SparkSession) -> DataFrame:
     return df
 
 
-def _tuning_module():
-    import knnspark.tuning as tuning
-
-    return tuning
-
-
 #: What --profile times: (owner, attribute, label), in the order printed.
 STAGES = (
-    (lambda: _tuning_module().KNNCrossValidator, "_fold_rows", "count the rows of every fold"),
+    (lambda: KNNCrossValidator, "_fold_rows", "count the rows of every fold"),
     (lambda: KNNClassifier, "fit", "fit (one per fold, then the best model)"),
-    (lambda: _tuning_module()._Evaluation, "run", "search, score and evaluate a fold"),
-    (lambda: _tuning_module(), "_fast_metrics", "  of which search + metric sums (one job)"),
+    (lambda: tuning_evaluation.Evaluation, "run", "search, score and evaluate a fold"),
+    (lambda: tuning_evaluation, "metrics_from_sums", "  of which search + metric sums (one job)"),
     (lambda: MulticlassClassificationEvaluator, "evaluate", "  of which Spark evaluator calls"),
 )
 

@@ -3,9 +3,9 @@
 Classification: the (label, prediction) counts are gathered in one ``groupBy`` and the
 metrics computed from that confusion table by :func:`confusion_metrics`, as scikit-learn
 defines them. Regression: one aggregation gives the mean squared and absolute errors and the
-label variance. Either way the neighbor search behind ``prediction`` runs once.
-Rows without a label or a prediction (invalid features under ``handleInvalid='keep'``) are
-counted and left out.
+label variance; ``r2`` is Spark's, as in the tune job (see :func:`regression_metrics`).
+Either way the neighbor search behind ``prediction`` runs once. Rows without a label or a
+prediction (invalid features under ``handleInvalid='keep'``) are counted and left out.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+
+from knnspark.kernels.metric_sums import r2_from_sums
 
 __all__ = ["classification_metrics", "confusion_metrics", "regression_metrics", "score_metrics"]
 
@@ -95,8 +97,10 @@ def classification_metrics(df: DataFrame, label_col: str, prediction_col: str) -
 def regression_metrics(df: DataFrame, label_col: str, prediction_col: str) -> dict[str, Any]:
     """Row counts, RMSE, MSE, MAE and R2 of scored rows (one Spark job).
 
-    R2 is ``1 - MSE / Var(label)``; for constant labels it is 1.0 when every prediction is
-    exact and 0.0 otherwise, as scikit-learn's ``r2_score`` gives.
+    R2 is Spark's (``RegressionEvaluator``, :func:`~knnspark.kernels.metric_sums.r2_from_sums`):
+    ``1 - MSE / Var(label)``, as scikit-learn's ``r2_score`` too, except for constant labels,
+    where it is NaN when every prediction is exact and -inf otherwise (scikit-learn's
+    ``force_finite=False``), not scikit-learn's default 1.0 and 0.0.
     """
     label, prediction = F.col(label_col).cast("double"), F.col(prediction_col)
     valid = label.isNotNull() & prediction.isNotNull()
@@ -114,10 +118,8 @@ def regression_metrics(df: DataFrame, label_col: str, prediction_col: str) -> di
     if counts["rows_evaluated"] == 0:
         return {**counts, "metrics": {}}
     mse, variance = float(row["mse"]), float(row["variance"])
-    if variance > 0:
-        r2 = 1.0 - mse / variance
-    else:
-        r2 = 1.0 if mse == 0 else 0.0
+    # Both sums of squares divided by the row count: the same ratio.
+    r2 = r2_from_sums(mse, variance)
     metrics = {"rmse": mse**0.5, "mse": mse, "mae": float(row["mae"]), "r2": r2}
     return {**counts, "metrics": metrics}
 

@@ -39,7 +39,7 @@ from knnspark.app.runners import (
     _worker_errors_as_driver_errors,
     read_input,
 )
-from knnspark.kernels.metrics import FAMILY_METRICS
+from knnspark.kernels.metric_sums import FAMILY_METRICS
 from knnspark.tuning import KNNCrossValidator
 
 __all__ = ["METRIC_NAMES", "build_evaluator", "plot_metric_vs_k", "run_tune"]

@@ -14,6 +14,7 @@ __all__ = [
     "WEIGHTINGS",
     "class_probabilities",
     "class_votes",
+    "classify_neighbors",
     "probabilities_from_votes",
     "resolve_class_weights",
     "neighbor_weights",
@@ -126,6 +127,48 @@ def predict_from_probabilities(proba: np.ndarray, classes: np.ndarray) -> np.nda
     array([3.])
     """
     return classes[np.argmax(proba, axis=1)].astype(np.float64)
+
+
+def classify_neighbors(
+    neighbor_labels: np.ndarray,
+    dist: np.ndarray,
+    classes: np.ndarray,
+    weights: str,
+    class_weights: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A classifier's outputs from neighbor lists: votes, then probabilities, then the class.
+
+    The one path from neighbors to a classification, shared by the models' search and the
+    cross-validator's scoring, so both give the same answer.
+
+    Parameters
+    ----------
+    neighbor_labels, dist : ndarray of shape (n_queries, k)
+        Label (in ``classes``) and distance of each neighbor.
+    classes : ndarray of shape (n_classes,), sorted ascending
+    weights : {"uniform", "distance"}
+    class_weights : ndarray of shape (n_classes,), optional
+        Multiplies the vote of each neighbor of that class.
+
+    Returns
+    -------
+    votes : ndarray of shape (n_queries, n_classes)
+        Weighted votes per class (the raw prediction), see :func:`class_votes`.
+    proba : ndarray of shape (n_queries, n_classes)
+        ``votes`` normalized per row, see :func:`probabilities_from_votes`.
+    prediction : ndarray of shape (n_queries,)
+        The most probable class, see :func:`predict_from_probabilities`.
+
+    Examples
+    --------
+    >>> votes, proba, prediction = classify_neighbors(
+    ...     np.array([[1.0, 0.0, 1.0]]), np.ones((1, 3)), np.array([0.0, 1.0]), "uniform")
+    >>> votes, prediction
+    (array([[1., 2.]]), array([1.]))
+    """
+    votes = class_votes(neighbor_labels, dist, classes, weights, class_weights)
+    proba = probabilities_from_votes(votes)
+    return votes, proba, predict_from_probabilities(proba, classes)
 
 
 def weighted_average(neighbor_labels: np.ndarray, dist: np.ndarray, weights: str) -> np.ndarray:

@@ -9,6 +9,7 @@ from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 from knnspark.kernels.exact import ExactShard, exact_search
 from knnspark.kernels.predict import (
     class_probabilities,
+    classify_neighbors,
     neighbor_weights,
     predict_from_probabilities,
     weighted_average,
@@ -36,6 +37,36 @@ def test_classification_matches_sklearn(weights):
     np.testing.assert_array_equal(
         predict_from_probabilities(proba, classes), sk.predict(query.astype(np.float64))
     )
+
+
+@pytest.mark.parametrize("weights", ["uniform", "distance"])
+def test_classify_neighbors_matches_sklearn(weights):
+    train, labels, query = _problem(2)
+    k = 5
+    dist, pos = exact_search(ExactShard(train, np.arange(200)), query, k)
+    classes = np.unique(labels)
+    votes, proba, prediction = classify_neighbors(labels[pos], dist, classes, weights)
+    sk = KNeighborsClassifier(n_neighbors=k, weights=weights, algorithm="brute")
+    sk.fit(train.astype(np.float64), labels)
+    np.testing.assert_allclose(proba, sk.predict_proba(query.astype(np.float64)), atol=1e-9)
+    np.testing.assert_array_equal(prediction, sk.predict(query.astype(np.float64)))
+    # The raw prediction: each row's votes sum to its weight total (k for uniform weights).
+    assert votes.shape == (len(query), len(classes))
+    if weights == "uniform":
+        np.testing.assert_array_equal(votes.sum(axis=1), np.full(len(query), k))
+
+
+def test_classify_neighbors_applies_class_weights_to_votes():
+    votes, proba, prediction = classify_neighbors(
+        np.array([[2.0, 2.0, 9.0]]),
+        np.ones((1, 3)),
+        np.array([2.0, 9.0]),
+        "uniform",
+        class_weights=np.array([1.0, 3.0]),
+    )
+    np.testing.assert_array_equal(votes, [[2.0, 3.0]])
+    np.testing.assert_allclose(proba, [[0.4, 0.6]])
+    np.testing.assert_array_equal(prediction, [9.0])
 
 
 @pytest.mark.parametrize("weights", ["uniform", "distance"])

@@ -28,6 +28,7 @@ __all__ = [
     "merge_partials",
     "metric_value",
     "partial_sums",
+    "r2_from_sums",
 ]
 
 #: The metrics computed here, per evaluator family; others (``logLoss``) go to Spark.
@@ -318,11 +319,39 @@ def _regression(spec: MetricSpec, s: np.ndarray) -> float | None:
         ss_reg = s[_SP2] + mean_y * mean_y * w - 2 * mean_y * _div(s[_SP], w) * w
         return _div(ss_reg, w)
     if spec.through_origin:
-        return 1.0 - _div(ss_err, s[_SY2])
+        return r2_from_sums(ss_err, s[_SY2])
     # Spark's unbiased weighted variance of y times (weight sum - 1).
     denominator = w - _div(s[_W2], w)
     variance = max(_div(s[_M2_Y], denominator), 0.0) if denominator > 0 else 0.0
-    return 1.0 - _div(ss_err, variance * (w - 1))
+    return r2_from_sums(ss_err, variance * (w - 1))
+
+
+def r2_from_sums(ss_err: float, ss_tot: float) -> float:
+    """The coefficient of determination ``1 - ss_err / ss_tot``, as Spark defines it.
+
+    Spark's ``RegressionEvaluator(metricName="r2")`` divides as the JVM does, so where the
+    labels are constant (``ss_tot == 0``) r2 is NaN for exact predictions and -inf otherwise.
+    That is scikit-learn's ``r2_score(..., force_finite=False)``; its default
+    (``force_finite=True``) gives 1.0 and 0.0 there instead. knnspark's ``r2`` is Spark's
+    everywhere: the tune job's (from this module) and the evaluate job's
+    (:mod:`knnspark.app.metrics`).
+
+    Parameters
+    ----------
+    ss_err : float
+        Weighted sum of squared errors, ``sum w (y - p)^2``.
+    ss_tot : float
+        Weighted total sum of squares of the labels about their mean (``sum w y^2`` for a
+        regression through the origin).
+
+    Examples
+    --------
+    >>> r2_from_sums(1.0, 4.0)
+    0.75
+    >>> r2_from_sums(0.0, 0.0), r2_from_sums(1.0, 0.0)
+    (nan, -inf)
+    """
+    return 1.0 - _div(ss_err, ss_tot)
 
 
 def _binary(spec: MetricSpec, p: Partials) -> float:

@@ -3,7 +3,9 @@
 :func:`score_neighbor_lists` (pure numpy) turns the first ``k`` columns of a neighbor list into
 the outputs a model with that ``k``, ``weights`` and ``classWeights`` would give, with the same
 kernels the models use; :func:`score_batches_fn` adapts it to the Arrow batches of
-``model.neighborLabels`` (``mapInArrow``), adding one set of output columns per param map.
+``model.neighborLabels`` (``mapInArrow``), adding one set of output columns per param map, and
+:func:`metric_partials_fn` reduces a partition to each map's metric sums
+(:mod:`knnspark.kernels.metric_sums`) instead.
 """
 
 from __future__ import annotations
@@ -15,13 +17,8 @@ import numpy as np
 import pyarrow as pa
 from pyspark.sql import types as T
 
-from knnspark.kernels.metrics import Partials, merge_partials, partial_sums
-from knnspark.kernels.predict import (
-    class_votes,
-    predict_from_probabilities,
-    probabilities_from_votes,
-    weighted_average,
-)
+from knnspark.kernels.metric_sums import Partials, merge_partials, partial_sums
+from knnspark.kernels.predict import classify_neighbors, weighted_average
 from knnspark.partition import list_array, list_matrix, scalar_array
 
 __all__ = [
@@ -48,7 +45,7 @@ SCORE_TYPES = {
 }
 
 #: Output of :func:`metric_partials_fn`: one row per param map and key of its partial sums
-#: (:class:`knnspark.kernels.metrics.Partials`); ``map`` is the map's position in the
+#: (:class:`knnspark.kernels.metric_sums.Partials`); ``map`` is the map's position in the
 #: scorings. A row with ``map = -1`` counts rows the sums cannot represent (``a``), and one
 #: with ``overflow`` marks a map with too many distinct scores.
 METRIC_PARTIALS_SCHEMA = T.StructType(
@@ -114,13 +111,10 @@ def score_neighbor_lists(
     class_weights = None
     if scoring.class_weights is not None:
         class_weights = np.asarray(scoring.class_weights, dtype=np.float64)
-    votes = class_votes(labels, dist, classes, scoring.weights, class_weights)
-    proba = probabilities_from_votes(votes)
-    return {
-        "prediction": predict_from_probabilities(proba, classes),
-        "rawPrediction": votes,
-        "probability": proba,
-    }
+    votes, proba, prediction = classify_neighbors(
+        labels, dist, classes, scoring.weights, class_weights
+    )
+    return {"prediction": prediction, "rawPrediction": votes, "probability": proba}
 
 
 def score_batches_fn(
@@ -205,7 +199,7 @@ def metric_partials_fn(
     width : int
         Length of the neighbor lists (the group's largest ``k``).
     family : str
-        The evaluator's family (see :func:`knnspark.kernels.metrics.partial_sums`).
+        The evaluator's family (see :func:`knnspark.kernels.metric_sums.partial_sums`).
     kind : str
         The model output the evaluator reads (a key of :data:`SCORE_TYPES`).
     max_keys : int or None

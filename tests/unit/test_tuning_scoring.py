@@ -9,8 +9,8 @@ from pyspark.ml.tuning import ParamGridBuilder
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor, NearestNeighbors
 
 from knnspark import KNNClassifier, KNNRegressor
-from knnspark.tuning import group_param_maps
-from knnspark.tuning_scores import (
+from knnspark.tuning.grouping import group_param_maps
+from knnspark.tuning.scoring import (
     NEIGHBOR_DISTANCES,
     NEIGHBOR_LABELS,
     Scoring,

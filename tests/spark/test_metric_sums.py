@@ -1,4 +1,5 @@
-"""The cross-validator's fast metrics against Spark's own evaluators on the same rows."""
+"""The cross-validator's fast metrics (kernels.metric_sums), and the evaluate job's r2,
+against Spark's own evaluators on the same rows."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from pyspark.ml.evaluation import (
     RegressionEvaluator,
 )
 from pyspark.ml.linalg import Vectors
+from sklearn.metrics import r2_score
 
-from knnspark.kernels.metrics import (
+from knnspark.app.metrics import regression_metrics
+from knnspark.kernels.metric_sums import (
     FAMILY_METRICS,
     MetricSpec,
     merge_partials,
@@ -185,6 +188,33 @@ def test_r2_of_a_constant_label_equals_spark(spark, error):
     ours = _ours(MetricSpec("regression", "r2"), labels, np.ones(40), predictions)
     assert (np.isnan(ours) and np.isnan(expected)) or ours == expected
     assert np.isnan(expected) if error == 0.0 else expected == -np.inf
+
+
+@pytest.mark.parametrize(
+    "labels, predictions",
+    [
+        (np.full(40, 0.1), np.full(40, 0.1)),
+        (np.full(40, 0.1), np.full(40, 0.11)),
+        (np.arange(40.0) % 7, (np.arange(40.0) % 5) * 1.3),
+    ],
+    ids=["constant-perfect", "constant-off", "spread"],
+)
+def test_evaluate_job_r2_is_spark_r2(spark, labels, predictions):
+    # One meaning of r2: the evaluate job's (knnspark.app.metrics) is Spark's evaluator's,
+    # which is scikit-learn's r2_score with force_finite=False (NaN / -inf for constant labels).
+    df = spark.createDataFrame(
+        [(float(p), float(y)) for p, y in zip(predictions, labels, strict=True)],
+        "prediction double, label double",
+    )
+    expected = RegressionEvaluator(metricName="r2").evaluate(df)
+    ours = regression_metrics(df, "label", "prediction")["metrics"]["r2"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sklearn_r2 = r2_score(labels, predictions, force_finite=False)
+    for value in (ours, sklearn_r2):
+        if np.isnan(expected):
+            assert np.isnan(value)
+        else:
+            assert value == pytest.approx(expected, rel=1e-12)
 
 
 def test_regression_rows_without_weight_are_left_to_spark():
