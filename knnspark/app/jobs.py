@@ -116,7 +116,7 @@ class Job:
 
 #: The jobs, by name.
 JOBS = {
-    "fit": Job("Fit a KNN model and save it.", "FIT_SCHEMA", "runners:run_fit", _fit_lines),
+    "fit": Job("Fit a KNN model and save it.", "FIT_SCHEMA", "fit:run_fit", _fit_lines),
     "tune": Job(
         "Cross-validate k and weights, write the report and plot, save the best model.",
         "TUNE_SCHEMA",
@@ -126,7 +126,7 @@ JOBS = {
     "score": Job(
         "Score an input with a saved model into the output partition of one run date.",
         "SCORE_SCHEMA",
-        "runners:run_score",
+        "score:run_score",
         _score_lines,
         run_date=True,
     ),

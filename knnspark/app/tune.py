@@ -31,14 +31,11 @@ from pyspark.ml.tuning import ParamGridBuilder
 from pyspark.sql import SparkSession
 from pyspark.sql.types import DoubleType, NumericType
 
+from knnspark.app.errors import worker_errors_as_driver_errors
+from knnspark.app.fit import ESTIMATOR_PARAMS, ESTIMATORS
 from knnspark.app.fs import delete_path, path_exists, write_bytes, write_text
+from knnspark.app.inputs import read_input
 from knnspark.app.progress import rate, step
-from knnspark.app.runners import (
-    _ESTIMATOR_PARAMS,
-    _ESTIMATORS,
-    _worker_errors_as_driver_errors,
-    read_input,
-)
 from knnspark.kernels.metrics import FAMILY_METRICS
 from knnspark.tuning import KNNCrossValidator
 
@@ -48,7 +45,7 @@ logger = logging.getLogger(__name__)
 
 # Keys of the tune config's [model] table that are estimator params: the fit job's,
 # less k and weights, which the grid sets.
-_MODEL_PARAMS = tuple(p for p in _ESTIMATOR_PARAMS if p not in ("k", "weights"))
+_MODEL_PARAMS = tuple(p for p in ESTIMATOR_PARAMS if p not in ("k", "weights"))
 
 # Spark's evaluator metrics: those the cross-validator computes from sums, plus logLoss
 # (which it leaves to Spark's evaluator). The first of each task is the default.
@@ -195,7 +192,7 @@ def run_tune(config: Mapping[str, Any], spark: SparkSession | None = None) -> di
     task = model_config["task"]
     params = {name: model_config[name] for name in _MODEL_PARAMS if model_config[name] is not None}
     # Building the estimator, grid and evaluator validates them before any data is read.
-    estimator = _ESTIMATORS[task](**params)
+    estimator = ESTIMATORS[task](**params)
     if not tune_config["k"]:
         raise ValueError("tune.k: expected at least one value of k, got []")
     if not tune_config["weights"]:
@@ -233,7 +230,7 @@ def run_tune(config: Mapping[str, Any], spark: SparkSession | None = None) -> di
         raise FileExistsError(f"output.path: {out_dir} already exists and output.overwrite = false")
     df = df.cache()
     name = f"tune: {len(grid)} param maps x {cv.getNumFolds()} folds on {config['input']['path']}"
-    with step(spark, name), _worker_errors_as_driver_errors():
+    with step(spark, name), worker_errors_as_driver_errors():
         cv_model = cv.fit(df)
     rows_in = df.count()
     df.unpersist()

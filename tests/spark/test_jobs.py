@@ -34,7 +34,7 @@ from sklearn.neighbors import KNeighborsClassifier
 import knnspark
 from knnspark import KNNClassificationModel
 from knnspark._faults import FAULTS_PROPERTY
-from knnspark.app import runners
+from knnspark.app import score as score_job
 from knnspark.app.jobs import run_job
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -194,10 +194,10 @@ def test_row_count_check_fails_loudly_and_publishes_nothing(
     config = score_config(work, tmp_path)
     assert score(config, "--run-date", DAY_1) == 0
     before = listing(tmp_path / "scores")
-    counted = runners.check_scoring_input
+    counted = score_job.check_scoring_input
     # As if a row went missing between the read and the write.
     monkeypatch.setattr(
-        runners, "check_scoring_input", lambda *args, **kw: counted(*args, **kw) + 1
+        score_job, "check_scoring_input", lambda *args, **kw: counted(*args, **kw) + 1
     )
     capsys.readouterr()
     assert score(config, "--run-date", DAY_1) == 1
@@ -453,7 +453,7 @@ def test_evaluate_regression_metrics_match_scikit_learn(spark, work, tmp_path):
     assert (report["rows"], report["rows_evaluated"]) == (N_QUERIES, N_QUERIES - 1)
     assert report["rows_without_prediction"] == 1
 
-    model = runners._MODELS["regression"].load(str(tmp_path / "regressor"))
+    model = knnspark.KNNRegressionModel.load(str(tmp_path / "regressor"))
     pdf = (
         model.transform(spark.read.parquet(str(tmp_path / "q.parquet")))
         .toPandas()
