@@ -38,7 +38,7 @@ def run_evaluate(config: Mapping[str, Any], spark: SparkSession | None = None) -
     Parameters
     ----------
     config : mapping
-        A config validated against :data:`knnspark.app.config.EVALUATE_SCHEMA`.
+        A config validated against :data:`knnspark.app.schemas.EVALUATE_SCHEMA`.
     spark : SparkSession, optional
         Defaults to the active session.
 

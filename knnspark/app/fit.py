@@ -1,4 +1,8 @@
-"""What ``jobs/fit.py`` runs: fit a KNN model on the configured input and save it."""
+"""What ``jobs/fit.py`` runs: fit a KNN model on the configured input and save it.
+
+``model.task`` chooses the estimator (:data:`knnspark.app.schemas.ESTIMATORS`), and the other
+keys of the ``[model]`` table that are set become its params.
+"""
 
 from __future__ import annotations
 
@@ -9,38 +13,15 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from knnspark import KNNClassifier, KNNRegressor
 from knnspark.app.errors import worker_errors_as_driver_errors
 from knnspark.app.fs import path_exists
 from knnspark.app.inputs import read_input
 from knnspark.app.progress import rate, step
+from knnspark.app.schemas import ESTIMATORS, estimator_params
 
-__all__ = ["ESTIMATORS", "ESTIMATOR_PARAMS", "run_fit"]
+__all__ = ["run_fit"]
 
 logger = logging.getLogger(__name__)
-
-#: Keys of the fit config's [model] table that are estimator params (same names).
-ESTIMATOR_PARAMS = (
-    "k",
-    "weights",
-    "metric",
-    "p",
-    "algorithm",
-    "numShards",
-    "idCol",
-    "handleInvalid",
-    "featuresCol",
-    "labelCol",
-    "standardization",
-    "imputeStrategy",
-    "ef",
-    "maxShardBytes",
-    "maxBroadcastBytes",
-    "seed",
-)
-
-#: The estimator class of each task.
-ESTIMATORS = {"classification": KNNClassifier, "regression": KNNRegressor}
 
 
 def run_fit(config: Mapping[str, Any], spark: SparkSession | None = None) -> dict[str, Any]:
@@ -49,7 +30,7 @@ def run_fit(config: Mapping[str, Any], spark: SparkSession | None = None) -> dic
     Parameters
     ----------
     config : mapping
-        A config validated against :data:`knnspark.app.config.FIT_SCHEMA`.
+        A config validated against :data:`knnspark.app.schemas.FIT_SCHEMA`.
     spark : SparkSession, optional
         Defaults to the active session.
 
@@ -63,11 +44,8 @@ def run_fit(config: Mapping[str, Any], spark: SparkSession | None = None) -> dic
     start = time.perf_counter()
     model_config = config["model"]
     task = model_config["task"]
-    params = {
-        name: model_config[name] for name in ESTIMATOR_PARAMS if model_config[name] is not None
-    }
     # Building the estimator first validates every param before any data is read.
-    estimator = ESTIMATORS[task](**params)
+    estimator = ESTIMATORS[task](**estimator_params(model_config, task))
     path = model_config["path"]
     if not model_config["overwrite"] and path_exists(spark, path):
         raise FileExistsError(f"model.path: {path} already exists and model.overwrite = false")

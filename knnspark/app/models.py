@@ -12,11 +12,9 @@ from pyspark.sql import SparkSession
 from knnspark import KNNClassificationModel, KNNRegressionModel
 from knnspark import errors as knn_errors
 from knnspark.app.fs import path_exists
+from knnspark.app.schemas import param_values
 
 __all__ = ["MODELS", "SavedModel", "load_saved_model"]
-
-# Keys of a saved model's [model] table that set search-time params after loading.
-_SEARCH_PARAMS = ("k", "weights", "algorithm", "ef")
 
 #: The model class the score and evaluate jobs load, by task.
 MODELS = {"classification": KNNClassificationModel, "regression": KNNRegressionModel}
@@ -92,9 +90,9 @@ def load_saved_model(spark: SparkSession, model_config: Mapping[str, Any]) -> Sa
         )
     # A folder whose metadata could not be read fails here with the loader's diagnosis.
     model = MODELS[task].load(path)
-    for name in _SEARCH_PARAMS:
-        if model_config[name] is not None:
-            getattr(model, f"set{name[0].upper()}{name[1:]}")(model_config[name])
+    # The table's params are the search-time ones (SCORE_SCHEMA): set over the fitted values.
+    for name, value in param_values(model_config).items():
+        model.set(model.getParam(name), value)
     return SavedModel(
         model=model,
         task=task,

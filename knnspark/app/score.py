@@ -44,7 +44,7 @@ def run_score(config: Mapping[str, Any], spark: SparkSession | None = None) -> d
     Parameters
     ----------
     config : mapping
-        A config validated against :data:`knnspark.app.config.SCORE_SCHEMA`.
+        A config validated against :data:`knnspark.app.schemas.SCORE_SCHEMA`.
     spark : SparkSession, optional
         Defaults to the active session.
 

@@ -32,20 +32,16 @@ from pyspark.sql import SparkSession
 from pyspark.sql.types import DoubleType, NumericType
 
 from knnspark.app.errors import worker_errors_as_driver_errors
-from knnspark.app.fit import ESTIMATOR_PARAMS, ESTIMATORS
 from knnspark.app.fs import delete_path, path_exists, write_bytes, write_text
 from knnspark.app.inputs import read_input
 from knnspark.app.progress import rate, step
+from knnspark.app.schemas import ESTIMATORS, estimator_params
 from knnspark.kernels.metrics import FAMILY_METRICS
 from knnspark.tuning import KNNCrossValidator
 
 __all__ = ["METRIC_NAMES", "build_evaluator", "plot_metric_vs_k", "run_tune"]
 
 logger = logging.getLogger(__name__)
-
-# Keys of the tune config's [model] table that are estimator params: the fit job's,
-# less k and weights, which the grid sets.
-_MODEL_PARAMS = tuple(p for p in ESTIMATOR_PARAMS if p not in ("k", "weights"))
 
 # Spark's evaluator metrics: those the cross-validator computes from sums, plus logLoss
 # (which it leaves to Spark's evaluator). The first of each task is the default.
@@ -166,7 +162,7 @@ def run_tune(config: Mapping[str, Any], spark: SparkSession | None = None) -> di
     Parameters
     ----------
     config : mapping
-        A config validated against :data:`knnspark.app.config.TUNE_SCHEMA`.
+        A config validated against :data:`knnspark.app.schemas.TUNE_SCHEMA`.
     spark : SparkSession, optional
         Defaults to the active session.
 
@@ -190,7 +186,7 @@ def run_tune(config: Mapping[str, Any], spark: SparkSession | None = None) -> di
     start = time.perf_counter()
     model_config, tune_config = config["model"], config["tune"]
     task = model_config["task"]
-    params = {name: model_config[name] for name in _MODEL_PARAMS if model_config[name] is not None}
+    params = estimator_params(model_config, task)
     # Building the estimator, grid and evaluator validates them before any data is read.
     estimator = ESTIMATORS[task](**params)
     if not tune_config["k"]:

@@ -254,6 +254,46 @@ def test_table_input_and_table_output(spark, work, tmp_path):
         spark.catalog.dropTempView("knn_queries")
 
 
+# ---------------------------------------------------------------- fit
+
+
+def test_fit_job_sets_the_params_it_once_refused(spark, work, tmp_path):
+    config = write_config(
+        tmp_path / "fit.toml",
+        {
+            "input": {"path": str(work["root"] / "train.parquet")},
+            "model": {
+                "path": str(tmp_path / "hnsw"),
+                "idCol": "id",
+                "algorithm": "hnsw",
+                "M": 8,
+                "efConstruction": 50,
+                "classWeights": "balanced",
+            },
+        },
+    )
+    assert run_job("fit", ["--config", str(config)]) == 0
+    model = KNNClassificationModel.load(str(tmp_path / "hnsw"))
+    assert model.algorithmUsed == "hnsw"
+    assert (model.getM(), model.getEfConstruction(), model.getClassWeights()) == (8, 50, "balanced")
+
+
+def test_fit_job_neighbors_task_refuses_a_classifier_param(spark, work, tmp_path, capsys):
+    model_table = {"task": "neighbors", "path": str(tmp_path / "nn"), "idCol": "id", "k": 3}
+    tables = {"input": {"path": str(work["root"] / "train.parquet")}, "model": model_table}
+    config = write_config(tmp_path / "fit.toml", tables)
+    assert run_job("fit", ["--config", str(config), "--set", "model.distancesCol=dist"]) == 0
+    model = knnspark.NearestNeighborsModel.load(str(tmp_path / "nn"))
+    assert (model.getK(), model.getDistancesCol()) == (3, "dist")
+    capsys.readouterr()
+    assert run_job("fit", ["--config", str(config), "--set", "model.classWeights=balanced"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert errors == [
+        "error: model.classWeights: a param of KNNClassifier, not of NearestNeighbors "
+        "(model.task = 'neighbors'); leave it out"
+    ]
+
+
 # ---------------------------------------------------------------- bad config and input
 
 

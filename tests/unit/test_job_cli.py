@@ -13,17 +13,11 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, precision_score, recall_score
 
-from knnspark.app.config import (
-    EVALUATE_SCHEMA,
-    PROFILE_SCHEMA,
-    SCORE_SCHEMA,
-    ConfigError,
-    load_config,
-    validate,
-)
+from knnspark.app.config import PROFILE_SCHEMA, ConfigError, load_config, validate
 from knnspark.app.jobs import run_job
 from knnspark.app.metrics import confusion_metrics
 from knnspark.app.output import parse_run_date
+from knnspark.app.schemas import EVALUATE_SCHEMA, SCORE_SCHEMA
 from knnspark.cli import main as cli_main
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
