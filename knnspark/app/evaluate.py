@@ -9,7 +9,6 @@ and ``metrics`` — ``accuracy``, ``f1`` (weighted by class support), ``f1_macro
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import logging
 import time
@@ -24,6 +23,7 @@ from knnspark.app.fs import path_exists, write_text
 from knnspark.app.inputs import check_scoring_input, read_scoring_input
 from knnspark.app.metrics import score_metrics
 from knnspark.app.models import load_saved_model
+from knnspark.app.output import utc_now
 from knnspark.app.progress import rate, step
 from knnspark.errors import InvalidInputError
 
@@ -99,7 +99,7 @@ def run_evaluate(config: Mapping[str, Any], spark: SparkSession | None = None) -
         },
         "input": input_config["path"],
         **evaluated,
-        "evaluated_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "evaluated_at": utc_now().isoformat(timespec="seconds"),
     }
     write_text(spark, output_path, json.dumps(report, indent=2) + "\n")
     logger.info("wrote the metrics to %s", output_path)

@@ -6,7 +6,6 @@ partition whole, and only once every row is scored and counted (see :mod:`knnspa
 
 from __future__ import annotations
 
-import datetime as _dt
 import logging
 import time
 from collections.abc import Mapping
@@ -19,7 +18,13 @@ from knnspark.app.errors import worker_errors_as_driver_errors
 from knnspark.app.inputs import check_scoring_input, read_scoring_input
 from knnspark.app.metrics import score_metrics
 from knnspark.app.models import load_saved_model
-from knnspark.app.output import RUN_DATE_COL, parse_run_date, resolve_output, write_run
+from knnspark.app.output import (
+    RUN_DATE_COL,
+    parse_run_date,
+    resolve_output,
+    utc_now,
+    write_run,
+)
 from knnspark.app.progress import rate, step
 from knnspark.errors import InvalidInputError
 
@@ -68,9 +73,10 @@ def run_score(config: Mapping[str, Any], spark: SparkSession | None = None) -> d
     """
     spark = spark or SparkSession.active()
     start = time.perf_counter()
-    scored_at = _dt.datetime.now(_dt.UTC)
+    scored_at = utc_now()
     model_config, input_config, output_config = config["model"], config["input"], config["output"]
-    run_date = parse_run_date(output_config["run_date"])
+    # One reading of the clock: a run started just before midnight is keyed by that day.
+    run_date = parse_run_date(output_config["run_date"], today=scored_at.date())
     output_path = output_config["path"]
     for key, other in (("input.path", input_config["path"]), ("model.path", model_config["path"])):
         # Overwriting what this job reads would destroy it before it is read.
