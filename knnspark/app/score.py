@@ -11,13 +11,13 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from knnspark.app.errors import worker_errors_as_driver_errors
 from knnspark.app.inputs import check_scoring_input, read_scoring_input
 from knnspark.app.metrics import score_metrics
-from knnspark.app.models import load_saved_model
+from knnspark.app.models import SavedModel, load_saved_model
 from knnspark.app.output import (
     RUN_DATE_COL,
     parse_run_date,
@@ -34,6 +34,36 @@ logger = logging.getLogger(__name__)
 
 #: Columns the score job adds to every row, besides the model's outputs and ``run_date``.
 LINEAGE_COLS = ("model_id", "model_version", "scored_at")
+
+
+def _check_output_path(config: Mapping[str, Any]) -> None:
+    """Refuse an output path that is the input or the model: the run would destroy it first."""
+    output_path = config["output"]["path"]
+    for key in ("input.path", "model.path"):
+        table, name = key.split(".")
+        if output_path.rstrip("/") == config[table][name].rstrip("/"):
+            raise ValueError(f"output.path: must differ from {key}; both are {output_path}")
+
+
+def _published_quality(
+    published: DataFrame, saved: SavedModel, input_columns: list[str]
+) -> tuple[int, str | None, float | None]:
+    """Rows without a prediction, and accuracy or RMSE when the input holds the label.
+
+    Returns
+    -------
+    tuple of (int, str or None, float or None)
+        Rows without a prediction, the metric's name and its value (both None without labels
+        or without a row to measure).
+    """
+    model = saved.model
+    prediction_col, label_col = model.getPredictionCol(), model.getLabelCol()
+    if label_col not in input_columns:
+        return published.where(F.col(prediction_col).isNull()).count(), None, None
+    evaluated = score_metrics(published, saved.task, label_col, prediction_col)
+    metric = "accuracy" if saved.task == "classification" else "rmse"
+    value = evaluated["metrics"].get(metric)
+    return evaluated["rows_without_prediction"], metric if value is not None else None, value
 
 
 def run_score(config: Mapping[str, Any], spark: SparkSession | None = None) -> dict[str, Any]:
@@ -78,10 +108,7 @@ def run_score(config: Mapping[str, Any], spark: SparkSession | None = None) -> d
     # One reading of the clock: a run started just before midnight is keyed by that day.
     run_date = parse_run_date(output_config["run_date"], today=scored_at.date())
     output_path = output_config["path"]
-    for key, other in (("input.path", input_config["path"]), ("model.path", model_config["path"])):
-        # Overwriting what this job reads would destroy it before it is read.
-        if output_path.rstrip("/") == other.rstrip("/"):
-            raise ValueError(f"output.path: must differ from {key}; both are {output_path}")
+    _check_output_path(config)
     saved = load_saved_model(spark, model_config)
     model = saved.model
     target = resolve_output(spark, output_config)
@@ -115,22 +142,14 @@ def run_score(config: Mapping[str, Any], spark: SparkSession | None = None) -> d
         with worker_errors_as_driver_errors():
             published, rows_out = write_run(spark, scored, target, run_date, rows_in)
 
-    prediction_col, label_col = model.getPredictionCol(), model.getLabelCol()
-    metric, value = None, None
-    if label_col in df.columns:
-        evaluated = score_metrics(published, saved.task, label_col, prediction_col)
-        without_prediction = evaluated["rows_without_prediction"]
-        metric = "accuracy" if saved.task == "classification" else "rmse"
-        value = evaluated["metrics"].get(metric)
-    else:
-        without_prediction = published.where(F.col(prediction_col).isNull()).count()
+    without_prediction, metric, value = _published_quality(published, saved, df.columns)
     seconds = time.perf_counter() - start
     return {
         "task": saved.task,
         "rows_in": rows_in,
         "rows_out": rows_out,
         "rows_without_prediction": without_prediction,
-        "metric": metric if value is not None else None,
+        "metric": metric,
         "metric_value": value,
         "output_path": output_path,
         "run_date": run_date.isoformat(),
