@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # README command 2: create or update .venv with the test extra, lint, run every test.
-# Extra arguments go to pytest (e.g. `bash scripts/test.sh tests/unit -q`).
+# Extra arguments go to pytest (e.g. `bash scripts/test.sh tests/unit -q`); the fast lane for
+# day-to-day work is `bash scripts/test.sh -m "not slow"` (CI runs everything).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then

@@ -1,12 +1,13 @@
 """TOML job configs: load, apply ``--set key=value`` overrides, validate against a schema.
 
-A schema is a plain dict: each key maps to a :class:`Field` (one value), a nested dict (a TOML
-table with fixed keys) or an :class:`OpenTable` (a table whose keys are free, such as Spark
-settings). Validation rejects unknown keys, wrong types and values outside ``choices`` with a
-:class:`ConfigError` that names the dotted key, the expected type and the value, and fills in
-defaults, so jobs read a complete nested dict. Values are checked only for type here; the
-library checks its own params (``k >= 1``, known metrics) when the job builds the estimator.
-This module imports neither pyspark nor knnspark, so it is tested without Spark.
+A schema is a plain dict: each key maps to a :class:`Field` (one value of a TOML type), a
+:class:`ParamField` (one value checked by a converter, such as an estimator Param's), a nested
+dict (a TOML table with fixed keys) or an :class:`OpenTable` (a table whose keys are free, such
+as Spark settings). Validation rejects unknown keys, wrong types and values outside
+``choices`` with a :class:`ConfigError` that names the dotted key, the rule and the value, and
+fills in defaults, so jobs read a complete nested dict. This module imports neither pyspark nor
+knnspark, so it is tested without Spark; the jobs' schemas, whose model keys are derived from
+the estimators' Params, live in :mod:`knnspark.app.schemas`.
 
 Examples
 --------
@@ -22,21 +23,18 @@ from __future__ import annotations
 import copy
 import difflib
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
 __all__ = [
-    "EVALUATE_SCHEMA",
-    "FIT_SCHEMA",
     "PROFILE_SCHEMA",
     "REQUIRED",
-    "SCORE_SCHEMA",
-    "TUNE_SCHEMA",
     "ConfigError",
     "Field",
     "OpenTable",
+    "ParamField",
     "apply_overrides",
     "load_config",
     "parse_override",
@@ -96,7 +94,63 @@ class OpenTable:
     """A table with free keys whose values are strings, numbers or booleans (``[spark.conf]``)."""
 
 
-Schema = Mapping[str, Union[Field, OpenTable, "Schema"]]
+@dataclass(frozen=True)
+class ParamField:
+    """One optional value checked by a converter: how an estimator Param becomes a config key.
+
+    Absent, it is ``default`` (None): the job leaves the param unset and the library's default
+    applies.
+
+    Parameters
+    ----------
+    name : str
+        The param's name, as the converter's messages start (``"Param k must be ..."``).
+    convert : callable
+        Returns the value to use or raises ``TypeError`` / ``ValueError``: a Spark ML Param's
+        ``typeConverter``.
+    doc : str
+        What the value is, and its rule (the Param's doc), for messages.
+    boolean : bool, default False
+        Whether a TOML boolean is a value of this key. Python counts ``True`` as the integer 1,
+        and some converters accept it, but ``seed = true`` is a typo.
+    default : object, default None
+        Value of an absent key.
+    """
+
+    name: str
+    convert: Callable[[Any], Any]
+    doc: str
+    boolean: bool = False
+    default: Any = None
+
+    def describe(self) -> str:
+        """What the key takes, as error messages print it."""
+        return self.doc
+
+    def check(self, key: str, value: Any) -> Any:
+        """The converted value of ``key``, or a :class:`ConfigError` naming the key and rule."""
+        try:
+            converted = self.convert(value)
+        except (TypeError, ValueError) as exc:
+            message = str(exc)
+            prefix = f"Param {self.name} "
+            if message.startswith(prefix):  # knnspark's converters state the rule and the value
+                raise ConfigError(f"{key}: {message[len(prefix) :]}") from None
+            raise _wrong(key, self.doc.rstrip("."), value) from None
+        if isinstance(value, bool) and not self.boolean:
+            raise _wrong(key, self.doc.rstrip("."), value)
+        return converted
+
+    def accepts(self, value: Any) -> bool:
+        """Whether :meth:`check` takes ``value``."""
+        try:
+            self.check("", value)
+        except ConfigError:
+            return False
+        return True
+
+
+Schema = Mapping[str, Union[Field, ParamField, OpenTable, "Schema"]]
 
 
 def _type_name(value: Any) -> str:
@@ -145,12 +199,15 @@ def _check_open_table(key: str, value: Any) -> dict[str, Any]:
 
 def _unknown_key(prefix: str, name: str, schema: Schema) -> ConfigError:
     key = f"{prefix}{name}"
-    hint = difflib.get_close_matches(name, list(schema), n=1)
+    # A typo seldom changes the first letter; without this rule kNeighbors would be offered
+    # neighborsCol, a param of another meaning.
+    same_start = [key for key in schema if key[:1].lower() == name[:1].lower()]
+    hint = difflib.get_close_matches(name, same_start, n=1)
     did_you_mean = f" (did you mean {prefix}{hint[0]}?)" if hint else ""
     where = f"[{prefix[:-1]}]" if prefix else "the top level"
-    return ConfigError(
-        f"unknown key {key}{did_you_mean}; valid keys in {where}: {', '.join(sorted(schema))}"
-    )
+    # Case-blind order, so the Param M sits among the m's rather than before every key.
+    valid = ", ".join(sorted(schema, key=str.lower))
+    return ConfigError(f"unknown key {key}{did_you_mean}; valid keys in {where}: {valid}")
 
 
 def validate(config: Mapping[str, Any], schema: Schema, _prefix: str = "") -> dict[str, Any]:
@@ -171,8 +228,8 @@ def validate(config: Mapping[str, Any], schema: Schema, _prefix: str = "") -> di
     Raises
     ------
     ConfigError
-        If a key is unknown or required and missing, or a value has the wrong type or is not
-        one of the field's choices.
+        If a key is unknown or required and missing, or a value has the wrong type, is not
+        one of the field's choices or is refused by a :class:`ParamField`'s converter.
     """
     for name in config:
         if name not in schema:
@@ -187,6 +244,9 @@ def validate(config: Mapping[str, Any], schema: Schema, _prefix: str = "") -> di
                 raise ConfigError(f"{key}: required {spec.describe()} is missing")
             else:
                 result[name] = copy.deepcopy(spec.default)
+        elif isinstance(spec, ParamField):
+            value = config.get(name)
+            result[name] = spec.default if value is None else spec.check(key, value)
         elif isinstance(spec, OpenTable):
             result[name] = _check_open_table(key, config.get(name, {}))
         else:
@@ -255,7 +315,8 @@ def apply_overrides(
         ``key=value`` strings, see :func:`parse_override`.
     schema : mapping
         Used to split keys of open tables, and to keep the raw text of a value meant for a
-        string field (``--set input.path=2024`` is the path "2024", not an integer).
+        string (``--set input.path=2024`` is the path "2024", not an integer; so is
+        ``--set model.idCol=2024``, since the param ``idCol`` takes no integer).
 
     Returns
     -------
@@ -274,8 +335,11 @@ def apply_overrides(
             table = table[part]
             spec = spec.get(part, {}) if isinstance(spec, Mapping) else {}
         field = spec.get(leaf) if isinstance(spec, Mapping) else None
+        raw = text.partition("=")[2].strip()
         if isinstance(field, Field) and field.type is str and not isinstance(value, str):
-            value = text.partition("=")[2].strip()
+            value = raw
+        elif isinstance(field, ParamField) and not field.accepts(value) and field.accepts(raw):
+            value = raw
         table[leaf] = value
     return result
 
@@ -314,7 +378,7 @@ def load_config(
     path : str or Path
         TOML file.
     schema : mapping
-        The job's schema, e.g. :data:`FIT_SCHEMA`.
+        The job's schema, e.g. :data:`knnspark.app.schemas.FIT_SCHEMA`.
     overrides : iterable of str, default ()
         ``key=value`` strings from ``--set``, applied after the file and the profile.
     profile : str or Path, optional
@@ -344,97 +408,6 @@ def load_config(
     return validate(apply_overrides(raw, overrides, schema), schema)
 
 
-# Schemas of the jobs. Model params use the Spark ML names (camelCase) so a key reads the same
-# as the param it sets; unset ones (default None) are not passed, so the library's own
-# defaults apply and are not restated here.
-
-_SPARK = {
-    "app_name": Field(str, default="knnspark"),
-    # Used only when spark-submit (or an active SparkContext) did not set a master.
-    "master": Field(str, default="local[*]"),
-    "conf": OpenTable(),
-}
-
-_INPUT = {
-    # A file or folder (any Hadoop path or glob); with format = "table", a table name.
-    "path": Field(str),
-    "format": Field(str, default="parquet", choices=("parquet", "csv", "table")),
-    # Numeric columns assembled into the features column; required for csv.
-    "feature_columns": Field(list, default=[]),
-    "header": Field(bool, default=True),
-    "sep": Field(str, default=","),
-}
-
-_TASKS = ("classification", "regression")
-
-#: Schema of ``jobs/fit.py``.
-FIT_SCHEMA: Schema = {
-    "spark": _SPARK,
-    "input": _INPUT,
-    "model": {
-        "task": Field(str, default="classification", choices=_TASKS),
-        "path": Field(str),
-        "overwrite": Field(bool, default=True),
-        "k": Field(int, default=None),
-        "weights": Field(str, default=None),
-        "metric": Field(str, default=None),
-        "p": Field(float, default=None),
-        "algorithm": Field(str, default=None),
-        "numShards": Field(int, default=None),
-        "idCol": Field(str, default=None),
-        "handleInvalid": Field(str, default=None),
-        "featuresCol": Field(str, default=None),
-        "labelCol": Field(str, default=None),
-        "standardization": Field(str, default=None),
-        "imputeStrategy": Field(str, default=None),
-        "ef": Field(int, default=None),
-        "maxShardBytes": Field(int, default=None),
-        "maxBroadcastBytes": Field(int, default=None),
-        "seed": Field(int, default=None),
-    },
-}
-
-# The saved model of the score and evaluate jobs, and the search-time params a fitted model
-# may change without refitting.
-_SAVED_MODEL = {
-    # Absent: read from the model's metadata.
-    "task": Field(str, default=None, choices=_TASKS),
-    "path": Field(str),
-    "k": Field(int, default=None),
-    "weights": Field(str, default=None),
-    "algorithm": Field(str, default=None),
-    "ef": Field(int, default=None),
-}
-
-#: Schema of ``jobs/score.py``.
-SCORE_SCHEMA: Schema = {
-    "spark": _SPARK,
-    "input": _INPUT,
-    "model": _SAVED_MODEL,
-    "output": {
-        # Parquet folder, or a table name with format = "table".
-        "path": Field(str),
-        "format": Field(str, default="parquet", choices=("parquet", "table")),
-        # Run key, YYYY-MM-DD (--run-date); absent: today's date in UTC.
-        "run_date": Field(str, default=None),
-        # Where rows are staged before they replace the run's partition; absent:
-        # <path>/_staging for a folder, <warehouse>/_knnspark_staging for a table.
-        "staging_path": Field(str, default=None),
-    },
-}
-
-#: Schema of ``jobs/evaluate.py``.
-EVALUATE_SCHEMA: Schema = {
-    "spark": _SPARK,
-    "input": _INPUT,
-    "model": _SAVED_MODEL,
-    "output": {
-        # The metrics JSON file (any Hadoop path).
-        "path": Field(str),
-        "overwrite": Field(bool, default=True),
-    },
-}
-
 #: Schema of a Spark profile (``conf/spark-local.toml``, ``conf/spark-cluster.toml``): a
 #: ``[spark]`` table laid over a job config's by ``load_config(..., profile=...)``.
 PROFILE_SCHEMA: Schema = {
@@ -442,33 +415,5 @@ PROFILE_SCHEMA: Schema = {
         "app_name": Field(str, default=None),
         "master": Field(str, default=None),
         "conf": OpenTable(),
-    },
-}
-
-#: Schema of ``jobs/tune.py``.
-TUNE_SCHEMA: Schema = {
-    "spark": _SPARK,
-    "input": _INPUT,
-    # Estimator params shared by every param map of the grid: the fit job's, less the
-    # model folder (tune saves the best model under its output) and k/weights (the grid's).
-    "model": {
-        key: field
-        for key, field in FIT_SCHEMA["model"].items()
-        if key not in ("path", "overwrite", "k", "weights")
-    },
-    "tune": {
-        "k": Field(list, item_type=int),
-        "weights": Field(list, default=["uniform", "distance"]),
-        "numFolds": Field(int, default=5),
-        "seed": Field(int, default=0),
-        "foldCol": Field(str, default=None),
-        # Evaluator metric; absent: accuracy (classification) or rmse (regression).
-        "metricName": Field(str, default=None),
-        "parallelism": Field(int, default=1),
-    },
-    "output": {
-        # Folder of the report, the plot and the best model (any Hadoop path).
-        "path": Field(str),
-        "overwrite": Field(bool, default=True),
     },
 }

@@ -9,7 +9,6 @@ and ``metrics`` — ``accuracy``, ``f1`` (weighted by class support), ``f1_macro
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import logging
 import time
@@ -19,15 +18,13 @@ from typing import Any
 from pyspark.sql import SparkSession
 from pyspark.sql.types import NumericType
 
+from knnspark.app.errors import worker_errors_as_driver_errors
 from knnspark.app.fs import path_exists, write_text
+from knnspark.app.inputs import check_scoring_input, read_scoring_input
 from knnspark.app.metrics import score_metrics
+from knnspark.app.models import load_saved_model
+from knnspark.app.output import utc_now
 from knnspark.app.progress import rate, step
-from knnspark.app.runners import (
-    _worker_errors_as_driver_errors,
-    check_scoring_input,
-    load_saved_model,
-    read_input,
-)
 from knnspark.errors import InvalidInputError
 
 __all__ = ["run_evaluate"]
@@ -41,7 +38,7 @@ def run_evaluate(config: Mapping[str, Any], spark: SparkSession | None = None) -
     Parameters
     ----------
     config : mapping
-        A config validated against :data:`knnspark.app.config.EVALUATE_SCHEMA`.
+        A config validated against :data:`knnspark.app.schemas.EVALUATE_SCHEMA`.
     spark : SparkSession, optional
         Defaults to the active session.
 
@@ -68,8 +65,7 @@ def run_evaluate(config: Mapping[str, Any], spark: SparkSession | None = None) -
         raise FileExistsError(f"output.path: {output_path} exists and output.overwrite = false")
     saved = load_saved_model(spark, config["model"])
     model = saved.model
-    assemble_invalid = "error" if model.getHandleInvalid() == "error" else "keep"
-    df = read_input(spark, input_config, model.getFeaturesCol(), assemble_invalid)
+    df = read_scoring_input(spark, input_config, model)
     label_col, prediction_col = model.getLabelCol(), model.getPredictionCol()
     if label_col not in df.columns:
         raise InvalidInputError(
@@ -84,7 +80,7 @@ def run_evaluate(config: Mapping[str, Any], spark: SparkSession | None = None) -
     rows_in = check_scoring_input(df, saved, input_config, purpose="evaluate")
     scored = model.transform(df)
     with step(spark, f"evaluate: score {rows_in} rows"):
-        with _worker_errors_as_driver_errors():
+        with worker_errors_as_driver_errors():
             evaluated = score_metrics(scored, saved.task, label_col, prediction_col)
     if evaluated["rows_evaluated"] == 0:
         raise InvalidInputError(
@@ -103,7 +99,7 @@ def run_evaluate(config: Mapping[str, Any], spark: SparkSession | None = None) -
         },
         "input": input_config["path"],
         **evaluated,
-        "evaluated_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "evaluated_at": utc_now().isoformat(timespec="seconds"),
     }
     write_text(spark, output_path, json.dumps(report, indent=2) + "\n")
     logger.info("wrote the metrics to %s", output_path)

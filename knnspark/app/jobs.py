@@ -25,7 +25,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from knnspark.app import config as job_config
 from knnspark.app.config import ConfigError, load_config
 
 __all__ = ["FAULTS_CONF", "JOBS", "USER_ERRORS", "Job", "run_job"]
@@ -98,7 +97,7 @@ class Job:
     description : str
         ``--help`` text.
     schema : str
-        Name of its schema in :mod:`knnspark.app.config`.
+        Name of its schema in :mod:`knnspark.app.schemas`.
     runner : str
         ``module:function`` run with the validated config and the session.
     summary : callable
@@ -116,7 +115,7 @@ class Job:
 
 #: The jobs, by name.
 JOBS = {
-    "fit": Job("Fit a KNN model and save it.", "FIT_SCHEMA", "runners:run_fit", _fit_lines),
+    "fit": Job("Fit a KNN model and save it.", "FIT_SCHEMA", "fit:run_fit", _fit_lines),
     "tune": Job(
         "Cross-validate k and weights, write the report and plot, save the best model.",
         "TUNE_SCHEMA",
@@ -126,7 +125,7 @@ JOBS = {
     "score": Job(
         "Score an input with a saved model into the output partition of one run date.",
         "SCORE_SCHEMA",
-        "runners:run_score",
+        "score:run_score",
         _score_lines,
         run_date=True,
     ),
@@ -237,8 +236,11 @@ def run_job(name: str, argv: Sequence[str] | None = None, prog: str | None = Non
 
     spark, started = None, False
     try:
+        # Imported here: the schemas import the estimators, hence pyspark, which --help skips.
+        from knnspark.app import schemas
+
         config = load_config(
-            args.config, getattr(job_config, job.schema), overrides, profile=args.profile
+            args.config, getattr(schemas, job.schema), overrides, profile=args.profile
         )
         runner = _runner(job)
         from pyspark import SparkContext

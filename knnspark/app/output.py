@@ -46,6 +46,7 @@ __all__ = [
     "parse_run_date",
     "read_run",
     "resolve_output",
+    "utc_now",
     "write_run",
 ]
 
@@ -78,6 +79,15 @@ class RunOutput:
     staging: str
 
 
+def utc_now() -> _dt.datetime:
+    """The jobs' clock: now, in UTC, time-zone aware.
+
+    The one place the jobs read the time, so that the default run date and the ``scored_at``
+    of a run agree, whatever the machine's time zone, and tests can set the clock.
+    """
+    return _dt.datetime.now(_dt.UTC)
+
+
 def parse_run_date(text: str | None, today: _dt.date | None = None) -> _dt.date:
     """The run key: ``text`` as an ISO date, or today's date (UTC) when absent.
 
@@ -90,7 +100,7 @@ def parse_run_date(text: str | None, today: _dt.date | None = None) -> _dt.date:
     datetime.date(2026, 1, 2)
     """
     if text is None:
-        return today or _dt.datetime.now(_dt.UTC).date()
+        return today or utc_now().date()
     try:
         return _dt.date.fromisoformat(text)
     except ValueError:

@@ -31,24 +31,17 @@ from pyspark.ml.tuning import ParamGridBuilder
 from pyspark.sql import SparkSession
 from pyspark.sql.types import DoubleType, NumericType
 
+from knnspark.app.errors import worker_errors_as_driver_errors
 from knnspark.app.fs import delete_path, path_exists, write_bytes, write_text
+from knnspark.app.inputs import read_input
 from knnspark.app.progress import rate, step
-from knnspark.app.runners import (
-    _ESTIMATOR_PARAMS,
-    _ESTIMATORS,
-    _worker_errors_as_driver_errors,
-    read_input,
-)
+from knnspark.app.schemas import ESTIMATORS, estimator_params
 from knnspark.kernels.metric_sums import FAMILY_METRICS
 from knnspark.tuning import KNNCrossValidator
 
 __all__ = ["METRIC_NAMES", "build_evaluator", "plot_metric_vs_k", "run_tune"]
 
 logger = logging.getLogger(__name__)
-
-# Keys of the tune config's [model] table that are estimator params: the fit job's,
-# less k and weights, which the grid sets.
-_MODEL_PARAMS = tuple(p for p in _ESTIMATOR_PARAMS if p not in ("k", "weights"))
 
 # Spark's evaluator metrics: those the cross-validator computes from sums, plus logLoss
 # (which it leaves to Spark's evaluator). The first of each task is the default.
@@ -163,13 +156,86 @@ def _json_value(value: Any) -> Any:
     return value
 
 
+def _cross_validator(task: str, params: dict[str, Any], tune_config: Mapping[str, Any]) -> Any:
+    """The cross-validator of the ``[tune]`` grid; building it validates every setting."""
+    estimator = ESTIMATORS[task](**params)
+    if not tune_config["k"]:
+        raise ValueError("tune.k: expected at least one value of k, got []")
+    if not tune_config["weights"]:
+        raise ValueError("tune.weights: expected at least one weighting, got []")
+    grid = (
+        ParamGridBuilder()
+        .addGrid(estimator.k, list(dict.fromkeys(tune_config["k"])))
+        .addGrid(estimator.weights, list(dict.fromkeys(tune_config["weights"])))
+        .build()
+    )
+    return KNNCrossValidator(
+        estimator=estimator,
+        estimatorParamMaps=grid,
+        evaluator=build_evaluator(task, tune_config["metricName"], estimator.getLabelCol()),
+        numFolds=tune_config["numFolds"],
+        seed=tune_config["seed"],
+        parallelism=tune_config["parallelism"],
+        foldCol=tune_config["foldCol"] or "",
+    )
+
+
+def _read_labelled(spark: SparkSession, input_config: Mapping[str, Any], estimator: Any) -> Any:
+    """The input, checked to hold the label column, with a numeric label cast to double."""
+    df = read_input(spark, input_config, estimator.getFeaturesCol(), estimator.getHandleInvalid())
+    label_col = estimator.getLabelCol()
+    if label_col not in df.columns:
+        raise ValueError(
+            f"Column '{label_col}' (param labelCol) not found; the input has {df.columns}"
+        )
+    label_type = df.schema[label_col].dataType
+    if isinstance(label_type, NumericType) and not isinstance(label_type, DoubleType):
+        # Spark's evaluators read the label as a double.
+        df = df.withColumn(label_col, df[label_col].cast("double"))
+    return df
+
+
+def _report(
+    config: Mapping[str, Any], params: dict[str, Any], cv: Any, cv_model: Any, rows: int
+) -> dict[str, Any]:
+    """The document of ``report.json``: settings, best param map and every map's folds."""
+    summary, best, grid = cv_model.summary(), cv_model.bestIndex, cv.getEstimatorParamMaps()
+    evaluator, fold_col = cv.getEvaluator(), config["tune"]["foldCol"]
+    return {
+        "task": config["model"]["task"],
+        "input": config["input"]["path"],
+        "rows": rows,
+        "metric": evaluator.getMetricName(),
+        "larger_is_better": bool(evaluator.isLargerBetter()),
+        "num_folds": cv.getNumFolds(),
+        "seed": None if fold_col else cv.getSeed(),
+        "fold_col": fold_col,
+        "estimator_params": {k: _json_value(v) for k, v in params.items()},
+        "best": {
+            "params": {k: _json_value(v) for k, v in cv_model.bestParams.items()},
+            "mean": float(cv_model.avgMetrics[best]),
+            "std": float(cv_model.stdMetrics[best]),
+        },
+        "results": [
+            {
+                "params": {p.name: _json_value(v) for p, v in param_map.items()},
+                "mean": float(cv_model.avgMetrics[j]),
+                "std": float(cv_model.stdMetrics[j]),
+                "rank": int(summary["rank"].iloc[j]),
+                "folds": [float(fold[j]) for fold in cv_model.foldMetrics],
+            }
+            for j, param_map in enumerate(grid)
+        ],
+    }
+
+
 def run_tune(config: Mapping[str, Any], spark: SparkSession | None = None) -> dict[str, Any]:
     """Cross-validate the configured grid of ``k`` x ``weights`` and write the report.
 
     Parameters
     ----------
     config : mapping
-        A config validated against :data:`knnspark.app.config.TUNE_SCHEMA`.
+        A config validated against :data:`knnspark.app.schemas.TUNE_SCHEMA`.
     spark : SparkSession, optional
         Defaults to the active session.
 
@@ -191,55 +257,24 @@ def run_tune(config: Mapping[str, Any], spark: SparkSession | None = None) -> di
     """
     spark = spark or SparkSession.active()
     start = time.perf_counter()
-    model_config, tune_config = config["model"], config["tune"]
-    task = model_config["task"]
-    params = {name: model_config[name] for name in _MODEL_PARAMS if model_config[name] is not None}
+    task = config["model"]["task"]
+    params = estimator_params(config["model"], task)
     # Building the estimator, grid and evaluator validates them before any data is read.
-    estimator = _ESTIMATORS[task](**params)
-    if not tune_config["k"]:
-        raise ValueError("tune.k: expected at least one value of k, got []")
-    if not tune_config["weights"]:
-        raise ValueError("tune.weights: expected at least one weighting, got []")
-    grid = (
-        ParamGridBuilder()
-        .addGrid(estimator.k, list(dict.fromkeys(tune_config["k"])))
-        .addGrid(estimator.weights, list(dict.fromkeys(tune_config["weights"])))
-        .build()
-    )
-    label_col = estimator.getLabelCol()
-    evaluator = build_evaluator(task, tune_config["metricName"], label_col)
-    cv = KNNCrossValidator(
-        estimator=estimator,
-        estimatorParamMaps=grid,
-        evaluator=evaluator,
-        numFolds=tune_config["numFolds"],
-        seed=tune_config["seed"],
-        parallelism=tune_config["parallelism"],
-        foldCol=tune_config["foldCol"] or "",
-    )
-    df = read_input(
-        spark, config["input"], estimator.getFeaturesCol(), estimator.getHandleInvalid()
-    )
-    if label_col not in df.columns:
-        raise ValueError(
-            f"Column '{label_col}' (param labelCol) not found; the input has {df.columns}"
-        )
-    label_type = df.schema[label_col].dataType
-    if isinstance(label_type, NumericType) and not isinstance(label_type, DoubleType):
-        # Spark's evaluators read the label as a double.
-        df = df.withColumn(label_col, df[label_col].cast("double"))
+    cv = _cross_validator(task, params, config["tune"])
+    df = _read_labelled(spark, config["input"], cv.getEstimator())
     out_dir = config["output"]["path"].rstrip("/")
     if not config["output"]["overwrite"] and path_exists(spark, out_dir):
         raise FileExistsError(f"output.path: {out_dir} already exists and output.overwrite = false")
     df = df.cache()
-    name = f"tune: {len(grid)} param maps x {cv.getNumFolds()} folds on {config['input']['path']}"
-    with step(spark, name), _worker_errors_as_driver_errors():
+    grid, folds = cv.getEstimatorParamMaps(), cv.getNumFolds()
+    name = f"tune: {len(grid)} param maps x {folds} folds on {config['input']['path']}"
+    with step(spark, name), worker_errors_as_driver_errors():
         cv_model = cv.fit(df)
     rows_in = df.count()
     df.unpersist()
 
     summary = cv_model.summary()
-    metric = evaluator.getMetricName()
+    metric = cv.getEvaluator().getMetricName()
     best = cv_model.bestIndex
     paths = {
         "report_csv": f"{out_dir}/{REPORT_CSV}",
@@ -251,41 +286,11 @@ def run_tune(config: Mapping[str, Any], spark: SparkSession | None = None) -> di
     for path in paths.values():
         delete_path(spark, path)
     write_text(spark, paths["report_csv"], summary.to_csv(index=False))
-    report = {
-        "task": task,
-        "input": config["input"]["path"],
-        "rows": rows_in,
-        "metric": metric,
-        "larger_is_better": bool(evaluator.isLargerBetter()),
-        "num_folds": cv.getNumFolds(),
-        "seed": None if tune_config["foldCol"] else cv.getSeed(),
-        "fold_col": tune_config["foldCol"],
-        "estimator_params": {k: _json_value(v) for k, v in params.items()},
-        "best": {
-            "params": {k: _json_value(v) for k, v in cv_model.bestParams.items()},
-            "mean": float(cv_model.avgMetrics[best]),
-            "std": float(cv_model.stdMetrics[best]),
-        },
-        "results": [
-            {
-                "params": {p.name: _json_value(v) for p, v in param_map.items()},
-                "mean": float(cv_model.avgMetrics[j]),
-                "std": float(cv_model.stdMetrics[j]),
-                "rank": int(summary["rank"].iloc[j]),
-                "folds": [float(fold[j]) for fold in cv_model.foldMetrics],
-            }
-            for j, param_map in enumerate(grid)
-        ],
-    }
+    report = _report(config, params, cv, cv_model, rows_in)
     write_text(spark, paths["report_json"], json.dumps(report, indent=2) + "\n")
     png = io.BytesIO()
-    plot_metric_vs_k(
-        summary,
-        metric,
-        png,
-        title=f"{task}: {metric} against k, {cv.getNumFolds()}-fold cross-validation "
-        f"on {rows_in} rows",
-    )
+    title = f"{task}: {metric} against k, {folds}-fold cross-validation on {rows_in} rows"
+    plot_metric_vs_k(summary, metric, png, title=title)
     write_bytes(spark, paths["plot"], png.getvalue())
     cv_model.bestModel.write().overwrite().save(paths["model_path"])
     logger.info("wrote the tuning report and the best model to %s", out_dir)
@@ -294,7 +299,7 @@ def run_tune(config: Mapping[str, Any], spark: SparkSession | None = None) -> di
         "task": task,
         "rows_in": rows_in,
         "metric": metric,
-        "num_folds": cv.getNumFolds(),
+        "num_folds": folds,
         "param_maps": len(grid),
         "best_params": cv_model.bestParams,
         "best_mean": float(cv_model.avgMetrics[best]),

@@ -34,7 +34,7 @@ from sklearn.neighbors import KNeighborsClassifier
 import knnspark
 from knnspark import KNNClassificationModel
 from knnspark._faults import FAULTS_PROPERTY
-from knnspark.app import runners
+from knnspark.app import score as score_job
 from knnspark.app.jobs import run_job
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -194,10 +194,10 @@ def test_row_count_check_fails_loudly_and_publishes_nothing(
     config = score_config(work, tmp_path)
     assert score(config, "--run-date", DAY_1) == 0
     before = listing(tmp_path / "scores")
-    counted = runners.check_scoring_input
+    counted = score_job.check_scoring_input
     # As if a row went missing between the read and the write.
     monkeypatch.setattr(
-        runners, "check_scoring_input", lambda *args, **kw: counted(*args, **kw) + 1
+        score_job, "check_scoring_input", lambda *args, **kw: counted(*args, **kw) + 1
     )
     capsys.readouterr()
     assert score(config, "--run-date", DAY_1) == 1
@@ -252,6 +252,46 @@ def test_table_input_and_table_output(spark, work, tmp_path):
     finally:
         spark.sql("DROP TABLE IF EXISTS knn_scores")
         spark.catalog.dropTempView("knn_queries")
+
+
+# ---------------------------------------------------------------- fit
+
+
+def test_fit_job_sets_the_params_it_once_refused(spark, work, tmp_path):
+    config = write_config(
+        tmp_path / "fit.toml",
+        {
+            "input": {"path": str(work["root"] / "train.parquet")},
+            "model": {
+                "path": str(tmp_path / "hnsw"),
+                "idCol": "id",
+                "algorithm": "hnsw",
+                "M": 8,
+                "efConstruction": 50,
+                "classWeights": "balanced",
+            },
+        },
+    )
+    assert run_job("fit", ["--config", str(config)]) == 0
+    model = KNNClassificationModel.load(str(tmp_path / "hnsw"))
+    assert model.algorithmUsed == "hnsw"
+    assert (model.getM(), model.getEfConstruction(), model.getClassWeights()) == (8, 50, "balanced")
+
+
+def test_fit_job_neighbors_task_refuses_a_classifier_param(spark, work, tmp_path, capsys):
+    model_table = {"task": "neighbors", "path": str(tmp_path / "nn"), "idCol": "id", "k": 3}
+    tables = {"input": {"path": str(work["root"] / "train.parquet")}, "model": model_table}
+    config = write_config(tmp_path / "fit.toml", tables)
+    assert run_job("fit", ["--config", str(config), "--set", "model.distancesCol=dist"]) == 0
+    model = knnspark.NearestNeighborsModel.load(str(tmp_path / "nn"))
+    assert (model.getK(), model.getDistancesCol()) == (3, "dist")
+    capsys.readouterr()
+    assert run_job("fit", ["--config", str(config), "--set", "model.classWeights=balanced"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert errors == [
+        "error: model.classWeights: a param of KNNClassifier, not of NearestNeighbors "
+        "(model.task = 'neighbors'); leave it out"
+    ]
 
 
 # ---------------------------------------------------------------- bad config and input
@@ -453,7 +493,7 @@ def test_evaluate_regression_metrics_match_scikit_learn(spark, work, tmp_path):
     assert (report["rows"], report["rows_evaluated"]) == (N_QUERIES, N_QUERIES - 1)
     assert report["rows_without_prediction"] == 1
 
-    model = runners._MODELS["regression"].load(str(tmp_path / "regressor"))
+    model = knnspark.KNNRegressionModel.load(str(tmp_path / "regressor"))
     pdf = (
         model.transform(spark.read.parquet(str(tmp_path / "q.parquet")))
         .toPandas()

@@ -19,7 +19,8 @@ from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
 
 from knnspark import KNNClassificationModel, KNNClassifier, KNNRegressor
-from knnspark.app.config import TUNE_SCHEMA, validate
+from knnspark.app.config import validate
+from knnspark.app.schemas import TUNE_SCHEMA
 from knnspark.app.tune import run_tune
 from knnspark.tuning import KNNCrossValidator, KNNCrossValidatorModel
 

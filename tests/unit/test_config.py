@@ -7,18 +7,15 @@ from pathlib import Path
 import pytest
 
 from knnspark.app.config import (
-    FIT_SCHEMA,
-    SCORE_SCHEMA,
     ConfigError,
     Field,
     OpenTable,
+    ParamField,
     apply_overrides,
     load_config,
     parse_override,
     validate,
 )
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 SCHEMA = {
     "spark": {"master": Field(str, default="local[*]"), "conf": OpenTable()},
@@ -204,44 +201,49 @@ def test_config_error_is_a_value_error():
     assert issubclass(ConfigError, ValueError)
 
 
+def _int_at_least_one(value):
+    # A converter in the style of knnspark's Params: its message names the param.
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"Param k must be an integer >= 1; got {value!r}")
+    return value
+
+
+def _column(value):
+    if not isinstance(value, str):
+        raise TypeError(f"Could not convert {value} to string")
+    return value
+
+
+PARAM_SCHEMA = {
+    "model": {
+        "path": Field(str),
+        "k": ParamField("k", _int_at_least_one, "number of neighbors, >= 1"),
+        "seed": ParamField("seed", int, "random seed."),
+        "col": ParamField("col", _column, "a column"),
+    }
+}
+
+
+def test_param_field_converts_and_is_none_when_absent():
+    config = validate({"model": {"path": "m", "k": 3}}, PARAM_SCHEMA)
+    assert config == {"model": {"path": "m", "k": 3, "seed": None, "col": None}}
+
+
 @pytest.mark.parametrize(
-    ("name", "schema"), [("fit.toml", FIT_SCHEMA), ("score.toml", SCORE_SCHEMA)]
+    ("model", "message"),
+    [
+        ({"k": 0}, r"^model\.k: must be an integer >= 1; got 0$"),
+        ({"k": True}, r"^model\.k: must be an integer >= 1; got True$"),
+        ({"seed": "x"}, r"^model\.seed: expected random seed, got 'x' \(string\)$"),
+        # int(True) is 1, but a boolean is no seed.
+        ({"seed": True}, r"^model\.seed: expected random seed, got True \(boolean\)$"),
+    ],
 )
-def test_shipped_configs_are_valid(name, schema):
-    config = load_config(REPO_ROOT / "conf" / name, schema)
-    assert config["spark"]["master"] == "local[*]"
-    assert config["model"]["path"] == "output/digits-model"
-    assert config["model"]["task"] == "classification"
+def test_param_field_refuses_with_the_key_and_the_rule(model, message):
+    with pytest.raises(ConfigError, match=message):
+        validate({"model": {"path": "m", **model}}, PARAM_SCHEMA)
 
 
-def test_shipped_configs_read_the_digits_data():
-    fit = load_config(REPO_ROOT / "conf" / "fit.toml", FIT_SCHEMA)
-    score = load_config(REPO_ROOT / "conf" / "score.toml", SCORE_SCHEMA)
-    assert fit["input"]["path"] == "data/digits/train.parquet"
-    assert score["input"]["path"] == "data/digits/test.parquet"
-    assert score["output"]["path"] == "output/digits-predictions"
-    for config in (fit, score):
-        assert (REPO_ROOT / config["input"]["path"]).is_file()
-
-
-def test_fit_schema_rejects_unknown_model_param():
-    with pytest.raises(
-        ConfigError, match=r"^unknown key model\.kNeighbors; valid keys in \[model\]: algorithm, "
-    ):
-        load_config(REPO_ROOT / "conf" / "fit.toml", FIT_SCHEMA, ["model.kNeighbors=3"])
-
-
-def test_fit_schema_suggests_the_param_a_misspelled_key_meant():
-    with pytest.raises(
-        ConfigError, match=r"^unknown key model\.numshards \(did you mean model\.numShards\?\)"
-    ):
-        load_config(REPO_ROOT / "conf" / "fit.toml", FIT_SCHEMA, ["model.numshards=4"])
-
-
-def test_score_schema_accepts_search_time_params_only():
-    config = load_config(
-        REPO_ROOT / "conf" / "score.toml", SCORE_SCHEMA, ["model.k=3", "model.weights=distance"]
-    )
-    assert (config["model"]["k"], config["model"]["weights"]) == (3, "distance")
-    with pytest.raises(ConfigError, match=r"^unknown key model\.metric; "):
-        load_config(REPO_ROOT / "conf" / "score.toml", SCORE_SCHEMA, ["model.metric=cosine"])
+def test_param_field_override_keeps_raw_text_only_where_the_value_is_refused():
+    result = apply_overrides({}, ["model.col=2024", "model.k=7", "model.seed=x"], PARAM_SCHEMA)
+    assert result == {"model": {"col": "2024", "k": 7, "seed": "x"}}

@@ -13,17 +13,12 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, precision_score, recall_score
 
-from knnspark.app.config import (
-    EVALUATE_SCHEMA,
-    PROFILE_SCHEMA,
-    SCORE_SCHEMA,
-    ConfigError,
-    load_config,
-    validate,
-)
+from knnspark.app import output
+from knnspark.app.config import PROFILE_SCHEMA, ConfigError, load_config, validate
 from knnspark.app.jobs import run_job
 from knnspark.app.metrics import confusion_metrics
 from knnspark.app.output import parse_run_date
+from knnspark.app.schemas import EVALUATE_SCHEMA, SCORE_SCHEMA
 from knnspark.cli import main as cli_main
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -85,11 +80,23 @@ def test_profile_holds_only_spark_settings(tmp_path, text, message):
         load_config(CONF / "score.toml", SCORE_SCHEMA, profile=profile)
 
 
-def test_run_date_is_an_iso_date_or_today():
+def test_run_date_is_an_iso_date_or_today(monkeypatch):
     assert parse_run_date("2026-11-21") == datetime.date(2026, 11, 21)
-    assert parse_run_date(None) == datetime.datetime.now(datetime.UTC).date()
+    # The clock is set, not read twice: a second before midnight UTC, when the test's own
+    # "today" could already be the next day (or, east of UTC, the local date is).
+    late = datetime.datetime(2026, 11, 21, 23, 59, 59, tzinfo=datetime.UTC)
+    monkeypatch.setattr(output, "utc_now", lambda: late)
+    assert parse_run_date(None) == datetime.date(2026, 11, 21)
+    assert parse_run_date(None, today=datetime.date(2026, 1, 2)) == datetime.date(2026, 1, 2)
     with pytest.raises(ConfigError, match=r"^output\.run_date \(--run-date\): expected a date"):
         parse_run_date("yesterday")
+
+
+def test_the_jobs_clock_reads_utc():
+    before = datetime.datetime.now(datetime.UTC)
+    now = output.utc_now()
+    assert now.utcoffset() == datetime.timedelta(0)
+    assert before <= now <= datetime.datetime.now(datetime.UTC)
 
 
 @pytest.mark.parametrize(

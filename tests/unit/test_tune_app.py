@@ -8,7 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from knnspark.app.config import TUNE_SCHEMA, ConfigError, load_config, validate
+from knnspark.app.config import ConfigError, load_config, validate
+from knnspark.app.schemas import TUNE_SCHEMA
 from knnspark.app.tune import plot_metric_vs_k
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
