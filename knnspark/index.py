@@ -32,6 +32,7 @@ from knnspark.kernels.kinds import SHARD_KINDS, shard_kind
 from knnspark.kernels.shard import Shard
 from knnspark.preprocessing import Preprocessing
 from knnspark.shard_codec import SHARD_BLOB_SCHEMA, build_blob_table, shard_from_blob
+from knnspark.timing import TaskTimer
 from knnspark.training import prepare_training
 
 __all__ = [
@@ -307,7 +308,12 @@ def _shard_blobs(
 
     def build(table: pa.Table) -> pa.Table:
         maybe_fail("build")
-        return build_blob_table(table, has_labels, kind, params)
+        timer = TaskTimer("build")
+        timer.count(table.num_rows)
+        with timer.stage("build"):
+            out = build_blob_table(table, has_labels, kind, params)
+        timer.flush()
+        return out
 
     keys = F.array(*[F.lit(k) for k in shard_partition_keys(num_shards)])
     keyed = rows.withColumn(_PARTITION_KEY, F.element_at(keys, F.col("shard") + 1))

@@ -5,8 +5,8 @@ method, and the methods take turns inside each repetition so that a noisy machin
 alike; each method's time is the best of ``--repeats`` repetitions. Compared, per dataset:
 
 - ``knnspark 1 shard``: :func:`knnspark.kernels.exact.exact_search` on one shard of all rows;
-- ``knnspark 4 shards``: ``exact_search`` on each of S contiguous shards, then one
-  :func:`knnspark.kernels.topk.select_topk` over the concatenated lists, as a search task does;
+- ``knnspark 4 shards``: :func:`knnspark.partition.search_shards` over S contiguous shards (each
+  shard's ``exact_search``, then the merge of the partial lists), the call a search task makes;
 - ``faiss.knn``: ``faiss.knn(xq, xb, k)`` (BLAS brute force, no index);
 - ``faiss IndexFlatL2``: ``IndexFlatL2.search``;
 - ``sklearn brute``: ``NearestNeighbors(algorithm="brute").kneighbors``.
@@ -61,7 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import knnspark  # noqa: E402
 from knnspark.kernels.exact import ExactShard, exact_search  # noqa: E402
-from knnspark.kernels.topk import select_topk  # noqa: E402
+from knnspark.partition import NEIGHBORS, SearchSettings, search_shards  # noqa: E402
 
 #: Largest relative difference allowed between knnspark's and faiss's neighbor distances.
 DIST_RTOL = 1e-3
@@ -132,15 +132,16 @@ def knnspark_searches(train: np.ndarray, n_shards: int) -> dict[str, tuple[float
         return dist, whole.ids[pos]
 
     def many_shards(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        # The in-task merge of knnspark.partition.search_shards.
-        dists, found = [], []
-        for shard in shards:
-            dist, pos = exact_search(shard, queries, k)
-            dists.append(dist)
-            found.append(shard.ids[pos])
-        dist, out_ids, _ = select_topk(
-            np.concatenate(dists, axis=1), np.concatenate(found, axis=1), k
+        settings = SearchSettings(
+            task=NEIGHBORS,
+            k=k,
+            metric="euclidean",
+            p=2.0,
+            n_features=train.shape[1],
+            features_col="features",
+            handle_invalid="error",
         )
+        dist, out_ids, _ = search_shards(shards, queries, settings)
         return dist, out_ids
 
     return {

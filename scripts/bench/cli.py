@@ -1,0 +1,88 @@
+"""Command-line flags and the two profiles (``--quick`` and the full run)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+QUICK = {
+    "sizes": [5_000, 20_000],
+    "n_queries": 5_000,
+    "repeats": 3,
+    "ef": "10,16,24,32,64,128",
+    "lsh": "4:1,4:3,8:3",
+}
+FULL = {
+    "sizes": [50_000, 200_000],
+    "n_queries": 10_000,
+    "repeats": 3,
+    "ef": "10,16,24,32,48,64,96,128",
+    "lsh": "2:3,4:1,4:3,4:6,8:3",
+}
+
+
+def _parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m scripts.bench", description=description)
+    add = parser.add_argument
+    add("--quick", action="store_true", help="5k/20k train x 5k queries")
+    add("--sizes", help="training sizes, comma-separated (default 50000,200000)")
+    add("--n-queries", type=int, help="queries (default 10000; quick 5000)")
+    add("--n-features", type=int, default=64)
+    add("--n-clusters", type=int, default=100)
+    add("--n-classes", type=int, default=10)
+    add("--k", type=int, default=10, help="neighbors, >= 1")
+    add("--cores", type=int, default=2, help="Spark local[C] and threads, >= 1")
+    add("--batch-size", type=int, default=10_000, help="Arrow maxRecordsPerBatch")
+    add("--repeats", type=int, help="timed rounds of every search (default 3)")
+    add("--build-repeats", type=int, default=2, help="timed rounds of builds")
+    add("--ef", help=f"ef values (default {FULL['ef']}; quick {QUICK['ef']})")
+    add("--M", type=int, default=16)
+    add("--ef-construction", type=int, default=200)
+    add(
+        "--lsh",
+        help=f"bucketLength:numHashTables list (default {FULL['lsh']}; quick {QUICK['lsh']})",
+    )
+    add("--lsh-queries", type=int, default=500, help="queries LSH searches")
+    add(
+        "--many-queries",
+        type=int,
+        help="queries of the one-big-job HNSW comparison (default 10 x --n-queries; 0: skip)",
+    )
+    add(
+        "--lsh-n-train",
+        type=int,
+        help="size LSH runs at (default: smallest size >= 20000, else the largest)",
+    )
+    add("--no-lsh", action="store_true")
+    add("--no-digits", action="store_true")
+    add("--profile", action="store_true", help="Spark's UDF profiler over one search job per kind")
+    add("--driver-memory", default="6g")
+    add("--seed", type=int, default=0)
+    add("--out", type=Path, default=Path("bench-results/bench.json"))
+    add("--plot", type=Path, default=Path("bench-results/recall_vs_qps.png"))
+    return parser
+
+
+def parse_args(argv: list[str] | None = None, description: str = "") -> argparse.Namespace:
+    parser = _parser(description)
+    args = parser.parse_args(argv)
+    profile = QUICK if args.quick else FULL
+    args.sizes = sorted(int(s) for s in args.sizes.split(",")) if args.sizes else profile["sizes"]
+    args.n_queries = args.n_queries or profile["n_queries"]
+    args.repeats = args.repeats or profile["repeats"]
+    if args.many_queries is None:
+        args.many_queries = 10 * args.n_queries
+    args.ef = sorted(int(e) for e in (args.ef or profile["ef"]).split(","))
+    args.lsh = [
+        (float(b), int(t))
+        for b, t in (x.split(":") for x in (args.lsh or profile["lsh"]).split(","))
+    ]
+    for name in ("k", "cores", "batch_size", "repeats", "build_repeats", "n_queries"):
+        if getattr(args, name) < 1:
+            parser.error(f"Expected --{name.replace('_', '-')} >= 1. Got {getattr(args, name)}")
+    if args.lsh_n_train is None:
+        big = [s for s in args.sizes if s >= 20_000]
+        args.lsh_n_train = min(big) if big else max(args.sizes)
+    if args.lsh_n_train not in args.sizes:
+        parser.error(f"--lsh-n-train must be one of --sizes {args.sizes}; got {args.lsh_n_train}")
+    return args

@@ -1,0 +1,343 @@
+"""The run's results as markdown tables, JSON and a plot; the exit status from the checks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import numpy as np
+
+from .plot import plot
+from .targets import TARGET_RECALL
+
+
+def fmt(value: object, spec: str = ".2f") -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (int, float)):
+        return format(value, spec)
+    return str(value)
+
+
+def mib(n: float) -> str:
+    return f"{n / 2**20:,.0f}"
+
+
+def _row(label: str, cells: list[object], spec: str = ".3f") -> str:
+    return f"| {label} | " + " | ".join(fmt(c, spec) for c in cells) + " |"
+
+
+def _header(first: str, columns: list[str]) -> list[str]:
+    return ["| " + " | ".join([first, *columns]) + " |", "|---|" + "---:|" * len(columns)]
+
+
+def markdown(results: dict) -> str:
+    meta = results["meta"]
+    lines = [
+        f"knnspark {meta['knnspark_version']}, local[{meta['cores']}] vs {meta['cores']} threads, "
+        f"k={meta['k']}, Arrow batch {meta['batch_size']}, {meta['n_features']}-dim clustered "
+        f"data ({meta['n_clusters']} clusters, {meta['n_classes']} classes); best of "
+        f"{meta['repeats']} rounds; load average {meta['loadavg_start']} -> "
+        f"{meta['loadavg_end']} on {meta['cpu_count']} CPUs; run took {meta['wall_s']:.0f} s.",
+        "Ratios from wall time decide; 'CPU' ratios use CPU seconds of the whole process tree "
+        "(robust to other load, blind to waiting).",
+        "",
+        "### Targets",
+        "",
+        "| train rows | target | measured | CPU-time ratio | met |",
+        "|---|---|---:|---:|---|",
+    ]
+    for row in results["targets"]:
+        lines.append(
+            f"| {row['size']} | {row['target']} | {fmt(row['value'])} "
+            f"| {fmt(row.get('value_cpu'))} | {fmt(row['met'])} |"
+        )
+    sections = (exact_section, hnsw_section, many_section, lsh_section, growth_section)
+    for section in (*sections, where_time_goes, fit_section, memory_section):
+        lines += section(results)
+    return "\n".join(lines)
+
+
+def exact_section(results: dict) -> list[str]:
+    lines = [
+        "",
+        "### Exact search (knnspark: cached DataFrame in, predictions to the noop sink)",
+        "",
+        "| data | method | build (s) | search (s) | queries/s | / faiss | q/CPU-s | / faiss "
+        "(CPU) | recall@10 | accuracy |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    runs = [(f"clustered {n}", r["exact"]) for n, r in results["sizes"].items()]
+    if results.get("digits"):
+        runs.append(("digits", results["digits"]))
+    for label, ex in runs:
+        flat = ex["methods"]["faiss IndexFlatL2"]
+        for name, m in ex["methods"].items():
+            recall = ex["recall_vs_faiss"] if name.startswith("knnspark") else None
+            recall = 1.0 if name.startswith(("faiss", "sklearn")) else recall
+            lines.append(
+                f"| {label} ({ex['n_train']} x {ex['n_queries']}) | {name} | "
+                f"{fmt(m.get('build_s'))} | {m['seconds_best']:.3f} | {m['queries_per_s']:,.0f} "
+                f"| {m['queries_per_s'] / flat['queries_per_s']:.3f} "
+                f"| {m['queries_per_cpu_s']:,.0f} "
+                f"| {m['queries_per_cpu_s'] / flat['queries_per_cpu_s']:.3f} "
+                f"| {fmt(recall, '.4f')} | {fmt(ex['accuracy'].get(name), '.4f')} |"
+            )
+    return lines
+
+
+def _sweep_line(n: int, nq: int, p: dict) -> str:
+    ours, theirs = p["knnspark"], p["hnswlib"]
+    tasks = ours.get("tasks")
+    per_core = nq / tasks["busy_s"] if tasks else None
+    return (
+        f"| {n} | {p['ef']} | {p['knnspark_recall']:.4f} | "
+        f"{ours['queries_per_s']:,.0f} | {ours['queries_per_cpu_s']:,.0f} | "
+        f"{fmt(per_core, ',.0f')} | {p['hnswlib_recall']:.4f} | {theirs['queries_per_s']:,.0f} | "
+        f"{theirs['queries_per_cpu_s']:,.0f} | "
+        f"{ours['queries_per_s'] / theirs['queries_per_s']:.3f} | "
+        f"{ours['queries_per_cpu_s'] / theirs['queries_per_cpu_s']:.3f} |"
+    )
+
+
+def hnsw_section(results: dict) -> list[str]:
+    lines = [
+        "",
+        "### HNSW: ef sweep (same M/efConstruction; knnspark's ef is per shard)",
+        "",
+        "| train rows | ef | knnspark recall | knnspark q/s | knnspark q/CPU-s | knnspark "
+        "tasks' work q/s per core (timing hook) | hnswlib recall | hnswlib q/s | hnswlib "
+        "q/CPU-s | ratio q/s | ratio CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for n, res in results["sizes"].items():
+        hn = res["hnsw"]
+        lines += [_sweep_line(n, hn["n_queries"], p) for p in hn["sweep"]]
+    lines += [
+        "",
+        "| train rows | knnspark fit (s) | hnswlib add_items (s) | ratio | CPU ratio "
+        "| first query job (s) | first search of fresh shards, in-process (s) | index MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for n, res in results["sizes"].items():
+        hn = res["hnsw"]
+        fit, raw = hn["build"]["knnspark fit"], hn["build"]["hnswlib add_items"]
+        lines.append(
+            f"| {n} | {fit['seconds_best']:.2f} | {raw['seconds_best']:.2f} | "
+            f"{fit['seconds_best'] / raw['seconds_best']:.2f} | "
+            f"{fit['cpu_s_best'] / raw['cpu_s_best']:.2f} | {hn['first_query_job_s']:.2f} "
+            f"| {hn['load']['first_search_s']:.3f} | {mib(hn['index_bytes'])} |"
+        )
+    return lines
+
+
+def many_section(results: dict) -> list[str]:
+    many = results.get("many_queries")
+    if not many:
+        return []
+    lines = [
+        "",
+        f"### HNSW with {many['n_queries']} queries in one job ({many['n_train']} train rows; "
+        f"knnspark ef={many['knnspark_ef']} recall {many['knnspark_recall']:.4f}, hnswlib "
+        f"ef={many['hnswlib_ef']} recall {many['hnswlib_recall']:.4f}, recall from the sweep)",
+        "",
+        "| method | search (s) | queries/s | q/CPU-s |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, m in many["methods"].items():
+        lines.append(
+            f"| {name} | {m['seconds_best']:.3f} | {m['queries_per_s']:,.0f} "
+            f"| {m['queries_per_cpu_s']:,.0f} |"
+        )
+    return lines
+
+
+def lsh_section(results: dict) -> list[str]:
+    lsh = results.get("lsh")
+    if not lsh:
+        return []
+    lines = [
+        "",
+        f"### Spark BRP-LSH ({lsh['n_train']} train rows, {lsh['n_queries']} queries only; "
+        f"throughput = {lsh['n_queries']} / time; oracle join threshold {lsh['threshold']:.2f})",
+        "",
+        "| bucketLength | numHashTables | hash train (s) | join + top-k (s) | queries/s "
+        "| q/CPU-s | recall@10 |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in lsh["sweep"]:
+        lines.append(
+            f"| {r['bucketLength']} | {r['numHashTables']} | {r['build_s']:.2f} | "
+            f"{r['seconds']:.2f} | {r['queries_per_s']:,.1f} | {r['queries_per_cpu_s']:,.1f} | "
+            f"{r['recall']:.4f} |"
+        )
+    return lines
+
+
+def growth_section(results: dict) -> list[str]:
+    growth = results.get("growth")
+    if not growth:
+        return []
+    q, train = growth["queries"], growth["train"]
+    lines = [
+        "",
+        f"### Growth (queries {q['n_queries'][0]} -> {q['n_queries'][1]} at "
+        f"{growth['queries_at']} rows, HNSW ef={q['ef']}; training "
+        f"{train['sizes'][0]} -> {train['sizes'][1]})",
+        "",
+        "| method | 2x queries: time ratio | CPU ratio | marginal queries/s | training "
+        f"x{train['factor']:.0f}: time ratio |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for method in ("knnspark exact", "knnspark hnsw", "faiss", "hnswlib", "Spark floor"):
+        lines.append(
+            f"| {method} | {q[f'{method}: time ratio 2x/1x']:.2f} | "
+            f"{q[f'{method}: CPU ratio 2x/1x']:.2f} | "
+            f"{q[f'{method}: marginal queries/s']:,.0f} | {fmt(train.get(method))} |"
+        )
+    for method in ("knnspark exact task work", "knnspark hnsw task work"):
+        lines.append(f"| {method} (timing hook) | | | | {fmt(train.get(method))} |")
+    return lines
+
+
+def _job_column(job: dict, names: list[str], floor: float, plan: float) -> list[object]:
+    tasks = job.get("tasks")
+    if not tasks:
+        return [None] * (len(names) + 3) + [job["job_s"], floor, plan, None, None]
+    slowest = tasks["slowest_task"]
+    return [
+        *(slowest["stages_s"].get(name) for name in names),
+        slowest["outside_stages_s"],
+        slowest["wall_s"],
+        job["job_s"] - slowest["wall_s"],
+        job["job_s"],
+        floor,
+        plan,
+        f"{tasks['tasks']} / {tasks['rows']}",
+        sum(tasks["all_tasks"]["stages_s"].values()),
+    ]
+
+
+def where_time_goes(results: dict) -> list[str]:
+    """Markdown: each search job's slowest task, stage by stage, from knnspark's timing hook."""
+    breakdown = results["breakdown"]
+    columns, cells = [], []
+    for kind, entry in breakdown.items():
+        for label, job in entry["jobs"].items():
+            columns.append(f"{kind}: {label} (s)")
+            cells.append((job, entry["spark_floor_s"], entry["transform_plan_s"]))
+    names = list(
+        dict.fromkeys(
+            name
+            for job, _, _ in cells
+            for name in ((job.get("tasks") or {}).get("slowest_task", {}).get("stages_s", {}))
+        )
+    )
+    labels = [
+        *(f"task stage: {name}" for name in names),
+        "task: between stages (waiting for input batches, handing output back)",
+        "**slowest task, inside knnspark's search function**",
+        "job: outside it (scheduling, task launch, JVM rows <-> Arrow, sink)",
+        "**job wall time, end to end**",
+        "Spark floor: identity mapInArrow, same input and output (fastest round)",
+        "knnspark transform() plan construction on the driver",
+        "tasks / query rows in the timing lines",
+        "all tasks: sum of stage seconds",
+    ]
+    values = [_job_column(job, names, floor, plan) for job, floor, plan in cells]
+    lines = [
+        "",
+        f"### Where a search job's time goes ({max(results['sizes'])} training rows; knnspark's "
+        "timing hook, KNNSPARK_TIMINGS: the slowest task of each job)",
+        "",
+        *_header("part", columns),
+    ]
+    for i, label in enumerate(labels):
+        lines.append(_row(label, [column[i] for column in values]))
+    return lines
+
+
+def fit_section(results: dict) -> list[str]:
+    """Markdown: knnspark's HNSW fit against its build tasks' timing lines."""
+    sizes = results["sizes"]
+    parts = {n: r["hnsw"]["knnspark_fit_parts"] for n, r in sizes.items()}
+    if not all("build_tasks" in p for p in parts.values()):
+        return []
+    slowest = {n: p["build_tasks"]["slowest_task"] for n, p in parts.items()}
+    raw = [sizes[n]["hnsw"]["build"]["hnswlib add_items"]["seconds_best"] for n in sizes]
+    return [
+        "",
+        "knnspark HNSW fit (fastest build round), from its build tasks' timing lines:",
+        "",
+        *_header("part", [f"{n} rows (s)" for n in sizes]),
+        _row(
+            "slowest build task: build (Arrow -> numpy, sort by id, graph, serialize)",
+            [s["stages_s"].get("build") for s in slowest.values()],
+            ".2f",
+        ),
+        _row("slowest build task: rest", [s["outside_stages_s"] for s in slowest.values()], ".2f"),
+        _row(
+            "outside the build tasks (validation jobs, shuffle, launch, collect, decode)",
+            [p["outside_build_tasks_s"] for p in parts.values()],
+            ".2f",
+        ),
+        _row("**fit**", [p["fit_s"] for p in parts.values()], ".2f"),
+        _row(
+            "build tasks in distinct Python workers",
+            [p["builds_in_distinct_workers"] for p in parts.values()],
+        ),
+        _row("hnswlib add_items, one index, same threads", raw, ".2f"),
+    ]
+
+
+def memory_section(results: dict) -> list[str]:
+    lines = [
+        "",
+        "### Peak memory (MiB; RSS sampled every 0.2 s; workers are reused across phases)",
+        "",
+        "| phase | driver Python | driver JVM | daemon | largest worker | all workers "
+        "| index | Arrow batch in+out |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for phase, p in results["memory"].items():
+        extra = results["memory_expected"].get(phase, {})
+        lines.append(
+            f"| {phase} | {mib(p.get('driver_python_rss', 0))} | "
+            f"{mib(p.get('driver_jvm_rss', 0))} | {mib(p.get('daemon_rss', 0))} | "
+            f"{mib(p.get('worker_rss_max', 0))} | {mib(p.get('workers_rss_sum', 0))} | "
+            f"{mib(extra['index_bytes']) if extra else ''} | "
+            f"{mib(extra['batch_bytes']) if extra else ''} |"
+        )
+    return lines
+
+
+def report(results: dict, args: argparse.Namespace) -> int:
+    """Write the JSON, the markdown and the plot; print the tables; 1 if a check failed."""
+    table = markdown(results)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2, default=_json_default))
+    args.out.with_suffix(".md").write_text(table + "\n")
+    plot(results, args.plot, TARGET_RECALL)
+    print(table)
+    for kind, text in results["profiles"].items():
+        print(f"\n### Spark UDF profiler: {kind} search job, in the Python workers\n\n{text}")
+    failed = [name for name, ok in results["checks"].items() if not ok]
+    print(f"\nchecks: {'all passed' if not failed else 'FAILED: ' + ', '.join(failed)}")
+    print(
+        f"wrote {args.out}, {args.out.with_suffix('.md')}, {args.plot} "
+        f"in {results['meta']['wall_s']:.0f}s"
+    )
+    return 1 if failed else 0
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
