@@ -24,6 +24,7 @@ from pyspark.ml.param.shared import (
 )
 
 from knnspark.kernels.distances import EXACT_METRICS
+from knnspark.kernels.kinds import SHARD_KINDS
 from knnspark.kernels.predict import WEIGHTINGS
 from knnspark.preprocessing import IMPUTE_STRATEGIES, STANDARDIZATIONS
 
@@ -34,8 +35,8 @@ __all__ = [
     "METRICS",
 ]
 
-#: Valid values of ``algorithm``.
-ALGORITHMS = ("auto", "brute", "hnsw")
+#: Valid values of ``algorithm``: "auto" or an index kind.
+ALGORITHMS = ("auto", *SHARD_KINDS)
 #: Valid values of ``metric``.
 METRICS = EXACT_METRICS
 #: Valid values of ``handleInvalid``.

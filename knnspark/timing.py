@@ -13,10 +13,12 @@ Stages: ``load`` (reaching the shards: the broadcast value, or decoding the shar
 distributed task received), ``decode`` (Arrow -> numpy, validity), ``search`` (the
 per-shard kernels), ``merge`` (partial top-k lists merged), ``encode`` (votes or
 averages, numpy -> Arrow).  An HNSW graph is deserialized inside its first search, once
-per worker, so that cost is in ``search`` of the first task a worker runs.  ``wall`` is
-the task's time inside knnspark's function (Spark's own time between batches is not in
-it).  Benchmarks read the lines with :func:`read_timings`; nothing in the library reads
-them.
+per worker, so that cost is in ``search`` of the first task a worker runs.  The build
+task of ``fit`` writes a line with ``fn`` "build" and one stage, ``build``.  ``wall``
+runs from the function's first call to its last batch, so it also holds the time Spark
+spends feeding batches in and taking results out (the gap between ``wall`` and the sum of
+the stages).  Benchmarks read the lines with :func:`read_timings`; nothing in the library
+reads them.
 """
 
 from __future__ import annotations
