@@ -141,7 +141,9 @@ def run_score(config: Mapping[str, Any], spark: SparkSession | None = None) -> d
     )
     with step(spark, f"score: {rows_in} rows for {RUN_DATE_COL}={run_date}"):
         with worker_errors_as_driver_errors():
-            published, rows_out = write_run(spark, scored, target, run_date, rows_in)
+            published, rows_out = write_run(
+                spark, scored, target, run_date, rows_in, started=scored_at
+            )
 
     without_prediction, metric, value = _published_quality(published, saved, df.columns)
     seconds = time.perf_counter() - start
