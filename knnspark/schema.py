@@ -18,8 +18,10 @@ __all__ = [
     "check_id_column",
     "check_label_column",
     "check_output_columns",
+    "column",
     "feature_array_expr",
     "invalid_features_expr",
+    "quote_name",
     "require_column",
 ]
 
@@ -27,6 +29,25 @@ FEATURE_TYPES_TEXT = "a Spark ML vector, array<float> or array<double>"
 
 _INTEGRAL = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
 _NUMERIC = (*_INTEGRAL, T.FloatType, T.DoubleType, T.DecimalType)
+
+
+def quote_name(name: str) -> str:
+    """``name`` as one quoted identifier: in backticks, with its own backticks doubled.
+
+    Spark parses a column name given as a string (dots split struct fields, backticks
+    quote); quoted this way every legal name, ``"a.b"`` or ``"we`ird"``, means itself.
+
+    Examples
+    --------
+    >>> quote_name("a.b"), quote_name("we`ird")
+    ('`a.b`', '`we``ird`')
+    """
+    return "`" + name.replace("`", "``") + "`"
+
+
+def column(name: str) -> Column:
+    """The top-level column called ``name``, whatever characters the name holds."""
+    return F.col(quote_name(name))
 
 
 def _field(schema: T.StructType, name: str, param: str) -> T.StructField:
@@ -52,7 +73,7 @@ def feature_array_expr(schema: T.StructType, name: str, param: str = "featuresCo
         If the column is not a vector, ``array<float>`` or ``array<double>``.
     """
     dtype = _field(schema, name, param).dataType
-    col = F.col(f"`{name}`")
+    col = column(name)
     if isinstance(dtype, VectorUDT):
         # vector_to_array rejects nulls instead of passing them through.
         return F.when(col.isNotNull(), vector_to_array(col, "float32"))

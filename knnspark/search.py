@@ -36,8 +36,12 @@ from knnspark.partition import (
     output_fields,
     pair_search_fn,
 )
+from knnspark.schema import column
 
 __all__ = ["search_dataframe"]
+
+#: Prefix of the plain names the query columns pass through ``mapInArrow`` under.
+_PASS_THROUGH = "__knn_in_"
 
 
 def search_dataframe(
@@ -73,7 +77,12 @@ def _broadcast_plan(
 ) -> DataFrame:
     schema = T.StructType(df.schema.fields + output_fields(settings))
     fn = broadcast_search_fn(shards_broadcast, settings)
-    return df.withColumn(FEATURES_TMP, features).mapInArrow(fn, schema)
+    # mapInArrow resolves each input column by its unquoted name, which fails for a name
+    # holding a dot or a backtick; the columns go in under plain names (by position, which
+    # is how the output schema gives them their own names back).
+    plain = [f"{_PASS_THROUGH}{i}" for i in range(len(df.columns))]
+    searched = df.withColumn(FEATURES_TMP, features).toDF(*plain, FEATURES_TMP)
+    return searched.mapInArrow(fn, schema)
 
 
 def _reduce_plan(
@@ -120,4 +129,4 @@ def _reduce_plan(
     merged_schema = T.StructType(key_fields + output_fields(settings))
     merged = gathered.mapInArrow(merge_partials_fn(settings), merged_schema)
     joined = keyed.join(merged, on=[KEY_HI, KEY_LO], how="left")
-    return joined.select(*[F.col(f"`{c}`") for c in df.columns], *merged.columns[2:])
+    return joined.select(*[column(c) for c in df.columns], *merged.columns[2:])

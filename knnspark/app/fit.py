@@ -15,7 +15,7 @@ from pyspark.sql import SparkSession
 
 from knnspark.app.errors import worker_errors_as_driver_errors
 from knnspark.app.fs import path_exists
-from knnspark.app.inputs import read_input
+from knnspark.app.inputs import input_files_readable, read_input
 from knnspark.app.progress import rate, step
 from knnspark.app.schemas import ESTIMATORS, estimator_params
 
@@ -53,10 +53,12 @@ def run_fit(config: Mapping[str, Any], spark: SparkSession | None = None) -> dic
     df = read_input(
         spark, config["input"], estimator.getFeaturesCol(), estimator.getHandleInvalid()
     )
-    rows_in = df.count()
-    with step(spark, f"fit: index {rows_in} rows from {config['input']['path']}"):
-        with worker_errors_as_driver_errors():
-            model = estimator.fit(df)
+    input_path = config["input"]["path"]
+    with input_files_readable(input_path):
+        rows_in = df.count()
+        with step(spark, f"fit: index {rows_in} rows from {input_path}"):
+            with worker_errors_as_driver_errors():
+                model = estimator.fit(df)
     writer = model.write()
     if model_config["overwrite"]:
         writer = writer.overwrite()

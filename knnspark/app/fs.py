@@ -6,12 +6,22 @@ session's Hadoop configuration, so the same code works on a laptop and on a clus
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pyspark.sql import SparkSession
 
-__all__ = ["delete_path", "list_names", "path_exists", "write_bytes", "write_text"]
+__all__ = [
+    "Entry",
+    "delete_path",
+    "file_in_the_way",
+    "list_entries",
+    "list_names",
+    "path_exists",
+    "write_bytes",
+    "write_text",
+]
 
 
 def _resolve(spark: SparkSession, path: str) -> tuple[Any, Any]:
@@ -50,6 +60,45 @@ def list_names(spark: SparkSession, path: str) -> list[str]:
     if not fs.exists(hadoop_path) or not fs.getFileStatus(hadoop_path).isDirectory():
         return []
     return sorted(status.getPath().getName() for status in fs.listStatus(hadoop_path))
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One entry of a folder: its name, whether it is a folder, its modification time."""
+
+    name: str
+    is_dir: bool
+    modified_ms: int
+
+
+def list_entries(spark: SparkSession, path: str) -> list[Entry]:
+    """The entries of folder ``path``, by name; [] if it does not exist or is a file.
+
+    ``modified_ms`` is the file system's modification time in milliseconds since the epoch
+    (object stores report 0 for a folder).
+    """
+    fs, hadoop_path = _resolve(spark, path)
+    if not fs.exists(hadoop_path) or not fs.getFileStatus(hadoop_path).isDirectory():
+        return []
+    entries = [
+        Entry(s.getPath().getName(), bool(s.isDirectory()), int(s.getModificationTime()))
+        for s in fs.listStatus(hadoop_path)
+    ]
+    return sorted(entries, key=lambda e: e.name)
+
+
+def file_in_the_way(spark: SparkSession, path: str) -> str | None:
+    """The file at ``path`` or at its nearest existing parent, if that is a file, else None.
+
+    A folder cannot be written at ``path`` when it is a file, or when a parent of it is one.
+    """
+    fs, hadoop_path = _resolve(spark, path)
+    first = hadoop_path
+    while hadoop_path is not None and not fs.exists(hadoop_path):
+        hadoop_path = hadoop_path.getParent()
+    if hadoop_path is None or fs.getFileStatus(hadoop_path).isDirectory():
+        return None
+    return path if hadoop_path.equals(first) else str(hadoop_path)
 
 
 def delete_path(spark: SparkSession, path: str) -> None:

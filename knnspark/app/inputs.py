@@ -6,7 +6,8 @@ vectors of the wrong length end the job with one ``error:`` line (exit status 2)
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from pyspark.errors import AnalysisException
@@ -15,12 +16,34 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import NumericType
 
+from knnspark.app.errors import unreadable_file
 from knnspark.app.fs import path_exists
 from knnspark.app.models import SavedModel
 from knnspark.errors import InvalidInputError
 from knnspark.schema import feature_array_expr
 
-__all__ = ["check_scoring_input", "read_input", "read_scoring_input"]
+__all__ = ["check_scoring_input", "input_files_readable", "read_input", "read_scoring_input"]
+
+
+@contextmanager
+def input_files_readable(path: str) -> Iterator[None]:
+    """Turn Spark's failure to read a file of input ``path`` into one line that names both.
+
+    A truncated or corrupt Parquet part fails Spark's read (or the first job that scans the
+    file) in the JVM; the jobs wrap their reads of the input in this.
+
+    Raises
+    ------
+    knnspark.InvalidInputError
+        When Spark could not read a file of the input (exit status 2 in the jobs).
+    """
+    try:
+        yield
+    except Exception as exc:
+        found = unreadable_file(exc)
+        if found is None:
+            raise
+        raise InvalidInputError(f"input.path: {path}: {found.describe()}") from exc
 
 
 def _assemble(
@@ -94,14 +117,15 @@ def read_input(
     elif not path_exists(spark, path):
         raise FileNotFoundError(f"input.path: no such file or directory: {path}")
     try:
-        if fmt == "table":
-            df = spark.table(path)
-        elif fmt == "csv":
-            df = spark.read.csv(
-                path, header=input_config["header"], sep=input_config["sep"], inferSchema=True
-            )
-        else:
-            df = spark.read.parquet(path)
+        with input_files_readable(path):  # schema inference reads the Parquet footers
+            if fmt == "table":
+                df = spark.table(path)
+            elif fmt == "csv":
+                df = spark.read.csv(
+                    path, header=input_config["header"], sep=input_config["sep"], inferSchema=True
+                )
+            else:
+                df = spark.read.parquet(path)
     except AnalysisException as exc:
         # An empty folder, or files in another format: "Unable to infer schema for Parquet".
         reason = str(exc).strip().splitlines()[0]
@@ -162,8 +186,8 @@ def check_scoring_input(
     Raises
     ------
     knnspark.InvalidInputError
-        If the features column is missing, the input is empty, or a vector's length differs
-        from the model's number of features.
+        If the features column is missing, the input is empty, a vector's length differs
+        from the model's number of features, or a file of the input cannot be read.
     TypeError
         If the features column has a type the model cannot read.
     """
@@ -178,12 +202,13 @@ def check_scoring_input(
     features = feature_array_expr(df.schema, features_col)
     length = F.size(features)
     wrong = features.isNotNull() & (length > 0) & (length != n_features)
-    row = df.agg(
-        F.count(F.lit(1)).alias("rows"),
-        F.count(F.when(wrong, 1)).alias("wrong"),
-        F.min(F.when(wrong, length)).alias("shortest"),
-        F.max(F.when(wrong, length)).alias("longest"),
-    ).first()
+    with input_files_readable(path):  # the first job that reads every row
+        row = df.agg(
+            F.count(F.lit(1)).alias("rows"),
+            F.count(F.when(wrong, 1)).alias("wrong"),
+            F.min(F.when(wrong, length)).alias("shortest"),
+            F.max(F.when(wrong, length)).alias("longest"),
+        ).first()
     if row["rows"] == 0:
         raise InvalidInputError(f"input.path: {path} holds no rows; nothing to {purpose}")
     if row["wrong"]:

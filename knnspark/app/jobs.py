@@ -6,7 +6,8 @@ function, prints its summary and returns the exit status:
 
 * 0 — success; the summary goes to stdout (rows in, rows out, seconds, rows per second).
 * 2 — bad config or bad input: a missing or damaged model folder, a missing or empty input,
-  an input that does not fit the model. One ``error:`` line on stderr, no stack trace.
+  an input that does not fit the model, a data file Spark cannot read (a truncated Parquet
+  part), an output path that is a file. One ``error:`` line on stderr, no stack trace.
 * 1 — anything else: a failed Spark job, or the output row check failing. Unexpected errors
   print their traceback before the ``error:`` line.
 
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from knnspark.app.config import ConfigError, load_config
+from knnspark.app.errors import unreadable_file
 
 __all__ = ["FAULTS_CONF", "JOBS", "USER_ERRORS", "Job", "run_job"]
 
@@ -263,6 +265,10 @@ def run_job(name: str, argv: Sequence[str] | None = None, prog: str | None = Non
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except Exception as exc:
+        unreadable = unreadable_file(exc)
+        if unreadable is not None:  # a damaged data file the job read outside its input checks
+            print(f"error: {name}: {unreadable.describe()}", file=sys.stderr)
+            return 2
         traceback.print_exc()
         print(f"error: {name} failed: {_one_line(exc)}", file=sys.stderr)
         return 1

@@ -17,6 +17,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from knnspark.kernels.metric_sums import r2_from_sums
+from knnspark.schema import column
 
 __all__ = ["classification_metrics", "confusion_metrics", "regression_metrics", "score_metrics"]
 
@@ -75,7 +76,7 @@ def confusion_metrics(
 
 def classification_metrics(df: DataFrame, label_col: str, prediction_col: str) -> dict[str, Any]:
     """Row counts and :func:`confusion_metrics` of scored rows (one Spark job)."""
-    label, prediction = F.col(label_col).cast("double"), F.col(prediction_col)
+    label, prediction = column(label_col).cast("double"), column(prediction_col)
     table = df.groupBy(label.alias("label"), prediction.alias("prediction")).count().toPandas()
     valid = table["label"].notna() & table["prediction"].notna()
     counts = _row_counts(
@@ -102,7 +103,7 @@ def regression_metrics(df: DataFrame, label_col: str, prediction_col: str) -> di
     where it is NaN when every prediction is exact and -inf otherwise (scikit-learn's
     ``force_finite=False``), not scikit-learn's default 1.0 and 0.0.
     """
-    label, prediction = F.col(label_col).cast("double"), F.col(prediction_col)
+    label, prediction = column(label_col).cast("double"), column(prediction_col)
     valid = label.isNotNull() & prediction.isNotNull()
     error = prediction - label
     row = df.agg(

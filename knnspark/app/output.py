@@ -4,8 +4,8 @@ The score job writes its rows into a Parquet folder (or a table) partitioned by 
 :func:`write_run` does it in three steps:
 
 1. **Stage.** The scored rows are written as Parquet to a fresh staging folder (by default
-   ``<output>/_staging/<run date>-<uuid>``; Spark and other Parquet readers skip folders whose
-   name starts with ``_``). This is the step that runs the neighbor search.
+   ``<output>/_staging/<run date>-<start>-<uuid>``; Spark and other Parquet readers skip
+   folders whose name starts with ``_``). This is the step that runs the neighbor search.
 2. **Check.** The staged rows are counted (from the Parquet footers) and must equal the rows
    read from the input; otherwise :class:`RowCountError` is raised and nothing is published.
 3. **Publish.** The staged rows are copied into the output with ``mode("overwrite")`` and
@@ -18,8 +18,9 @@ The score job writes its rows into a Parquet folder (or a table) partitioned by 
 A run that fails in any step — a task failing more often than ``spark.task.maxFailures``
 allows, a killed executor, a failed check — leaves every partition as it was, including an
 earlier run of the same date; the staging folder is removed (if the driver itself is killed,
-it stays behind, hidden from readers, and may be deleted). Re-running a date replaces its
-partition, so a schedule can simply retry a failed run. The only non-atomic moment is the
+it stays behind, hidden from readers, until a later run removes it as stale: see
+:mod:`knnspark.app.staging`). Re-running a date replaces its partition, so a schedule can
+simply retry a failed run. The only non-atomic moment is the
 commit's final rename of the partition folder, as with any Spark write to a file system
 without atomic folder renames (object stores need a committer that provides one).
 """
@@ -27,7 +28,7 @@ without atomic folder renames (object stores need a committer that provides one)
 from __future__ import annotations
 
 import datetime as _dt
-import uuid
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,7 +38,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from knnspark.app.config import ConfigError
-from knnspark.app.fs import delete_path, list_names, path_exists
+from knnspark.app.fs import delete_path, file_in_the_way, list_names, path_exists
+from knnspark.app.staging import remove_stale_staging, staging_folder
 
 __all__ = [
     "RUN_DATE_COL",
@@ -54,6 +56,7 @@ __all__ = [
 RUN_DATE_COL = "run_date"
 
 _DYNAMIC_OVERWRITE = "spark.sql.sources.partitionOverwriteMode"
+_RUN_DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 
 
 class RowCountError(RuntimeError):
@@ -98,10 +101,15 @@ def parse_run_date(text: str | None, today: _dt.date | None = None) -> _dt.date:
     datetime.date(2026, 11, 21)
     >>> parse_run_date(None, today=datetime.date(2026, 1, 2))
     datetime.date(2026, 1, 2)
+
+    Only ``YYYY-MM-DD`` is a run date: Python's ``fromisoformat`` alone would also take
+    ``20261121`` and ``2026-W47-6``, other spellings of a partition's key.
     """
     if text is None:
         return today or utc_now().date()
     try:
+        if not _RUN_DATE.fullmatch(text):
+            raise ValueError(text)
         return _dt.date.fromisoformat(text)
     except ValueError:
         raise ConfigError(
@@ -121,6 +129,15 @@ def _table_location(spark: SparkSession, table: str) -> str | None:
     return None
 
 
+def _check_no_file_in_the_way(spark: SparkSession, folder: str, key: str) -> None:
+    """Refuse a folder the job would write where a file is, or below a file."""
+    found = file_in_the_way(spark, folder)
+    if found == folder:
+        raise ValueError(f"{key}: {folder} is a file; the score job writes a folder there")
+    if found is not None:
+        raise ValueError(f"{key}: {found} is a file, so {folder} cannot be a folder")
+
+
 def resolve_output(spark: SparkSession, output_config: Mapping[str, Any]) -> RunOutput:
     """Check the ``[output]`` target before anything runs, and choose the staging folder.
 
@@ -128,11 +145,13 @@ def resolve_output(spark: SparkSession, output_config: Mapping[str, Any]) -> Run
     ------
     ValueError
         If a folder holds something other than ``run_date=`` partitions (e.g. the unpartitioned
-        output of an older job), or a table is not partitioned by ``run_date``.
+        output of an older job), a table is not partitioned by ``run_date``, or the output or
+        staging folder is a file or lies below one.
     """
     location, is_table = output_config["path"], output_config["format"] == "table"
     staging = output_config["staging_path"]
     if not is_table:
+        _check_no_file_in_the_way(spark, location, "output.path")
         foreign = [
             name
             for name in list_names(spark, location)
@@ -143,7 +162,9 @@ def resolve_output(spark: SparkSession, output_config: Mapping[str, Any]) -> Run
                 f"output.path: {location} holds {', '.join(foreign[:3])}, which is not a "
                 f"{RUN_DATE_COL}= partition; choose an empty or partitioned folder"
             )
-        return RunOutput(location, False, staging or f"{location.rstrip('/')}/_staging")
+        staging = staging or f"{location.rstrip('/')}/_staging"
+        _check_no_file_in_the_way(spark, staging, "output.staging_path")
+        return RunOutput(location, False, staging)
     if spark.catalog.tableExists(location):
         partitions = [c.name for c in spark.catalog.listColumns(location) if c.isPartition]
         if partitions != [RUN_DATE_COL]:
@@ -158,6 +179,7 @@ def resolve_output(spark: SparkSession, output_config: Mapping[str, Any]) -> Run
     if default is None:
         warehouse = spark.conf.get("spark.sql.warehouse.dir")
         default = f"{warehouse.rstrip('/')}/_knnspark_staging"
+    _check_no_file_in_the_way(spark, staging or default, "output.staging_path")
     return RunOutput(location, True, staging or default)
 
 
@@ -204,6 +226,7 @@ def write_run(
     target: RunOutput,
     run_date: _dt.date,
     expected_rows: int,
+    started: _dt.datetime | None = None,
 ) -> tuple[DataFrame, int]:
     """Stage, check and publish one run's rows; see the module docstring.
 
@@ -219,6 +242,9 @@ def write_run(
         The run key: the partition replaced.
     expected_rows : int
         Rows read from the input; staged and published rows must number the same.
+    started : datetime, optional
+        When the run started (default: now); names its staging folder, and stale staging
+        folders of other runs are removed first (:mod:`knnspark.app.staging`).
 
     Returns
     -------
@@ -230,7 +256,9 @@ def write_run(
     RowCountError
         If the staged or the published rows number differently from ``expected_rows``.
     """
-    staging = f"{target.staging.rstrip('/')}/{run_date.isoformat()}-{uuid.uuid4().hex}"
+    started = started or utc_now()
+    remove_stale_staging(spark, target.staging, now=utc_now())
+    staging = staging_folder(target.staging, run_date, started)
     try:
         scored.write.parquet(staging)
         staged = spark.read.parquet(staging)

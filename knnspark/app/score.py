@@ -27,6 +27,7 @@ from knnspark.app.output import (
 )
 from knnspark.app.progress import rate, step
 from knnspark.errors import InvalidInputError
+from knnspark.schema import column
 
 __all__ = ["LINEAGE_COLS", "run_score"]
 
@@ -59,7 +60,7 @@ def _published_quality(
     model = saved.model
     prediction_col, label_col = model.getPredictionCol(), model.getLabelCol()
     if label_col not in input_columns:
-        return published.where(F.col(prediction_col).isNull()).count(), None, None
+        return published.where(column(prediction_col).isNull()).count(), None, None
     evaluated = score_metrics(published, saved.task, label_col, prediction_col)
     metric = "accuracy" if saved.task == "classification" else "rmse"
     value = evaluated["metrics"].get(metric)
@@ -140,7 +141,9 @@ def run_score(config: Mapping[str, Any], spark: SparkSession | None = None) -> d
     )
     with step(spark, f"score: {rows_in} rows for {RUN_DATE_COL}={run_date}"):
         with worker_errors_as_driver_errors():
-            published, rows_out = write_run(spark, scored, target, run_date, rows_in)
+            published, rows_out = write_run(
+                spark, scored, target, run_date, rows_in, started=scored_at
+            )
 
     without_prediction, metric, value = _published_quality(published, saved, df.columns)
     seconds = time.perf_counter() - start

@@ -33,7 +33,7 @@ from pyspark.sql.types import DoubleType, NumericType
 
 from knnspark.app.errors import worker_errors_as_driver_errors
 from knnspark.app.fs import delete_path, path_exists, write_bytes, write_text
-from knnspark.app.inputs import read_input
+from knnspark.app.inputs import input_files_readable, read_input
 from knnspark.app.progress import rate, step
 from knnspark.app.schemas import ESTIMATORS, estimator_params
 from knnspark.kernels.metric_sums import FAMILY_METRICS
@@ -268,9 +268,10 @@ def run_tune(config: Mapping[str, Any], spark: SparkSession | None = None) -> di
     df = df.cache()
     grid, folds = cv.getEstimatorParamMaps(), cv.getNumFolds()
     name = f"tune: {len(grid)} param maps x {folds} folds on {config['input']['path']}"
-    with step(spark, name), worker_errors_as_driver_errors():
-        cv_model = cv.fit(df)
-    rows_in = df.count()
+    with input_files_readable(config["input"]["path"]):
+        with step(spark, name), worker_errors_as_driver_errors():
+            cv_model = cv.fit(df)
+        rows_in = df.count()
     df.unpersist()
 
     summary = cv_model.summary()

@@ -7,6 +7,7 @@ its own (a run with ``spark.task.maxFailures`` = 1 that dies half way).
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
@@ -34,13 +35,16 @@ from sklearn.neighbors import KNeighborsClassifier
 import knnspark
 from knnspark import KNNClassificationModel
 from knnspark._faults import FAULTS_PROPERTY
+from knnspark.app import output
 from knnspark.app import score as score_job
 from knnspark.app.jobs import run_job
+from knnspark.app.staging import STALE_AFTER, staging_folder
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 N_TRAIN, N_QUERIES, DIM, K = 240, 90, 4, 5
 DAY_1, DAY_2 = "2026-11-20", "2026-11-21"
 ADDED = ["model_id", "model_version", "scored_at", "run_date"]
+MINUTE = datetime.timedelta(minutes=1)
 
 
 def toml_value(value):
@@ -348,6 +352,29 @@ def _csv_with_three_columns(work, tmp_path, spark):
     return tmp_path / "q.csv"
 
 
+def _truncated_part(work, tmp_path, which):
+    """A copy of the queries with one Parquet part cut in half (its footer lost)."""
+    target = tmp_path / f"truncated-{which}.parquet"
+    shutil.copytree(work["root"] / "queries.parquet", target)
+    parts = sorted(target.glob("part-*.parquet"))
+    part = parts[0] if which == "first" else parts[-1]
+    part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])
+    for crc in target.glob(".*.crc"):  # as on an object store: no checksum files
+        crc.unlink()
+    return target
+
+
+def _a_file(work, tmp_path):
+    (tmp_path / "afile").write_text("not a folder")
+    return tmp_path / "afile"
+
+
+# How Spark words the reason depends on the bytes the cut leaves at the end of the part.
+TRUNCATED = (
+    r"error: input\.path: .*truncated-{which}\.parquet: cannot read file:.*truncated-{which}"
+    r"\.parquet/part-.*\.parquet \(FAILED_READ_FILE\.\w+\): \S.*"
+)
+
 BAD_RUNS = {
     "missing input": (
         lambda w, t, s: {"input__path": str(t / "nope.parquet")},
@@ -403,6 +430,34 @@ BAD_RUNS = {
         lambda w, t, s: {"--run-date": "21/11/2026"},
         r"error: output\.run_date \(--run-date\): expected a date YYYY-MM-DD, got '21/11/2026'",
     ),
+    "run date without dashes": (
+        lambda w, t, s: {"--run-date": "20261121"},
+        r"error: output\.run_date \(--run-date\): expected a date YYYY-MM-DD, got '20261121'$",
+    ),
+    "week date": (
+        lambda w, t, s: {"--run-date": "2026-W47-6"},
+        r"error: output\.run_date \(--run-date\): expected a date YYYY-MM-DD, got '2026-W47-6'$",
+    ),
+    "output path is a file": (
+        lambda w, t, s: {"output__path": str(_a_file(w, t))},
+        r"error: output\.path: .*afile is a file; the score job writes a folder there$",
+    ),
+    "output path below a file": (
+        lambda w, t, s: {"output__path": str(_a_file(w, t) / "scores")},
+        r"error: output\.path: .*afile is a file, so .*afile/scores cannot be a folder$",
+    ),
+    "staging path is a file": (
+        lambda w, t, s: {"output__staging_path": str(_a_file(w, t))},
+        r"error: output\.staging_path: .*afile is a file; the score job writes a folder there$",
+    ),
+    "truncated first part": (
+        lambda w, t, s: {"input__path": str(_truncated_part(w, t, "first"))},
+        TRUNCATED.format(which="first"),
+    ),
+    "truncated last part": (
+        lambda w, t, s: {"input__path": str(_truncated_part(w, t, "last"))},
+        TRUNCATED.format(which="last"),
+    ),
     "unpartitioned output folder": (
         lambda w, t, s: {"output__path": str(_no_rows(w, t, s))},
         r"error: output\.path: .*none\.parquet holds part-.*which is not a run_date= partition",
@@ -424,6 +479,48 @@ def test_bad_config_or_input_exits_2_with_one_line(spark, work, tmp_path, capfd,
     assert re.fullmatch(message + ".*", errors[0]), errors[0]
     assert "Traceback" not in err and "\tat org.apache" not in err
     assert not (tmp_path / "scores").exists()
+
+
+def test_fit_job_names_a_truncated_input_part(spark, work, tmp_path, capfd):
+    truncated = _truncated_part(work, tmp_path, "last")
+    config = write_config(
+        tmp_path / "fit.toml",
+        {"input": {"path": str(truncated)}, "model": {"path": str(tmp_path / "model")}},
+    )
+    capfd.readouterr()
+    assert run_job("fit", ["--config", str(config)]) == 2
+    err = capfd.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and re.fullmatch(TRUNCATED.format(which="last") + ".*", errors[0])
+    assert "Traceback" not in err and "An error occurred while calling" not in err
+    assert not (tmp_path / "model").exists()
+
+
+def test_next_run_removes_staging_left_by_a_killed_run(spark, work, tmp_path):
+    """A driver killed by SIGKILL leaves its staging folder; the next run removes it if stale."""
+    config = score_config(work, tmp_path)
+    staging = tmp_path / "scores" / "_staging"
+    now = output.utc_now()
+    # What a run killed three days ago left (named as this version names them) ...
+    killed = Path(
+        staging_folder(str(staging), datetime.date(2026, 11, 18), now - 1.5 * STALE_AFTER)
+    )
+    # ... what an earlier version left (no start in the name: its folder time counts) ...
+    older = staging / ("2026-11-01-" + "a" * 32)
+    # ... a run for another date that started ten minutes ago and is still going ...
+    live = Path(staging_folder(str(staging), datetime.date(2026, 11, 19), now - 10 * MINUTE))
+    # ... and a folder that is not the job's.
+    foreign = staging / "keep-me"
+    for folder in (killed, older, live, foreign):
+        (folder / "_temporary" / "0").mkdir(parents=True)
+        (folder / "_temporary" / "0" / "part-00000.parquet").write_bytes(b"PAR1")
+    old = (now - 2 * STALE_AFTER).timestamp()
+    for folder in (older, foreign):
+        os.utime(folder, (old, old))
+
+    assert score(config, "--run-date", DAY_1) == 0
+    assert sorted(p.name for p in staging.iterdir()) == sorted([live.name, foreign.name])
+    assert run_read(spark, tmp_path / "scores", DAY_1).count() == N_QUERIES
 
 
 # ---------------------------------------------------------------- evaluate

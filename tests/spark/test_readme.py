@@ -44,5 +44,12 @@ def test_api_imports_run():
     assert "NearestNeighborsModel" in namespace
 
 
+def test_worker_error_block_runs(spark):
+    namespace = _run(_block_after("### Bad input"))
+    assert namespace["message"].startswith(
+        "Column 'features' (param featuresCol) holds NaN or infinite values in a query row."
+    )
+
+
 def test_every_python_block_is_tested():
-    assert README.read_text().count("```python") == 3
+    assert README.read_text().count("```python") == 4

@@ -15,10 +15,12 @@ from sklearn.metrics import f1_score, precision_score, recall_score
 
 from knnspark.app import output
 from knnspark.app.config import PROFILE_SCHEMA, ConfigError, load_config, validate
+from knnspark.app.fs import Entry
 from knnspark.app.jobs import run_job
 from knnspark.app.metrics import confusion_metrics
 from knnspark.app.output import parse_run_date
 from knnspark.app.schemas import EVALUATE_SCHEMA, SCORE_SCHEMA
+from knnspark.app.staging import STALE_AFTER, staging_folder, stale_staging
 from knnspark.cli import main as cli_main
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -90,6 +92,56 @@ def test_run_date_is_an_iso_date_or_today(monkeypatch):
     assert parse_run_date(None, today=datetime.date(2026, 1, 2)) == datetime.date(2026, 1, 2)
     with pytest.raises(ConfigError, match=r"^output\.run_date \(--run-date\): expected a date"):
         parse_run_date("yesterday")
+
+
+@pytest.mark.parametrize(
+    "text", ["20261121", "2026-W47-6", "2026-326", "2026-11-21T00:00", "2026-1-2", "２０２６-11-21"]
+)
+def test_run_date_is_only_yyyy_mm_dd(text):
+    # Python's date.fromisoformat takes the first three: other spellings of one partition key.
+    with pytest.raises(
+        ConfigError,
+        match=r"^output\.run_date \(--run-date\): expected a date YYYY-MM-DD, got "
+        + repr(text).replace(".", r"\.")
+        + "$",
+    ):
+        parse_run_date(text)
+
+
+NOW = datetime.datetime(2026, 11, 23, 12, 0, tzinfo=datetime.UTC)
+
+
+def _staged(run_date, started, is_dir=True):
+    name = staging_folder("root", run_date, started).split("/")[-1]
+    return Entry(name, is_dir, 0)
+
+
+def test_stale_staging_folders_are_old_runs_of_this_job_only():
+    day = datetime.date(2026, 11, 21)
+    killed = _staged(day, NOW - STALE_AFTER - datetime.timedelta(minutes=1))
+    # A run for another date started an hour ago, still going: not stale.
+    live = _staged(datetime.date(2026, 11, 22), NOW - datetime.timedelta(hours=1))
+    current = _staged(day, NOW - 2 * STALE_AFTER)  # this run's own folder: never
+    old_ms = int((NOW - 3 * STALE_AFTER).timestamp() * 1000)
+    recent_ms = int((NOW - datetime.timedelta(minutes=5)).timestamp() * 1000)
+    entries = [
+        killed,
+        live,
+        current,
+        # Named by an earlier version (no start time): the folder's modification time counts.
+        Entry("2026-11-01-" + "a" * 32, True, old_ms),
+        Entry("2026-11-22-" + "b" * 32, True, recent_ms),
+        # Not the score job's: left alone however old.
+        Entry("notes", True, old_ms),
+        Entry("2026-11-01-" + "c" * 31, True, old_ms),
+        Entry(killed.name + ".txt", False, old_ms),
+        Entry("2026-11-02-" + "d" * 32, False, old_ms),
+    ]
+    assert stale_staging(entries, NOW, current=current.name) == [
+        killed.name,
+        "2026-11-01-" + "a" * 32,
+    ]
+    assert current.name.startswith("2026-11-21-20261119T120000Z-")
 
 
 def test_the_jobs_clock_reads_utc():
