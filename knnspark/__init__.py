@@ -2,7 +2,12 @@
 
 from knnspark._version import __version__
 from knnspark.classification import KNNClassificationModel, KNNClassifier
-from knnspark.errors import InvalidInputError, KNNSparkError, ModelLoadError
+from knnspark.errors import (
+    InvalidInputError,
+    KNNSparkError,
+    ModelLoadError,
+    reraise_worker_errors,
+)
 from knnspark.neighbors import NearestNeighbors, NearestNeighborsModel
 from knnspark.regression import KNNRegressionModel, KNNRegressor
 
@@ -17,4 +22,5 @@ __all__ = [
     "NearestNeighbors",
     "NearestNeighborsModel",
     "__version__",
+    "reraise_worker_errors",
 ]

@@ -42,6 +42,7 @@ class _KNNEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable):
         raise NotImplementedError
 
     def _fit(self, dataset: DataFrame) -> _KNNModel:
+        self._check_params()
         num_shards = self.getNumShards() or dataset.sparkSession.sparkContext.defaultParallelism
         spec = IndexSpec(
             features_col=self.getFeaturesCol(),
@@ -173,6 +174,7 @@ class _KNNModel(Model, MLWritable, MLReadable):
     def _search(
         self, dataset: DataFrame, task: str, with_neighbors: bool, k: int | None = None
     ) -> DataFrame:
+        self._check_params()
         index = self.index
         k = self.getK() if k is None else int(k)
         if k > index.n_rows:

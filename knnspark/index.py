@@ -213,6 +213,7 @@ def build_index(df: DataFrame, spec: IndexSpec) -> TrainingIndex:
         _collect_shards(index, blobs)
     else:
         _keep_distributed(index, prepared.rows, blobs)
+    _check_row_count(index)
     logger.info(
         "indexed %d training rows x %d features in %d shards (%s, %s, %.1f MiB)",
         n_rows,
@@ -252,6 +253,21 @@ def _keep_distributed(index: TrainingIndex, rows: DataFrame, blobs: DataFrame) -
         sizes = {int(r["shard"]): int(r["n_rows"]) for r in built}
         index.payload_bytes = sum(int(r["payload_bytes"]) for r in built)
     index.shard_sizes = dict(sorted(sizes.items()))
+
+
+def _check_row_count(index: TrainingIndex) -> None:
+    """The shards hold the rows the training checks counted, or the input changed between."""
+    built = sum(index.shard_sizes.values())
+    if built != index.n_rows:
+        for persisted in (index.shard_rows, index.shard_blobs):
+            if persisted is not None:
+                persisted.unpersist()
+        raise InvalidInputError(
+            f"fit counted {index.n_rows} valid training rows but its shards hold {built}: the "
+            "training DataFrame gave different rows when fit evaluated it again (a "
+            "nondeterministic input, e.g. filtered, sampled or ordered by rand()). Cache or "
+            "checkpoint the DataFrame before fit (df.cache(), df.localCheckpoint())."
+        )
 
 
 def _metric_message(kind: str, metric: str) -> str:

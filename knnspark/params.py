@@ -9,9 +9,11 @@ the Model, and the Model can still change the search-time ones (``k``,
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import (
     HasFeaturesCol,
@@ -23,9 +25,9 @@ from pyspark.ml.param.shared import (
     HasSeed,
 )
 
-from knnspark.kernels.distances import EXACT_METRICS
+from knnspark.kernels.distances import EXACT_METRICS, get_metric
 from knnspark.kernels.kinds import SHARD_KINDS
-from knnspark.kernels.predict import WEIGHTINGS
+from knnspark.kernels.predict import WEIGHTINGS, check_weighting
 from knnspark.preprocessing import IMPUTE_STRATEGIES, STANDARDIZATIONS
 
 __all__ = [
@@ -47,15 +49,20 @@ DEFAULT_MAX_BROADCAST_BYTES = 256 * 1024 * 1024
 DEFAULT_MAX_SHARD_BYTES = 1024 * 1024 * 1024
 
 
+def _is_number(value: Any) -> bool:
+    """Python and numpy reals (``np.int64(3)``, ``np.float32(0.5)``), not booleans."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
 def _int_at_least(name: str, low: int, optional: bool = False) -> Callable[[Any], Any]:
-    """A type converter that accepts integers (or integral floats) >= low."""
+    """A type converter that accepts integers (or integral floats) >= low, numpy's too."""
 
     def convert(value: Any) -> Any:
         if value is None and optional:
             return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"Param {name} must be an integer >= {low}; got {value!r}")
-        if isinstance(value, float) and not value.is_integer():
+        if not _is_number(value) or (
+            not isinstance(value, numbers.Integral) and not float(value).is_integer()
+        ):
             raise TypeError(f"Param {name} must be an integer >= {low}; got {value!r}")
         value = int(value)
         if value < low:
@@ -87,7 +94,7 @@ def _optional_one_of(name: str, options: tuple[str, ...]) -> Callable[[Any], Any
 
 def _positive_float(name: str) -> Callable[[Any], float]:
     def convert(value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if not _is_number(value):
             raise TypeError(f"Param {name} must be a finite number > 0; got {value!r}")
         value = float(value)
         if not math.isfinite(value) or value <= 0:
@@ -230,6 +237,11 @@ class _KNNSharedParams(HasFeaturesCol, HasSeed, HasHandleInvalid):
             maxBroadcastBytes=DEFAULT_MAX_BROADCAST_BYTES,
         )
 
+    def _check_params(self) -> None:
+        """Rules that tie params together (weights and metric), checked before any job."""
+        if self.hasParam("weights"):
+            check_weighting(self.getMetric(), self.getOrDefault("weights"))
+
     def getK(self) -> int:
         return self.getOrDefault(self.k)
 
@@ -325,7 +337,9 @@ class _KNNSupervisedParams(_KNNSharedParams, HasLabelCol, HasPredictionCol):
         Params._dummy(),
         "weights",
         "neighbor weighting, one of " + ", ".join(WEIGHTINGS) + " ('distance' weighs by "
-        "1/distance; an exact match takes all the weight)",
+        "1/distance, an exact match takes all the weight; it needs distances >= 0, so not "
+        + " or ".join(m for m in METRICS if not get_metric(m).nonnegative)
+        + ")",
         typeConverter=_one_of("weights", WEIGHTINGS),
     )
     neighborsCol: Param[str] = Param(
@@ -347,7 +361,13 @@ class _KNNSupervisedParams(_KNNSharedParams, HasLabelCol, HasPredictionCol):
         return self.getOrDefault(self.neighborsCol)
 
     def setWeights(self, value: str) -> Any:
+        check_weighting(self.getMetric(), value)
         return self._set(weights=value)
+
+    def setMetric(self, value: str) -> Any:
+        if value in METRICS:
+            check_weighting(value, self.getWeights())
+        return self._set(metric=value)
 
     def setNeighborsCol(self, value: str | None) -> Any:
         return self._set(neighborsCol=value)

@@ -242,7 +242,9 @@ def _raise_invalid_query(
             f"the model was trained on vectors of length {settings.n_features}. {hint}"
         )
     raise InvalidInputError(
-        f"Column '{col}' (param featuresCol) holds NaN or infinite values in a query row. {hint}"
+        f"Column '{col}' (param featuresCol) holds NaN or infinite values in a query row (a "
+        f"finite value beyond +-3.4e38 counts too: it overflows the float32 storage of "
+        f"features; rescale such data). {hint}"
     )
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "column",
     "feature_array_expr",
     "invalid_features_expr",
+    "overflow_features_expr",
     "quote_name",
     "require_column",
 ]
@@ -83,6 +84,30 @@ def feature_array_expr(schema: T.StructType, name: str, param: str = "featuresCo
         return col.cast(T.ArrayType(T.FloatType()))
     raise TypeError(
         f"Column '{name}' (param {param}) must be {FEATURE_TYPES_TEXT}; got {dtype.simpleString()}."
+    )
+
+
+def overflow_features_expr(dtype: T.DataType, col: Column) -> Column:
+    """True where a double feature is finite but beyond float32's range (about 3.4e38).
+
+    ``col`` is the raw features column, of type ``dtype``. Features are stored as float32,
+    where such a value becomes infinite; this tells those rows apart from ones that held NaN
+    or infinity to begin with. Evaluate it on rows already found invalid only: it reads the
+    column again, element by element.
+    """
+    if isinstance(dtype, VectorUDT):
+        values = vector_to_array(col, "float64")
+    elif isinstance(dtype, T.ArrayType) and isinstance(dtype.elementType, T.DoubleType):
+        values = col
+    else:  # array<float> holds float32 values already
+        return F.lit(False)
+    inf = float("inf")
+    return F.coalesce(
+        F.exists(
+            values,
+            lambda v: (F.abs(v) < inf) & (F.abs(v.cast("float")) == F.lit(inf).cast("float")),
+        ),
+        F.lit(False),
     )
 
 

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import types as T
 
+from knnspark.errors import InvalidInputError
 from knnspark.kernels.kinds import shard_kind
 from knnspark.kernels.shard import Shard, ShardParts
 
@@ -126,6 +127,7 @@ def build_blob_table(
     """
     ids = table.column("id").to_numpy()
     order = np.argsort(ids, kind="stable")
+    _check_unique(ids[order])
     features = np.ascontiguousarray(_rows_matrix(table)[order])
     labels = None
     if has_labels:
@@ -135,6 +137,24 @@ def build_blob_table(
     # Every index keeps its rows as exact blocks (a model can always search exactly).
     row["features"] = features.tobytes()
     return pa.Table.from_pylist([row], schema=_BLOB_ARROW_SCHEMA)
+
+
+def _check_unique(sorted_ids: np.ndarray) -> None:
+    """Fail the build with what to do when one id reaches a shard twice.
+
+    ``fit`` checks an ``idCol`` for duplicates and numbers rows itself otherwise, both from
+    an earlier evaluation of the training DataFrame; a repeat here means the DataFrame gave
+    other rows when evaluated again. One line: the jobs re-raise it from the last line.
+    """
+    repeated = sorted_ids[1:][sorted_ids[1:] == sorted_ids[:-1]]
+    if repeated.size:
+        raise InvalidInputError(
+            f"Training id {int(repeated[0])} reached its shard twice: the training DataFrame "
+            "gave different rows when fit evaluated it again (a nondeterministic input, e.g. "
+            "filtered, sampled or ordered by rand(), or a shuffle without a total order). "
+            "Cache or checkpoint the DataFrame before fit (df.cache(), df.localCheckpoint()), "
+            "or set idCol to a column of unique ids computed deterministically."
+        )
 
 
 _BLOB_ARROW_SCHEMA = pa.schema(

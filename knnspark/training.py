@@ -18,14 +18,20 @@ from knnspark.preprocessing import Preprocessing, fit_preprocessing
 from knnspark.schema import (
     check_id_column,
     check_label_column,
+    column,
     feature_array_expr,
     invalid_features_expr,
+    overflow_features_expr,
 )
 
 __all__ = ["PreparedTraining", "prepare_training"]
 
 # Bits of monotonically_increasing_id() that count rows within a partition.
 _ROW_BITS = 33
+# Per-partition counts of the training checks, summed on the driver.
+_SUMMED_COUNTS = (
+    "n", "n_null_empty", "n_nonfinite", "n_overflow", "n_bad_label", "n_invalid", "n_null_id"
+)  # fmt: skip
 
 
 @dataclass
@@ -64,9 +70,12 @@ def prepare_training(
     if id_col is not None:
         check_id_column(schema, id_col)
 
-    id_expr = F.col(f"`{id_col}`").cast("long") if id_col else F.lit(0).cast("long")
-    label_expr = F.col(f"`{label_col}`") if label_col else F.lit(None)
+    id_expr = column(id_col).cast("long") if id_col else F.lit(0).cast("long")
+    label_expr = column(label_col) if label_col else F.lit(None)
+    # The raw column too: a finite double beyond float32's range is told apart from NaN or
+    # infinity by reading it, only on rows already found invalid.
     base = df.select(
+        column(features_col).alias("raw_features"),
         F.spark_partition_id().alias("pid"),
         F.monotonically_increasing_id().alias("mono"),
         feature_expr.alias("features"),
@@ -82,7 +91,8 @@ def prepare_training(
     )
     invalid = bad_features | bad_label
 
-    stats = _collect_stats(base, bad_features, bad_label, invalid, classifier)
+    overflow = overflow_features_expr(schema[features_col].dataType, F.col("raw_features"))
+    stats = _collect_stats(base, bad_features, bad_label, invalid, classifier, overflow)
     n_valid = _check_stats(stats, features_col, label_col, id_col, handle_invalid, k)
     n_features = int(stats["min_len"])
     preprocessing = fit_preprocessing(
@@ -112,7 +122,12 @@ def prepare_training(
 
 
 def _collect_stats(
-    base: DataFrame, bad_features: Column, bad_label: Column, invalid: Column, classifier: bool
+    base: DataFrame,
+    bad_features: Column,
+    bad_label: Column,
+    invalid: Column,
+    classifier: bool,
+    overflow: Column,
 ) -> dict:
     """One job: counts and checks per partition (and, for a classifier, the class counts).
 
@@ -125,6 +140,7 @@ def _collect_stats(
         "pid",
         null_or_empty.cast("long").alias("null_empty"),
         (bad_features & ~null_or_empty).cast("long").alias("nonfinite"),
+        F.when(bad_features & ~null_or_empty, overflow).cast("long").alias("overflow"),
         bad_label.cast("long").alias("bad_label"),
         invalid.cast("long").alias("invalid"),
         F.col("id").isNull().cast("long").alias("null_id"),
@@ -134,6 +150,7 @@ def _collect_stats(
         F.count(F.lit(1)).alias("n"),
         F.sum("null_empty").alias("n_null_empty"),
         F.sum("nonfinite").alias("n_nonfinite"),
+        F.sum("overflow").alias("n_overflow"),
         F.sum("bad_label").alias("n_bad_label"),
         F.sum("invalid").alias("n_invalid"),
         F.sum("null_id").alias("n_null_id"),
@@ -162,10 +179,7 @@ def _collect_stats(
         per_partition = base.select(*flags).groupBy("pid").agg(*aggs).collect()
         per_class = []
 
-    total = {
-        key: sum(int(r[key] or 0) for r in per_partition)
-        for key in ("n", "n_null_empty", "n_nonfinite", "n_bad_label", "n_invalid", "n_null_id")
-    }
+    total = {key: sum(int(r[key] or 0) for r in per_partition) for key in _SUMMED_COUNTS}
     lengths = [r["min_len"] for r in per_partition if r["min_len"] is not None]
     lengths += [r["max_len"] for r in per_partition if r["max_len"] is not None]
     total["min_len"] = min(lengths) if lengths else None
@@ -199,8 +213,16 @@ def _check_stats(
         parts = []
         if stats["n_null_empty"]:
             parts.append(f"{stats['n_null_empty']} null or empty feature vectors")
-        if stats["n_nonfinite"]:
-            parts.append(f"{stats['n_nonfinite']} feature vectors with NaN or infinite values")
+        n_overflow = stats.get("n_overflow", 0)
+        if stats["n_nonfinite"] - n_overflow:
+            parts.append(
+                f"{stats['n_nonfinite'] - n_overflow} feature vectors with NaN or infinite values"
+            )
+        if n_overflow:
+            parts.append(
+                f"{n_overflow} feature vectors with finite values beyond +-3.4e38, which overflow "
+                "the float32 storage of features (rescale them before fit)"
+            )
         if stats["n_bad_label"]:
             parts.append(
                 f"{stats['n_bad_label']} null, NaN or infinite labels in column '{label_col}'"

@@ -2,7 +2,8 @@
 
 :data:`METRICS` is the one place a metric is declared: its exact distance, its
 matrix-product candidate form (if any), its hnswlib space (if any), whether it is a
-true metric, and the words the docs use.  Validation, error messages,
+true metric, the range its distances are clipped to, whether they can be negative (what
+``weights="distance"`` needs), and the words the docs use.  Validation, error messages,
 ``algorithm="auto"`` and the README's metric table all read it, so a new metric is one
 entry here plus its distance function and tests.
 
@@ -59,6 +60,13 @@ class Metric:
         Whether the triangle inequality holds (what shard pruning needs).
     min_p : float
         The triangle inequality holds only for ``p >= min_p`` (Minkowski).
+    bounds : tuple of float or None
+        The range the distances lie in; values rounding pushed outside it are clipped back
+        on every path (exact, GEMM refinement, HNSW), as scikit-learn clips cosine distances
+        to [0, 2].
+    nonnegative : bool
+        Whether every distance is >= 0, so ``weights="distance"`` (weight 1 / distance) is
+        meaningful; False for similarities turned into distances, such as ``1 - q.x``.
     """
 
     name: str
@@ -68,6 +76,14 @@ class Metric:
     hnsw_space: str | None = None
     true_metric: bool = False
     min_p: float = 0.0
+    bounds: tuple[float, float] | None = None
+    nonnegative: bool = True
+
+    def clip(self, dist: np.ndarray) -> np.ndarray:
+        """``dist`` clipped to :attr:`bounds` (in place when it is a float64 array)."""
+        if self.bounds is None:
+            return dist
+        return np.clip(dist, *self.bounds, out=dist if dist.dtype == np.float64 else None)
 
     def is_true_metric(self, p: float = 2.0) -> bool:
         """Whether the triangle inequality holds for this metric at power ``p``."""
@@ -78,12 +94,6 @@ def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise dot products along the last axis, broadcasting the first two."""
     a, b = np.broadcast_arrays(a, b)
     return np.einsum("ijk,ijk->ij", a, b)
-
-
-def _safe_norm(norm: np.ndarray) -> np.ndarray:
-    # scikit-learn leaves zero vectors at zero when normalizing, which makes
-    # their cosine similarity 0 (distance 1) to everything.
-    return np.where(norm == 0.0, 1.0, norm)
 
 
 def _euclidean(q: np.ndarray, r: np.ndarray, p: float) -> np.ndarray:
@@ -106,13 +116,26 @@ def _minkowski(q: np.ndarray, r: np.ndarray, p: float) -> np.ndarray:
         return _euclidean(q, r, p)
     if p == 1:
         return _manhattan(q, r, p)
-    return np.power(np.power(np.abs(q - r), p).sum(axis=2), 1.0 / p)
+    # Scaled by the largest |q - x| of each pair, m * sum((|q - x| / m)^p)^(1/p): every
+    # ratio is <= 1 and one is exactly 1, so no power overflows (huge values, large p) or
+    # underflows the whole sum (small differences, large p); p -> inf tends to chebyshev.
+    diff = np.abs(q - r)
+    if not diff.shape[2]:
+        return np.zeros(diff.shape[:2])
+    largest = diff.max(axis=2)
+    scale = np.where(largest > 0.0, largest, 1.0)
+    np.divide(diff, scale[:, :, None], out=diff)
+    np.power(diff, p, out=diff)
+    return largest * np.power(diff.sum(axis=2), 1.0 / p)
 
 
 def _cosine(q: np.ndarray, r: np.ndarray, p: float) -> np.ndarray:
-    qn = _safe_norm(np.sqrt(_dot(q, q)))
-    rn = _safe_norm(np.sqrt(_dot(r, r)))
-    return 1.0 - _dot(q, r) / (qn * rn)
+    # 1 - q.x / sqrt(|q|^2 |x|^2): sqrt(fl(a * a)) == a in IEEE arithmetic, so a vector and
+    # itself are exactly 0 apart (1 - q.x / (|q| |x|) gives them +-2e-16). Rounding can still
+    # leave other pairs just outside [0, 2]; the table's bounds clip them, as scikit-learn does.
+    sq = _dot(q, q) * _dot(r, r)
+    # scikit-learn leaves zero vectors at zero when normalizing: similarity 0, distance 1.
+    return 1.0 - _dot(q, r) / np.sqrt(np.where(sq == 0.0, 1.0, sq))
 
 
 def _hamming(q: np.ndarray, r: np.ndarray, p: float) -> np.ndarray:
@@ -139,10 +162,11 @@ METRICS: dict[str, Metric] = {
         ),
         Metric(
             "cosine",
-            "`1 - q.x / (norm(q) norm(x))` (zero vectors: 1)",
+            "`1 - q.x / (norm(q) norm(x))` in [0, 2] (zero vectors: 1)",
             _cosine,
             gemm.COSINE,
             "cosine",
+            bounds=(0.0, 2.0),
         ),
         Metric("hamming", "share of coordinates that differ", _hamming, true_metric=True),
         Metric(
@@ -151,6 +175,7 @@ METRICS: dict[str, Metric] = {
             _inner_product,
             gemm.INNER_PRODUCT,
             "ip",
+            nonnegative=False,
         ),
     )
 }
@@ -183,14 +208,15 @@ def hnsw_metrics() -> tuple[str, ...]:
 def metric_table_markdown() -> str:
     """The README's metric table, made from :data:`METRICS`."""
     lines = [
-        "| `metric` | distance | exact candidates | HNSW | true metric |",
-        "| --- | --- | --- | --- | --- |",
+        '| `metric` | distance | exact candidates | HNSW | true metric | `weights="distance"` |',
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for m in METRICS.values():
         candidates = "float32 GEMM, float64 refinement" if m.gemm else "float64 blocks"
         hnsw = f"yes (`{m.hnsw_space}`)" if m.hnsw_space else "no"
         true = ("yes" if not m.min_p else f"for p >= {m.min_p:g}") if m.true_metric else "no"
-        lines.append(f"| `{m.name}` | {m.meaning} | {candidates} | {hnsw} | {true} |")
+        weighting = "yes" if m.nonnegative else "no (distances can be negative)"
+        lines.append(f"| `{m.name}` | {m.meaning} | {candidates} | {hnsw} | {true} | {weighting} |")
     return "\n".join(lines)
 
 
@@ -229,7 +255,8 @@ def pair_distances(
     ...                index=np.array([[1, 0]]))
     array([[1., 5.]])
     """
-    distance = get_metric(metric).distance
+    entry = get_metric(metric)
+    distance = entry.distance
     shared = rows.ndim == 2 and index is None
     n_queries, n_features = queries.shape
     if index is not None:
@@ -247,4 +274,4 @@ def pair_distances(
         else:
             r = rows[None, :, :] if shared else rows[start:stop]
         out[start:stop] = distance(q, r.astype(np.float64, copy=False), p)
-    return out
+    return entry.clip(out)

@@ -71,8 +71,12 @@ class ExactShard:
             self.features = self.features[order]
             if self.labels is not None:
                 self.labels = np.asarray(self.labels)[order]
-            if np.any(np.diff(self.ids) == 0):
-                raise ValueError("ids within a shard must be unique")
+            repeated = self.ids[1:][np.diff(self.ids) == 0]
+            if repeated.size:
+                raise ValueError(
+                    f"ids within a shard must be unique; id {int(repeated[0])} appears more "
+                    "than once (rows that changed between evaluations of the training data?)"
+                )
 
     @property
     def n_rows(self) -> int:

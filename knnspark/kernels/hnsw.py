@@ -257,8 +257,11 @@ def hnsw_search(
         return exact_search(ExactShard(vectors, shard.ids), queries, keep, shard.metric)
     pos = labels.astype(np.int64)
     dist = dist.astype(np.float64)
-    to_distance = _FROM_SPACE.get(get_metric(shard.metric).hnsw_space)
+    metric = get_metric(shard.metric)
+    to_distance = _FROM_SPACE.get(metric.hnsw_space)
     if to_distance is not None:
         dist = to_distance(dist)
+    # hnswlib's float32 "cosine" gives a vector and itself about +-1e-7: clip as exact search does.
+    dist = metric.clip(dist)
     out_dist, _, order = select_topk(dist, shard.ids[pos], keep)
     return out_dist, np.take_along_axis(pos, order, axis=1)

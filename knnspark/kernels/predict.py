@@ -3,15 +3,19 @@
 The weighting follows scikit-learn's ``weights`` parameter: ``"uniform"``
 gives every neighbor weight 1; ``"distance"`` gives weight ``1 / distance``,
 and a query with an exact match (distance 0) gives all of its weight to the
-exact matches.
+exact matches.  ``"distance"`` needs distances >= 0: metrics whose distances can be
+negative (``inner_product``, a similarity) are refused by :func:`check_weighting`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from knnspark.kernels.distances import METRICS, get_metric
+
 __all__ = [
     "WEIGHTINGS",
+    "check_weighting",
     "class_probabilities",
     "class_votes",
     "classify_neighbors",
@@ -24,6 +28,33 @@ __all__ = [
 
 #: Valid values of the ``weights`` param.
 WEIGHTINGS = ("uniform", "distance")
+
+
+def check_weighting(metric: str, weights: str) -> None:
+    """Raise a ValueError when ``weights`` cannot be used with ``metric``.
+
+    ``weights="distance"`` weighs a neighbor by ``1 / distance``, which means something only
+    for distances >= 0; a metric whose distances can be negative (``nonnegative=False`` in
+    :data:`knnspark.kernels.distances.METRICS`) would give negative weights and
+    probabilities outside [0, 1].
+
+    Examples
+    --------
+    >>> check_weighting("cosine", "distance")
+    >>> check_weighting("inner_product", "distance")
+    Traceback (most recent call last):
+    ...
+    ValueError: Param weights='distance' weighs neighbors by 1/distance, ...
+    """
+    if weights != "distance" or get_metric(metric).nonnegative:
+        return
+    allowed = [name for name, m in METRICS.items() if m.nonnegative]
+    raise ValueError(
+        f"Param weights='distance' weighs neighbors by 1/distance, which needs distances "
+        f">= 0; metric={metric!r} gives distances that can be negative. Use "
+        f"weights='uniform', or one of the metrics {', '.join(allowed)} (for normalized "
+        "embeddings, metric='cosine' ranks neighbors as inner_product does)."
+    )
 
 
 def neighbor_weights(dist: np.ndarray, weights: str) -> np.ndarray:
@@ -49,6 +80,12 @@ def neighbor_weights(dist: np.ndarray, weights: str) -> np.ndarray:
         return np.ones_like(dist)
     if weights != "distance":
         raise ValueError(f"Unknown weights {weights!r}; expected one of {WEIGHTINGS}")
+    if np.any(dist < 0.0):
+        # check_weighting refuses such metrics on the driver; never weigh by 1/negative.
+        raise ValueError(
+            f"weights='distance' needs distances >= 0; got {float(dist.min())!r}. Use "
+            "weights='uniform' with a metric whose distances can be negative."
+        )
     exact = dist == 0.0
     with np.errstate(divide="ignore"):
         w = 1.0 / dist
@@ -83,13 +120,32 @@ def class_votes(
     """
     n_queries, _ = neighbor_labels.shape
     n_classes = classes.shape[0]
-    class_index = np.searchsorted(classes, neighbor_labels)
+    class_index = _class_index(neighbor_labels, classes)
     w = neighbor_weights(dist, weights)
     if class_weights is not None:
         w = w * np.asarray(class_weights, dtype=np.float64)[class_index]
     flat = (np.arange(n_queries)[:, None] * n_classes + class_index).ravel()
     totals = np.bincount(flat, weights=w.ravel(), minlength=n_queries * n_classes)
     return totals.reshape(n_queries, n_classes)
+
+
+def _class_index(neighbor_labels: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Position of each label in ``classes``; a ValueError for a label not among them.
+
+    Without the check, ``searchsorted`` would send a label past the last class to column
+    ``n_classes``, which the flat bincount in :func:`class_votes` counts in the next row.
+    """
+    index = np.searchsorted(classes, neighbor_labels)
+    found = index < classes.shape[0]
+    found[found] = classes[index[found]] == neighbor_labels[found]
+    if not found.all():
+        bad = np.asarray(neighbor_labels)[~found]
+        raise ValueError(
+            f"Neighbor label {float(bad[0])!r} is not among the model's classes "
+            f"{[float(c) for c in classes]} ({bad.size} such labels): the model's classes do "
+            "not match its training labels (an edited or damaged model?)."
+        )
+    return index
 
 
 def class_probabilities(

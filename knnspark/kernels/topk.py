@@ -21,7 +21,9 @@ __all__ = [
 ]
 
 #: Id used to pad lists that hold fewer than ``k`` candidates; pairs with an
-#: infinite distance so that padding always sorts last.
+#: infinite distance so that padding always sorts last.  It is also a valid user id
+#: (``idCol`` takes any long), so padding is recognised by its infinite distance, never
+#: by its id: real distances are always finite.
 PAD_ID = np.iinfo(np.int64).max
 
 # Columns per group in the one-pass narrowing of smallest_k_columns.
@@ -220,6 +222,9 @@ def pad_ragged(
 def drop_duplicate_ids(dist: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Replace repeated ids within a row by padding, keeping the smallest distance.
 
+    Padding (infinite distance) is never a repeat, whatever its id; a real candidate whose
+    id equals :data:`PAD_ID` is deduplicated like any other.
+
     Returns
     -------
     dist, ids : ndarray of shape (n_rows, n_candidates)
@@ -231,8 +236,11 @@ def drop_duplicate_ids(dist: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, n
     """
     order = np.lexsort((dist, ids), axis=-1)
     sorted_ids = np.take_along_axis(ids, order, axis=1)
+    sorted_dist = np.take_along_axis(dist, order, axis=1)
     repeat = np.zeros(ids.shape, dtype=bool)
-    repeat[:, 1:] = (sorted_ids[:, 1:] == sorted_ids[:, :-1]) & (sorted_ids[:, 1:] != PAD_ID)
+    # Within one id the finite distances sort first, so a finite entry after an equal id
+    # follows a real candidate: a true repeat.
+    repeat[:, 1:] = (sorted_ids[:, 1:] == sorted_ids[:, :-1]) & np.isfinite(sorted_dist[:, 1:])
     if not repeat.any():
         return dist, ids
     dist, ids = dist.copy(), ids.copy()

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from pyspark.ml import Estimator
 from pyspark.ml.param import Param
 
@@ -49,7 +50,12 @@ class SearchGroup:
 
 def describe_param_map(param_map: dict[Param, Any]) -> str:
     """A param map by param name, for messages: ``{k=3, weights='uniform'}``."""
-    return "{" + ", ".join(f"{p.name}={v!r}" for p, v in param_map.items()) + "}"
+    return "{" + ", ".join(f"{p.name}={_plain(v)!r}" for p, v in param_map.items()) + "}"
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar (a grid from ``np.arange``) as the Python value it holds."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def group_param_maps(estimator: Estimator, param_maps: Sequence[dict]) -> list[SearchGroup]:
@@ -62,6 +68,12 @@ def group_param_maps(estimator: Estimator, param_maps: Sequence[dict]) -> list[S
     groups: dict[tuple[tuple[str, str], ...], SearchGroup] = {}
     for index, param_map in enumerate(param_maps):
         resolved = estimator.copy(param_map)
+        try:
+            resolved._check_params()
+        except ValueError as exc:
+            raise ValueError(
+                f"estimatorParamMaps[{index}] {describe_param_map(param_map)}: {exc}"
+            ) from None
         key = tuple(
             (p.name, repr(resolved.getOrDefault(p)))
             for p in resolved.params

@@ -316,7 +316,10 @@ class KNNCrossValidatorModel(CrossValidatorModel):
     def bestParams(self) -> dict[str, Any]:
         """The best param map, by param name: ``{'k': 7, 'weights': 'distance'}``."""
         best = self.getEstimatorParamMaps()[self.bestIndex]
-        return {param.name: value for param, value in best.items()}
+        return {
+            param.name: value.item() if isinstance(value, np.generic) else value
+            for param, value in best.items()
+        }
 
     def summary(self) -> pd.DataFrame:
         """Mean and standard deviation of the metric over the folds, one row per param map.

@@ -19,9 +19,6 @@ PATHS = {"broadcast": None, "distributed": 0}
 
 # training.py builds F.col(f"`{name}`") for labelCol and idCol without doubling a backtick
 # inside the name; the fix is one line there (schema.column), outside this branch's files.
-BACKTICK_IN_TRAINING = pytest.mark.xfail(
-    strict=True, reason="training.py quotes labelCol/idCol without doubling backticks"
-)
 
 
 def _frame(spark, n, seed, names):
@@ -116,7 +113,7 @@ def test_features_and_output_columns_with_odd_names(spark, path):
 @pytest.mark.parametrize("path", list(PATHS))
 @pytest.mark.parametrize(
     ("label", "id_"),
-    [("a.b", "sp ace"), pytest.param("we`ird", "x`y.z", marks=BACKTICK_IN_TRAINING)],
+    [("a.b", "sp ace"), ("we`ird", "x`y.z")],
 )
 def test_label_and_id_columns_with_odd_names(spark, path, label, id_):
     names = {"label": label, "id": id_}
