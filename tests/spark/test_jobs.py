@@ -394,11 +394,13 @@ BAD_RUNS = {
     ),
     "partial model": (
         lambda w, t, s: {"model__path": str(_partial_model(w, t))},
-        r"error: The model at '.*model' has no training data folder",
+        r"error: The model at '.*model' does not match its manifest: "
+        r"data/part-00000-\S+ is missing \(or empty\)",
     ),
     "corrupt model": (
         lambda w, t, s: {"model__path": str(_corrupt_model(w, t))},
-        r"error: The model at '.*model' has damaged metadata \(JSONDecodeError",
+        r"error: The model at '.*model' does not match its manifest: "
+        r"metadata/part-00000-\S+ has 54 bytes, the manifest says ",
     ),
     "wrong task": (
         lambda w, t, s: {"model__task": "regression"},

@@ -170,6 +170,21 @@ def damaged_copy(saved: Path, tmp_path: Path, kind: str = "classifier") -> Path:
     return target
 
 
+def make_legacy(path: Path) -> Path:
+    """Turn a saved folder into one saved before manifests: no manifest, none promised.
+
+    The structural checks below are what protects such folders, so the damage tests run on
+    them; ``test_model_integrity.py`` covers folders with a manifest.
+    """
+    shutil.rmtree(path / "manifest", ignore_errors=True)
+    edit_metadata(path, lambda m: m.pop("manifest_version", None))
+    return path
+
+
+def legacy_copy(saved: Path, tmp_path: Path, kind: str = "classifier") -> Path:
+    return make_legacy(damaged_copy(saved, tmp_path, kind))
+
+
 def metadata_file(path: Path) -> Path:
     (part,) = (path / "metadata").glob("part-*")
     return part
@@ -179,7 +194,7 @@ def rewrite_metadata(path: Path, text: str) -> None:
     """Replace the metadata document, as an editor or another tool would (no checksum)."""
     part = metadata_file(path)
     part.write_text(text)
-    (part.parent / f".{part.name}.crc").unlink()
+    (part.parent / f".{part.name}.crc").unlink(missing_ok=True)
 
 
 def edit_metadata(path: Path, edit) -> None:
@@ -314,6 +329,16 @@ def test_saved_folders_hold_only_json_and_parquet(saved, distributed_models, tmp
                     == f"knnspark.{MODEL_CLASSES[metadata_kind(metadata)].__name__}"
                 )
                 kinds.add("json")
+            elif path.parent.name == "manifest":
+                covered = {
+                    str(p.relative_to(folder))
+                    for p in folder.rglob("*")
+                    if p.is_file()
+                    and not p.name.startswith((".", "_"))
+                    and p.parent.name != "manifest"
+                }
+                assert set(json.loads(content)["files"]) == covered, path
+                kinds.add("manifest")
             else:
                 assert path.parent.name == "data", path
                 assert content[:4] == content[-4:] == b"PAR1", path
@@ -326,7 +351,7 @@ def test_saved_folders_hold_only_json_and_parquet(saved, distributed_models, tmp
                     ("label", pa.float64()),
                 ], path
                 kinds.add("parquet")
-        assert {"json", "parquet"} <= kinds, folder
+        assert {"json", "parquet", "manifest"} <= kinds, folder
 
 
 def metadata_kind(metadata: dict) -> str:
@@ -346,6 +371,8 @@ def test_metadata_records_format_and_index(saved):
 
 
 # ---------------------------------------------------------------- missing or damaged folders
+# Folders with a manifest: tests/spark/test_model_integrity.py.  Most tests here damage folders
+# saved before manifests (make_legacy), whose structural checks are their only protection.
 
 
 def test_load_missing_folder(spark, tmp_path):
@@ -369,16 +396,22 @@ def _remove_data_files(path):
         part.unlink()
 
 
-# Each way of damaging a saved folder, and the message (with the folder's path) it must give.
+# Each way of damaging a saved folder, the message (with the folder's path) it gives for a folder
+# saved before manifests, and the start of the one it gives with a manifest (which names a file).
+MISSING_METADATA = r"metadata/part-00000-[\w-]+\.txt is missing \(or empty\)"
+EDITED_METADATA = r"metadata/part-00000-[\w-]+\.txt has \d+ bytes, the manifest says \d+"
+MISSING_DATA = r"data/part-00000-[\w-]+\.snappy\.parquet is missing \(or empty\)"
 DAMAGES = [
     pytest.param(
         lambda path: shutil.rmtree(path / "metadata"),
         "No knnspark model at '{path}': its metadata folder is missing or unreadable",
+        MISSING_METADATA,
         id="no-metadata-folder",
     ),
     pytest.param(
         _remove_metadata_files,
         "The model at '{path}' has damaged metadata (JSONDecodeError: ",
+        MISSING_METADATA,
         id="no-metadata-file",
     ),
     pytest.param(
@@ -386,54 +419,74 @@ DAMAGES = [
             path, '{"class": "knnspark.KNNClassificationModel", "index": [1, 2'
         ),
         "The model at '{path}' has damaged metadata (JSONDecodeError: ",
+        EDITED_METADATA,
         id="garbage-metadata",
     ),
     pytest.param(
         lambda path: edit_metadata(path, lambda m: m.pop("index")),
         "The model at '{path}' has damaged metadata (KeyError: 'index').",
+        EDITED_METADATA,
         id="metadata-without-index",
     ),
     pytest.param(
         _remove_data_files,
         "The model at '{path}' is damaged: its data folder holds 0 training rows, "
         f"its metadata says {N_TRAIN}.",
+        MISSING_DATA,
         id="no-data-files",
     ),
     pytest.param(
         lambda path: shutil.rmtree(path / "data"),
         "The model at '{path}' has no training data folder",
+        MISSING_DATA,
         id="no-data-folder",
     ),
 ]
 
 
-@pytest.mark.parametrize(("damage", "message"), DAMAGES)
-def test_load_of_a_damaged_folder_names_the_damage(saved, tmp_path, damage, message):
+@pytest.mark.parametrize(("damage", "legacy_message", "manifest_message"), DAMAGES)
+@pytest.mark.parametrize("layout", ["legacy", "manifest"])
+def test_load_of_a_damaged_folder_names_the_damage(
+    saved, tmp_path, damage, legacy_message, manifest_message, layout
+):
     path = damaged_copy(saved, tmp_path)
+    if layout == "legacy":
+        make_legacy(path)
     damage(path)
-    with pytest.raises(ModelLoadError, match=re.escape(message.replace("{path}", str(path)))):
+    if layout == "legacy":
+        message = re.escape(legacy_message.replace("{path}", str(path)))
+    else:
+        message = re.escape(f"The model at '{path}' does not match its manifest: ")
+        message += manifest_message
+    with pytest.raises(ModelLoadError, match=message):
         KNNClassificationModel.load(str(path))
 
 
-def test_load_metadata_corrupted_in_place(saved, tmp_path):
+@pytest.mark.parametrize("layout", ["legacy", "manifest"])
+def test_load_metadata_corrupted_in_place(saved, tmp_path, layout):
     """Bytes flipped on disk: the file no longer matches its checksum, so Spark fails to read it.
 
-    That read error must still reach the user as a ModelLoadError, not a Java stack trace.
+    That read error must still reach the user as a ModelLoadError, not a Java stack trace; with
+    a manifest it comes from hashing the files, and names the file.
     """
     path = damaged_copy(saved, tmp_path)
+    if layout == "legacy":
+        make_legacy(path)
     part = metadata_file(path)
     content = bytearray(part.read_bytes())
     content[2:12] = b"\x00garbage\xff\xfe\x01"
     part.write_bytes(bytes(content))
-    with pytest.raises(
-        ModelLoadError, match=re.escape(f"The model at '{path}' has ") + "(damaged|unreadable)"
-    ):
+    if layout == "legacy":  # make_legacy rewrote the metadata, leaving no checksum
+        message = re.escape(f"The model at '{path}' has damaged metadata (JSONDecodeError")
+    else:
+        message = re.escape(f"The model at '{path}' has an unreadable file: ") + ".*" + part.name
+    with pytest.raises(ModelLoadError, match=message):
         KNNClassificationModel.load(str(path))
 
 
 @pytest.mark.filterwarnings("ignore:toPandas attempted Arrow optimization")
 def test_load_corrupted_data_file(saved, tmp_path):
-    path = damaged_copy(saved, tmp_path)
+    path = legacy_copy(saved, tmp_path)
     part = sorted((path / "data").glob("part-*.parquet"))[0]
     part.write_bytes(b"PAR1" + b"\x00" * 64 + b"PAR1")
     (part.parent / f".{part.name}.crc").unlink()
@@ -446,10 +499,11 @@ def test_load_corrupted_data_file(saved, tmp_path):
 @pytest.mark.parametrize("storage", ["broadcast", "distributed"])
 def test_load_row_count_differs_from_metadata(saved, distributed_models, tmp_path, storage):
     if storage == "broadcast":
-        path = damaged_copy(saved, tmp_path)
+        path = legacy_copy(saved, tmp_path)
     else:
         path = tmp_path / "distributed"
         distributed_models["classifier"].write().save(str(path))
+        make_legacy(path)
 
     def add_row(metadata):
         metadata["index"]["n_rows"] += 1
@@ -466,7 +520,7 @@ def test_load_row_count_differs_from_metadata(saved, distributed_models, tmp_pat
 
 
 def test_load_shard_sizes_differ_from_metadata(saved, tmp_path):
-    path = damaged_copy(saved, tmp_path)
+    path = legacy_copy(saved, tmp_path)
 
     def move_row(metadata):
         sizes = metadata["index"]["shard_sizes"]
@@ -481,7 +535,7 @@ def test_load_shard_sizes_differ_from_metadata(saved, tmp_path):
 
 
 def test_load_feature_count_differs_from_metadata(saved, tmp_path):
-    path = damaged_copy(saved, tmp_path)
+    path = legacy_copy(saved, tmp_path)
     edit_metadata(path, lambda m: m["index"].update(n_features=DIM + 1))
     with pytest.raises(
         ModelLoadError,
@@ -516,7 +570,7 @@ def test_load_with_the_wrong_class(saved, saved_kind, load_cls):
 
 
 def test_load_newer_format_version(saved, tmp_path):
-    path = damaged_copy(saved, tmp_path)
+    path = legacy_copy(saved, tmp_path)
     edit_metadata(path, lambda m: m.update(format_version=99))
     with pytest.raises(
         ModelLoadError,
@@ -529,7 +583,7 @@ def test_load_newer_format_version(saved, tmp_path):
 
 
 def test_load_unknown_param(saved, tmp_path):
-    path = damaged_copy(saved, tmp_path)
+    path = legacy_copy(saved, tmp_path)
     edit_metadata(path, lambda m: m["params"].update(bogus=1))
     with pytest.raises(
         ModelLoadError, match=re.escape(f"The model at '{path}' has an unknown param 'bogus'.")

@@ -1,149 +1,54 @@
-"""Save and load fitted models without pickle.
-
-A model folder holds:
-
-* ``metadata/`` — one JSON document (written by Spark as a text file, so any
-  Hadoop file system works): class, format version, params, classes, number
-  of features and rows, rows per shard;
-* ``data/`` — the training rows as Parquet written by Spark, with columns
-  ``shard, id, features (array<float>), label``;
-* ``index/`` — models whose index kind has a payload (HNSW): one Parquet row per
-  shard with its ids, labels and payload (for HNSW, the graph in hnswlib's own file
-  format), in the layout of :data:`knnspark.shard_codec.PAYLOAD_COLUMNS`.
-
-Loading reads JSON, Parquet and the kinds' own files only.  The shard of every row is stored, so a
-loaded model searches exactly the shards the saved one did and predicts the
-same values.
-"""
+"""Loading a model folder: the manifest first, then metadata, then the index, each checked."""
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
+import logging
+import math
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyspark
-from pyspark.ml.util import MLReader, MLWriter
+from pyspark.ml.util import MLReader
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 from pyspark.sql.utils import AnalysisException
 
 from knnspark._version import __version__
 from knnspark.errors import ModelLoadError
-from knnspark.index import (
-    EXACT_KIND,
-    TrainingIndex,
-    choose_storage,
-    index_size_bytes,
-)
+from knnspark.index import EXACT_KIND, TrainingIndex, choose_storage, index_size_bytes
 from knnspark.kernels.exact import ExactShard
 from knnspark.kernels.kinds import shard_kind
-from knnspark.partition import NEIGHBORS
+from knnspark.persistence.layout import (
+    FORMAT_VERSION,
+    class_name,
+    data_path,
+    error_line,
+    metadata_path,
+    payloads_path,
+)
+from knnspark.persistence.manifest import read_manifest, verify_manifest
 from knnspark.preprocessing import Preprocessing
 from knnspark.shard_codec import (
     PAYLOAD_COLUMNS,
     SHARD_BLOB_SCHEMA,
     SHARD_ROWS_SCHEMA,
-    blob_row,
     shard_from_blob,
-    shard_rows_table,
 )
 
-__all__ = ["FORMAT_VERSION", "KNNModelReader", "KNNModelWriter"]
+__all__ = ["KNNModelReader"]
 
-#: Version of the folder layout; a loader refuses newer versions.
-FORMAT_VERSION = 1
+logger = logging.getLogger("knnspark")
 
-
-def _metadata_path(path: str) -> str:
-    return path.rstrip("/") + "/metadata"
-
-
-def _data_path(path: str) -> str:
-    return path.rstrip("/") + "/data"
-
-
-def _payloads_path(path: str) -> str:
-    return path.rstrip("/") + "/index"
-
-
-def _class_name(cls: type) -> str:
-    return f"knnspark.{cls.__name__}"
-
-
-class KNNModelWriter(MLWriter):
-    """Writes a fitted knnspark model; see the module docstring for the layout."""
-
-    def __init__(self, instance: Any) -> None:
-        super().__init__()
-        self.instance = instance
-
-    def saveImpl(self, path: str) -> None:
-        model = self.instance
-        index: TrainingIndex = model.index
-        spark = self.sparkSession
-        params = {p.name: v for p, v in model._paramMap.items()}
-        defaults = {p.name: v for p, v in model._defaultParamMap.items()}
-        metadata = {
-            "class": _class_name(type(model)),
-            "format_version": FORMAT_VERSION,
-            "knnspark_version": __version__,
-            "spark_version": pyspark.__version__,
-            "timestamp": _dt.datetime.now(_dt.UTC).isoformat(),
-            "uid": model.uid,
-            "params": params,
-            "default_params": defaults,
-            "index": {
-                "n_features": index.n_features,
-                "n_rows": index.n_rows,
-                "shard_sizes": {str(k): v for k, v in index.shard_sizes.items()},
-                "classes": None if index.classes is None else [float(c) for c in index.classes],
-                "class_counts": (
-                    None if index.class_counts is None else [int(c) for c in index.class_counts]
-                ),
-                "generated_ids": index.generated_ids,
-                "has_labels": model._task != NEIGHBORS,
-                "algorithm": index.kind,
-                "model_id": index.model_id,
-                "index_params": index.kind_params,
-                "payload_bytes": index.payload_bytes,
-                "preprocessing": index.preprocessing.to_json(),
-            },
-        }
-        text = json.dumps(metadata, sort_keys=True)
-        spark.createDataFrame([(text,)], "value string").coalesce(1).write.text(
-            _metadata_path(path)
-        )
-        _training_rows(spark, index).write.parquet(_data_path(path))
-        if not shard_kind(index.kind).stores_features:
-            _payload_rows(spark, index).write.parquet(_payloads_path(path))
-
-
-def _payload_rows(spark: SparkSession, index: TrainingIndex) -> DataFrame:
-    """One row per shard: ids, labels and the kind's payload (e.g. an hnswlib file)."""
-    if index.shard_blobs is not None:
-        return index.shard_blobs.select(*PAYLOAD_COLUMNS)
-    schema = T.StructType([SHARD_BLOB_SCHEMA[c] for c in PAYLOAD_COLUMNS])
-    rows = []
-    for shard_no, shard in zip(index.shard_sizes, index.shards[index.kind], strict=True):
-        row = blob_row(shard_no, shard)
-        rows.append(tuple(row[c] for c in PAYLOAD_COLUMNS))
-    return spark.createDataFrame(rows, schema)
-
-
-def _training_rows(spark: SparkSession, index: TrainingIndex) -> DataFrame:
-    if index.shard_rows is not None:
-        return index.shard_rows.select(*SHARD_ROWS_SCHEMA.fieldNames())
-    exact = index.shards[EXACT_KIND]
-    tables = [shard_rows_table(no, s) for no, s in zip(index.shard_sizes, exact, strict=True)]
-    return spark.createDataFrame(pa.concat_tables(tables).to_pandas(), SHARD_ROWS_SCHEMA)
+_SPARK_ML_PREFIX = "org.apache.spark.ml."
 
 
 class KNNModelReader(MLReader):
-    """Loads a model written by :class:`KNNModelWriter`, checking it on the way."""
+    """Loads a model written by :class:`~knnspark.persistence.KNNModelWriter`, checking it.
+
+    Every file is checked against the manifest before any is read as part of the model; a
+    folder saved before manifests loads with a warning, one whose save was interrupted does
+    not load.
+    """
 
     def __init__(self, cls: type) -> None:
         super().__init__()
@@ -151,8 +56,13 @@ class KNNModelReader(MLReader):
 
     def load(self, path: str) -> Any:
         spark = self.sparkSession
+        manifest = read_manifest(spark, path)
+        if manifest is not None:
+            verify_manifest(spark, path, manifest)
         metadata = _read_metadata(spark, path)
-        expected = _class_name(self.cls)
+        if manifest is None:
+            _check_unmanifested(path, metadata)
+        expected = class_name(self.cls)
         if metadata.get("class") != expected:
             raise ModelLoadError(
                 f"The model at '{path}' is a {metadata.get('class')}, not a {expected}; "
@@ -177,28 +87,97 @@ class KNNModelReader(MLReader):
         return model
 
 
+def _check_unmanifested(path: str, metadata: dict) -> None:
+    """A folder without a manifest: an interrupted save, or one from before manifests."""
+    saved_by = metadata.get("knnspark_version", "an unknown version")
+    if "manifest_version" in metadata:
+        raise ModelLoadError(
+            f"The model at '{path}' is an incomplete save: it has no manifest, which "
+            f"knnspark {saved_by} writes last, once every other file is in place (the save "
+            "was interrupted, or the manifest removed). Save or fit the model again."
+        )
+    logger.warning(
+        "The model at '%s' has no integrity manifest (saved by knnspark %s, before "
+        "manifests): its files cannot be checked for damage or edits. Save it again to add one.",
+        path,
+        saved_by,
+    )
+
+
 def _read_metadata(spark: SparkSession, path: str) -> dict:
     try:
-        lines = [r["value"] for r in spark.read.text(_metadata_path(path)).collect()]
+        lines = [r["value"] for r in spark.read.text(metadata_path(path)).collect()]
     except AnalysisException as exc:
         raise ModelLoadError(
             f"No knnspark model at '{path}': its metadata folder is missing or unreadable "
-            f"({str(exc).splitlines()[0]})."
+            f"({error_line(exc)})."
         ) from None
     except Exception as exc:  # a damaged file (e.g. a checksum mismatch) fails in the read job
         raise ModelLoadError(
-            f"The model at '{path}' has unreadable metadata: {str(exc).splitlines()[0]}"
+            f"The model at '{path}' has unreadable metadata: {error_line(exc)}"
         ) from None
     try:
         metadata = json.loads("\n".join(lines))
+        if not isinstance(metadata, dict):
+            raise TypeError(f"a JSON {type(metadata).__name__}, not an object")
+    except (ValueError, TypeError) as exc:
+        raise _damaged_metadata(path, exc) from None
+    _check_foreign_class(path, metadata.get("class"), metadata)
+    try:
         index = metadata["index"]
         for key in ("n_features", "n_rows", "shard_sizes"):
             index[key]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ModelLoadError(
-            f"The model at '{path}' has damaged metadata ({type(exc).__name__}: {exc})."
-        ) from None
+    except (KeyError, TypeError) as exc:
+        raise _damaged_metadata(path, exc) from None
+    _check_index_metadata(path, metadata["index"])
     return metadata
+
+
+def _damaged_metadata(path: str, exc: Exception) -> ModelLoadError:
+    return ModelLoadError(
+        f"The model at '{path}' has damaged metadata ({type(exc).__name__}: {exc})."
+    )
+
+
+def _check_foreign_class(path: str, saved_class: Any, metadata: dict) -> None:
+    """Another library's model (Spark ML's own, for one): name it and its loader."""
+    if not isinstance(saved_class, str) or saved_class.startswith("knnspark."):
+        return
+    if saved_class.startswith(_SPARK_ML_PREFIX):
+        loader = "pyspark.ml." + saved_class[len(_SPARK_ML_PREFIX) :]
+        spark_version = metadata.get("sparkVersion")
+        saved_by = f" saved by Spark {spark_version}" if spark_version else " saved by Spark"
+    else:
+        loader, saved_by = saved_class, ""
+    raise ModelLoadError(
+        f"The folder at '{path}' holds a {saved_class}{saved_by}, not a knnspark model; "
+        f"load it with {loader}.load."
+    )
+
+
+def _check_index_metadata(path: str, info: dict) -> None:
+    """Cheap consistency checks of the index description, before any data is read."""
+
+    def damaged(what: str) -> ModelLoadError:
+        return ModelLoadError(f"The model at '{path}' has damaged metadata: {what}.")
+
+    try:
+        numbers = [int(info["n_rows"]), int(info["n_features"])]
+        numbers += [int(v) for v in info["shard_sizes"].values()]
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise damaged(f"{type(exc).__name__}: {exc}") from None
+    if min(numbers) < 0:
+        raise damaged("a negative number of rows or features")
+    classes, counts = info.get("classes"), info.get("class_counts")
+    if classes is None:
+        return
+    valid = isinstance(classes, list) and all(
+        isinstance(c, int | float) and not isinstance(c, bool) and math.isfinite(c) for c in classes
+    )
+    if not valid or any(b <= a for a, b in zip(classes, classes[1:], strict=False)):
+        raise damaged(f"classes {classes!r} are not finite numbers in increasing order")
+    if counts is not None and (not isinstance(counts, list) or len(counts) != len(classes)):
+        raise damaged(f"class_counts {counts!r} do not match classes {classes!r}")
 
 
 def _read_index(
@@ -206,10 +185,10 @@ def _read_index(
 ) -> TrainingIndex:
     info = metadata["index"]
     try:
-        rows = spark.read.schema(SHARD_ROWS_SCHEMA).parquet(_data_path(path))
+        rows = spark.read.schema(SHARD_ROWS_SCHEMA).parquet(data_path(path))
     except AnalysisException as exc:
         raise ModelLoadError(
-            f"The model at '{path}' has no training data folder ({str(exc).splitlines()[0]})."
+            f"The model at '{path}' has no training data folder ({error_line(exc)})."
         ) from None
     sizes = {int(k): int(v) for k, v in info["shard_sizes"].items()}
     n_rows, n_features = int(info["n_rows"]), int(info["n_features"])
@@ -237,23 +216,37 @@ def _read_index(
     payloads = None if shard_kind(kind).stores_features else _read_payloads(spark, path, sizes)
     size = index_size_bytes(n_rows, n_features, common["payload_bytes"])
     if choose_storage(size, max_broadcast_bytes) == "distributed":
-        try:
-            counted = rows.count()
-        except Exception as exc:
-            raise ModelLoadError(
-                f"The model at '{path}' has unreadable training data: {str(exc).splitlines()[0]}"
-            ) from None
-        _check_rows(path, counted, n_rows)
+        _check_distributed_rows(rows, path, n_rows, n_features)
         shard_rows = rows.select(*SHARD_ROWS_SCHEMA.fieldNames()).filter(F.lit(True))
         return TrainingIndex(shard_rows=shard_rows, shard_blobs=payloads, **common)
     index = TrainingIndex(**common)
-    index.shards = {EXACT_KIND: _exact_shards(rows, path, sizes, n_rows, n_features, has_labels)}
+    exact = _exact_shards(rows, path, sizes, n_rows, n_features, has_labels)
+    _check_labels(path, exact, index.classes)
+    index.shards = {EXACT_KIND: exact}
     if payloads is not None:
         by_shard = {int(r["shard"]): r.asDict() for r in payloads.collect()}
+        _check_payload_bytes(path, by_shard, index.payload_bytes)
         index.shards[kind] = [
             shard_from_blob(by_shard[s], kind, index.kind_params, index.model_id) for s in sizes
         ]
     return index
+
+
+def _check_distributed_rows(rows: DataFrame, path: str, n_rows: int, n_features: int) -> None:
+    """Row count (Parquet footers) and the length of one feature vector, without a full read."""
+    try:
+        counted = rows.count()
+        first = rows.select(F.size("features").alias("n")).first()
+    except Exception as exc:
+        raise ModelLoadError(
+            f"The model at '{path}' has unreadable training data: {error_line(exc)}"
+        ) from None
+    _check_rows(path, counted, n_rows)
+    if first is not None and first["n"] != n_features:
+        raise ModelLoadError(
+            f"The model at '{path}' is damaged: features of length {first['n']}, "
+            f"its metadata says {n_features}."
+        )
 
 
 def _exact_shards(
@@ -269,7 +262,7 @@ def _exact_shards(
         pdf = rows.toPandas()
     except Exception as exc:  # a damaged Parquet file surfaces as a Java error
         raise ModelLoadError(
-            f"The model at '{path}' has unreadable training data: {str(exc).splitlines()[0]}"
+            f"The model at '{path}' has unreadable training data: {error_line(exc)}"
         ) from None
     _check_rows(path, len(pdf), n_rows)
     shards = []
@@ -296,10 +289,32 @@ def _exact_shards(
     return shards
 
 
+def _check_labels(path: str, shards: list[ExactShard], classes: np.ndarray | None) -> None:
+    """Every training label of a classifier is one of its classes (votes index by class)."""
+    if classes is None:
+        return
+    labels = np.concatenate([s.labels for s in shards if s.labels is not None] or [np.empty(0)])
+    unknown = np.setdiff1d(labels, classes)
+    if unknown.size:
+        raise ModelLoadError(
+            f"The model at '{path}' is damaged: training labels {unknown[:5].tolist()} are not "
+            f"among its classes {classes.tolist()}."
+        )
+
+
+def _check_payload_bytes(path: str, by_shard: dict[int, dict], expected: int) -> None:
+    found = sum(len(b["payload"] or b"") for b in by_shard.values())
+    if expected and found != expected:
+        raise ModelLoadError(
+            f"The model at '{path}' is damaged: its index folder holds {found} payload bytes, "
+            f"its metadata says {expected}."
+        )
+
+
 def _read_payloads(spark: SparkSession, path: str, sizes: dict[int, int]) -> DataFrame:
     """The ``index/`` folder: one row per shard in the layout of PAYLOAD_COLUMNS."""
     try:
-        payloads = spark.read.parquet(_payloads_path(path))
+        payloads = spark.read.parquet(payloads_path(path))
         if "payload" not in payloads.columns and "graph" in payloads.columns:
             payloads = payloads.withColumnRenamed("graph", "payload")  # an older layout
         payloads = payloads.select(
@@ -310,7 +325,7 @@ def _read_payloads(spark: SparkSession, path: str, sizes: dict[int, int]) -> Dat
         }
     except Exception as exc:  # a missing or damaged folder surfaces as a Java error
         raise ModelLoadError(
-            f"The model at '{path}' has no readable index folder ({str(exc).splitlines()[0]})."
+            f"The model at '{path}' has no readable index folder ({error_line(exc)})."
         ) from None
     if found != sizes:
         raise ModelLoadError(
