@@ -47,7 +47,7 @@ def test_api_imports_run():
 def test_worker_error_block_runs(spark):
     namespace = _run(_block_after("### Bad input"))
     assert namespace["message"].startswith(
-        "Column 'features' (param featuresCol) holds NaN or infinite values in a query row."
+        "Column 'features' (param featuresCol) holds NaN or infinite values in a query row"
     )
 
 

@@ -35,7 +35,9 @@ def train(spark):
     [
         (
             Vectors.dense([float("nan"), 1.0]),
-            "Column 'features' (param featuresCol) holds NaN or infinite values in a query row.",
+            "Column 'features' (param featuresCol) holds NaN or infinite values in a query row "
+            "(a finite value beyond +-3.4e38 counts too: it overflows the float32 storage of "
+            "features; rescale such data).",
         ),
         (
             Vectors.dense([1.0, 2.0, 3.0]),
