@@ -9,12 +9,15 @@ from knnspark.errors import (
     reraise_worker_errors,
 )
 from knnspark.neighbors import NearestNeighbors, NearestNeighborsModel
+from knnspark.outliers import KNNOutlierDetector, KNNOutlierModel
 from knnspark.regression import KNNRegressionModel, KNNRegressor
 
 __all__ = [
     "InvalidInputError",
     "KNNClassificationModel",
     "KNNClassifier",
+    "KNNOutlierDetector",
+    "KNNOutlierModel",
     "KNNRegressionModel",
     "KNNRegressor",
     "KNNSparkError",
