@@ -2,6 +2,7 @@
 
 from knnspark._version import __version__
 from knnspark.classification import KNNClassificationModel, KNNClassifier
+from knnspark.editing import EditedNearestNeighbors
 from knnspark.errors import (
     InvalidInputError,
     KNNSparkError,
@@ -9,12 +10,16 @@ from knnspark.errors import (
     reraise_worker_errors,
 )
 from knnspark.neighbors import NearestNeighbors, NearestNeighborsModel
+from knnspark.outliers import KNNOutlierDetector, KNNOutlierModel
 from knnspark.regression import KNNRegressionModel, KNNRegressor
 
 __all__ = [
+    "EditedNearestNeighbors",
     "InvalidInputError",
     "KNNClassificationModel",
     "KNNClassifier",
+    "KNNOutlierDetector",
+    "KNNOutlierModel",
     "KNNRegressionModel",
     "KNNRegressor",
     "KNNSparkError",

@@ -8,7 +8,7 @@ import numpy as np
 from pyspark.ml import Estimator, Model
 from pyspark.ml.functions import array_to_vector
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable, MLReadable, MLWritable
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from knnspark.errors import InvalidInputError
@@ -172,8 +172,18 @@ class _KNNModel(Model, MLWritable, MLReadable):
         )
 
     def _search(
-        self, dataset: DataFrame, task: str, with_neighbors: bool, k: int | None = None
+        self,
+        dataset: DataFrame,
+        task: str,
+        with_neighbors: bool,
+        k: int | None = None,
+        features: Column | None = None,
     ) -> DataFrame:
+        """Search ``dataset``; ``features`` (``array<float>``) skips preprocessing.
+
+        ``features`` is for rows already in the index's space, such as the index's own
+        training rows (:class:`knnspark.outliers.KNNOutlierModel` scores them at fit).
+        """
         self._check_params()
         index = self.index
         k = self.getK() if k is None else int(k)
@@ -181,10 +191,11 @@ class _KNNModel(Model, MLWritable, MLReadable):
             raise InvalidInputError(
                 f"Param k must be <= the number of training rows ({index.n_rows}); got {k}."
             )
-        # Fails early on a missing or mistyped features column.
-        features = index.preprocessing.apply(
-            feature_array_expr(dataset.schema, self.getFeaturesCol())
-        )
+        if features is None:
+            # Fails early on a missing or mistyped features column.
+            features = index.preprocessing.apply(
+                feature_array_expr(dataset.schema, self.getFeaturesCol())
+            )
         kind = self._search_kind()
         settings = SearchSettings(
             task=task,
@@ -274,6 +285,13 @@ class _KNNModel(Model, MLWritable, MLReadable):
         return out
 
     # ------------------------------------------------------------ persistence
+
+    def _fitted_state(self) -> dict[str, Any]:
+        """What ``fit`` learned besides the index, as JSON values (saved in the metadata)."""
+        return {}
+
+    def _restore_fitted_state(self, state: dict[str, Any], path: str) -> None:
+        """Take back :meth:`_fitted_state` at load; raise ``ModelLoadError`` if it is damaged."""
 
     def write(self) -> Any:
         from knnspark.persistence import KNNModelWriter

@@ -25,6 +25,7 @@ from knnspark.app.metrics import score_metrics
 from knnspark.app.models import load_saved_model
 from knnspark.app.output import utc_now
 from knnspark.app.progress import rate, step
+from knnspark.app.schemas import SUPERVISED_TASKS
 from knnspark.errors import InvalidInputError
 
 __all__ = ["run_evaluate"]
@@ -63,7 +64,7 @@ def run_evaluate(config: Mapping[str, Any], spark: SparkSession | None = None) -
     output_path = output_config["path"]
     if not output_config["overwrite"] and path_exists(spark, output_path):
         raise FileExistsError(f"output.path: {output_path} exists and output.overwrite = false")
-    saved = load_saved_model(spark, config["model"])
+    saved = load_saved_model(spark, config["model"], SUPERVISED_TASKS)
     model = saved.model
     df = read_scoring_input(spark, input_config, model)
     label_col, prediction_col = model.getLabelCol(), model.getPredictionCol()

@@ -9,15 +9,20 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from knnspark import KNNClassificationModel, KNNRegressionModel
+from knnspark import KNNClassificationModel, KNNOutlierModel, KNNRegressionModel
 from knnspark import errors as knn_errors
+from knnspark.app.config import ConfigError
 from knnspark.app.fs import path_exists
 from knnspark.app.schemas import param_values
 
 __all__ = ["MODELS", "SavedModel", "load_saved_model"]
 
 #: The model class the score and evaluate jobs load, by task.
-MODELS = {"classification": KNNClassificationModel, "regression": KNNRegressionModel}
+MODELS = {
+    "classification": KNNClassificationModel,
+    "regression": KNNRegressionModel,
+    "outliers": KNNOutlierModel,
+}
 # The "class" a model folder's metadata names -> its task.
 _TASK_OF_CLASS = {f"knnspark.{cls.__name__}": task for task, cls in MODELS.items()}
 
@@ -28,10 +33,10 @@ class SavedModel:
 
     Attributes
     ----------
-    model : KNNClassificationModel or KNNRegressionModel
+    model : KNNClassificationModel, KNNRegressionModel or KNNOutlierModel
         The loaded model, search-time params applied.
     task : str
-        ``"classification"`` or ``"regression"``.
+        ``"classification"``, ``"regression"`` or ``"outliers"``.
     path : str
         Where it was loaded from.
     model_id : str or None
@@ -57,7 +62,9 @@ def _read_metadata(spark: SparkSession, path: str) -> dict[str, Any] | None:
     return metadata if isinstance(metadata, dict) else None
 
 
-def load_saved_model(spark: SparkSession, model_config: Mapping[str, Any]) -> SavedModel:
+def load_saved_model(
+    spark: SparkSession, model_config: Mapping[str, Any], tasks: tuple[str, ...] = tuple(MODELS)
+) -> SavedModel:
     """Load the ``[model]`` table's saved model and apply its search-time params.
 
     The task is read from the model's metadata unless ``model.task`` is given, in which case
@@ -79,8 +86,14 @@ def load_saved_model(spark: SparkSession, model_config: Mapping[str, Any]) -> Sa
     detected = _TASK_OF_CLASS.get(saved_class)
     if saved_class is not None and detected is None:
         raise knn_errors.ModelLoadError(
-            f"model.path: {path} holds a {saved_class}; the score and evaluate jobs take a "
-            f"KNNClassificationModel or a KNNRegressionModel"
+            f"model.path: {path} holds a {saved_class}; the score job takes a "
+            f"KNNClassificationModel, a KNNRegressionModel or a KNNOutlierModel, the evaluate "
+            f"job the first two"
+        )
+    if detected is not None and detected not in tasks:
+        raise ValueError(
+            f"model.path: {path} holds a {saved_class} (task {detected!r}); this job takes "
+            f"the tasks {', '.join(repr(t) for t in tasks)}"
         )
     task = model_config["task"] or detected or "classification"
     if detected is not None and task != detected:
@@ -92,6 +105,11 @@ def load_saved_model(spark: SparkSession, model_config: Mapping[str, Any]) -> Sa
     model = MODELS[task].load(path)
     # The table's params are the search-time ones (SCORE_SCHEMA): set over the fitted values.
     for name, value in param_values(model_config).items():
+        if not model.hasParam(name):
+            raise ConfigError(
+                f"model.{name}: not a param of {type(model).__name__} (model.task = {task!r}); "
+                "leave it out"
+            )
         model.set(model.getParam(name), value)
     return SavedModel(
         model=model,

@@ -23,7 +23,7 @@ from typing import Any
 
 from pyspark.ml.param import TypeConverters
 
-from knnspark import KNNClassifier, KNNRegressor, NearestNeighbors
+from knnspark import KNNClassifier, KNNOutlierDetector, KNNRegressor, NearestNeighbors
 from knnspark.app.config import ConfigError, Field, OpenTable, ParamField, Schema
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "EVALUATE_SCHEMA",
     "FIT_SCHEMA",
     "JOB_KEYS",
+    "SCORED_TASKS",
     "SCORE_SCHEMA",
     "SEARCH_PARAMS",
     "SUPERVISED_TASKS",
@@ -45,12 +46,16 @@ ESTIMATORS = {
     "classification": KNNClassifier,
     "regression": KNNRegressor,
     "neighbors": NearestNeighbors,
+    "outliers": KNNOutlierDetector,
 }
-#: The tasks with labels: those of the tune, score and evaluate jobs.
+#: The tasks with labels: those of the tune and evaluate jobs.
 SUPERVISED_TASKS = ("classification", "regression")
+#: The tasks whose saved models the score job scores with: the supervised ones and outliers.
+SCORED_TASKS = (*SUPERVISED_TASKS, "outliers")
 
 #: Params a fitted model may change without refitting: the score and evaluate jobs' model keys.
-#: The library marks no Param as search-time, so this one list is kept by hand.
+#: The library marks no Param as search-time, so this one list is kept by hand. An outlier
+#: model takes ``algorithm`` and ``ef`` only (its threshold was fitted for its ``k``).
 SEARCH_PARAMS = ("k", "weights", "algorithm", "ef")
 
 #: Keys of a ``[model]`` table that configure the job, not the estimator.
@@ -155,19 +160,22 @@ FIT_SCHEMA: Schema = {
     },
 }
 
-# The saved model of the score and evaluate jobs, and the search-time params it may change.
-_SAVED_MODEL = {
-    # Absent: read from the model's metadata.
-    "task": Field(str, default=None, choices=SUPERVISED_TASKS),
-    "path": Field(str),
-    **param_fields(_SUPERVISED, names=SEARCH_PARAMS),
-}
+
+def _saved_model(tasks: tuple[str, ...]) -> dict[str, Any]:
+    """The saved model of the score and evaluate jobs, and the search-time params it may change."""
+    return {
+        # Absent: read from the model's metadata.
+        "task": Field(str, default=None, choices=tasks),
+        "path": Field(str),
+        **param_fields(_SUPERVISED, names=SEARCH_PARAMS),
+    }
+
 
 #: Schema of ``jobs/score.py``.
 SCORE_SCHEMA: Schema = {
     "spark": _SPARK,
     "input": _INPUT,
-    "model": _SAVED_MODEL,
+    "model": _saved_model(SCORED_TASKS),
     "output": {
         # Parquet folder, or a table name with format = "table".
         "path": Field(str),
@@ -184,7 +192,7 @@ SCORE_SCHEMA: Schema = {
 EVALUATE_SCHEMA: Schema = {
     "spark": _SPARK,
     "input": _INPUT,
-    "model": _SAVED_MODEL,
+    "model": _saved_model(SUPERVISED_TASKS),
     "output": {
         # The metrics JSON file (any Hadoop path).
         "path": Field(str),

@@ -58,6 +58,8 @@ def _published_quality(
         or without a row to measure).
     """
     model = saved.model
+    if saved.task == "outliers":
+        return _outlier_share(published, model.getPredictionCol())
     prediction_col, label_col = model.getPredictionCol(), model.getLabelCol()
     if label_col not in input_columns:
         return published.where(column(prediction_col).isNull()).count(), None, None
@@ -65,6 +67,21 @@ def _published_quality(
     metric = "accuracy" if saved.task == "classification" else "rmse"
     value = evaluated["metrics"].get(metric)
     return evaluated["rows_without_prediction"], metric if value is not None else None, value
+
+
+def _outlier_share(
+    published: DataFrame, prediction_col: str
+) -> tuple[int, str | None, float | None]:
+    """Rows without a prediction, and the share of scored rows predicted outliers (one job)."""
+    prediction = column(prediction_col)
+    counts = published.agg(
+        F.count(F.when(prediction.isNull(), 1)).alias("missing"),
+        F.count(F.when(prediction == 1.0, 1)).alias("outliers"),
+        F.count(prediction).alias("scored"),
+    ).first()
+    if not counts["scored"]:
+        return counts["missing"], None, None
+    return counts["missing"], "outlier_share", counts["outliers"] / counts["scored"]
 
 
 def run_score(config: Mapping[str, Any], spark: SparkSession | None = None) -> dict[str, Any]:
@@ -75,7 +92,9 @@ def run_score(config: Mapping[str, Any], spark: SparkSession | None = None) -> d
     :mod:`knnspark.app.output`). Each row gets the model's outputs plus ``model_id``,
     ``model_version`` (the knnspark version that saved the model) and ``scored_at`` (this
     run's start, UTC). If the input has the model's label column, the summary holds the
-    accuracy (classification) or RMSE (regression) of the rows that got a prediction.
+    accuracy (classification) or RMSE (regression) of the rows that got a prediction; with an
+    outlier model (:class:`knnspark.KNNOutlierModel`, nightly anomaly scoring) it holds the
+    share of scored rows predicted outliers (``outlier_share``).
 
     Parameters
     ----------
@@ -88,9 +107,10 @@ def run_score(config: Mapping[str, Any], spark: SparkSession | None = None) -> d
     -------
     dict
         ``task``, ``rows_in``, ``rows_out``, ``rows_without_prediction`` (rows whose invalid
-        features got null outputs), ``metric`` (``"accuracy"``, ``"rmse"`` or None),
-        ``metric_value`` (float or None), ``output_path``, ``run_date`` (ISO date),
-        ``model_id``, ``model_version``, ``seconds`` and ``rows_per_second``.
+        features got null outputs), ``metric`` (``"accuracy"``, ``"rmse"``,
+        ``"outlier_share"`` or None), ``metric_value`` (float or None), ``output_path``,
+        ``run_date`` (ISO date), ``model_id``, ``model_version``, ``seconds`` and
+        ``rows_per_second``.
 
     Raises
     ------

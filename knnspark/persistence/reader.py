@@ -83,6 +83,10 @@ class KNNModelReader(MLReader):
             if not model.hasParam(name):
                 raise ModelLoadError(f"The model at '{path}' has an unknown param {name!r}.")
             model._set(**{name: value})
+        state = metadata.get("fitted_state") or {}
+        if not isinstance(state, dict):
+            raise _damaged_metadata(path, TypeError(f"fitted_state is {state!r}, not an object"))
+        model._restore_fitted_state(state, path)
         model._index = _read_index(spark, path, metadata, model.getMaxBroadcastBytes())
         return model
 

@@ -71,6 +71,8 @@ def _metadata(model: Any, index: TrainingIndex) -> dict[str, Any]:
         "uid": model.uid,
         "params": {p.name: v for p, v in model._paramMap.items()},
         "default_params": {p.name: v for p, v in model._defaultParamMap.items()},
+        # Fitted values besides the index (an outlier model's threshold); {} for most models.
+        "fitted_state": model._fitted_state(),
         "index": {
             "n_features": index.n_features,
             "n_rows": index.n_rows,

@@ -51,5 +51,13 @@ def test_worker_error_block_runs(spark):
     )
 
 
+def test_outlier_and_editing_block_runs(spark):
+    namespace = _run(_block_after("### Outlier scores and noise editing"))
+    scores = namespace["scores"].orderBy("id").collect()
+    assert [r["prediction"] for r in scores] == [0.0] * 9 + [1.0]
+    assert namespace["fitted"].stages[1].numTrainingRows == 9  # row 5 was edited out
+    assert namespace["predictions"].count() == 10
+
+
 def test_every_python_block_is_tested():
-    assert README.read_text().count("```python") == 4
+    assert README.read_text().count("```python") == 5
