@@ -39,6 +39,7 @@ __all__ = [
     "EXACT_KIND",
     "IndexSpec",
     "TrainingIndex",
+    "broadcast_bytes",
     "build_index",
     "choose_algorithm",
     "choose_storage",
@@ -67,8 +68,32 @@ def index_size_bytes(n_rows: int, n_features: int, payload_bytes: int = 0) -> in
     return ExactShard.estimate_bytes(n_rows, n_features, {}) + int(payload_bytes)
 
 
+def broadcast_bytes(n_rows: int, n_features: int, payload_bytes: int = 0) -> int:
+    """Bytes a search broadcasts: the shards of one kind, the largest kind of the index.
+
+    A search ships only the kind it searches: exact shards (features, ids, labels), or a
+    payload kind's shards (HNSW graphs, which hold the vectors, with ids and labels).  The
+    sum of both (``indexSizeBytes``) would send a 60k x 784 HNSW model (190 MB of rows, 190
+    MB of graphs) down the distributed path although each broadcast is half of it.
+
+    Examples
+    --------
+    >>> broadcast_bytes(60_000, 784) == 60_000 * (4 * 784 + 16)
+    True
+    >>> broadcast_bytes(60_000, 784, payload_bytes=197_000_000) == 197_000_000 + 16 * 60_000
+    True
+    """
+    exact = ExactShard.estimate_bytes(n_rows, n_features, {})
+    if not payload_bytes:
+        return exact
+    return max(exact, int(payload_bytes) + 16 * int(n_rows))
+
+
 def choose_storage(size_bytes: int, max_broadcast_bytes: int) -> str:
-    """``"broadcast"`` when the index fits ``maxBroadcastBytes``, else ``"distributed"``."""
+    """``"broadcast"`` when ``size_bytes`` (:func:`broadcast_bytes`) fits ``maxBroadcastBytes``.
+
+    Otherwise ``"distributed"``.
+    """
     return "broadcast" if size_bytes <= max_broadcast_bytes else "distributed"
 
 
@@ -208,7 +233,7 @@ def build_index(df: DataFrame, spec: IndexSpec) -> TrainingIndex:
         kind_params=params,
     )
     blobs = _shard_blobs(prepared.rows, spec.label_col is not None, kind, params, spec.num_shards)
-    size = index_size_bytes(n_rows, n_features, payload_estimate)
+    size = broadcast_bytes(n_rows, n_features, payload_estimate)
     if choose_storage(size, spec.max_broadcast_bytes) == "broadcast":
         _collect_shards(index, blobs)
     else:

@@ -36,8 +36,8 @@ from knnspark.errors import ModelLoadError
 from knnspark.index import (
     EXACT_KIND,
     TrainingIndex,
+    broadcast_bytes,
     choose_storage,
-    index_size_bytes,
 )
 from knnspark.kernels.exact import ExactShard
 from knnspark.kernels.kinds import shard_kind
@@ -235,7 +235,7 @@ def _read_index(
         preprocessing=Preprocessing.from_json(info.get("preprocessing")),
     )
     payloads = None if shard_kind(kind).stores_features else _read_payloads(spark, path, sizes)
-    size = index_size_bytes(n_rows, n_features, common["payload_bytes"])
+    size = broadcast_bytes(n_rows, n_features, common["payload_bytes"])
     if choose_storage(size, max_broadcast_bytes) == "distributed":
         try:
             counted = rows.count()
