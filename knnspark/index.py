@@ -33,7 +33,7 @@ from knnspark.kernels.shard import Shard
 from knnspark.preprocessing import Preprocessing
 from knnspark.shard_codec import SHARD_BLOB_SCHEMA, build_blob_table, shard_from_blob
 from knnspark.timing import TaskTimer
-from knnspark.training import prepare_training
+from knnspark.training import check_unique_ids, prepare_training
 
 __all__ = [
     "EXACT_KIND",
@@ -234,10 +234,17 @@ def build_index(df: DataFrame, spec: IndexSpec) -> TrainingIndex:
     )
     blobs = _shard_blobs(prepared.rows, spec.label_col is not None, kind, params, spec.num_shards)
     size = broadcast_bytes(n_rows, n_features, payload_estimate)
-    if choose_storage(size, spec.max_broadcast_bytes) == "broadcast":
-        _collect_shards(index, blobs)
-    else:
-        _keep_distributed(index, prepared.rows, blobs)
+    try:
+        if choose_storage(size, spec.max_broadcast_bytes) == "broadcast":
+            _collect_shards(index, blobs)
+        else:
+            _keep_distributed(index, prepared.rows, blobs)
+    except Exception:
+        # The build (or the shard count) fails on repeated ids; only then does a job look
+        # for one, so that the message names it (a fit without them runs no extra job).
+        if spec.id_col is not None:
+            check_unique_ids(prepared.rows, spec.id_col)
+        raise
     logger.info(
         "indexed %d training rows x %d features in %d shards (%s, %s, %.1f MiB)",
         n_rows,
@@ -267,7 +274,12 @@ def _keep_distributed(index: TrainingIndex, rows: DataFrame, blobs: DataFrame) -
     """Distributed storage: rows (and payload blobs) stay in Spark, persisted."""
     index.shard_rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
     if shard_kind(index.kind).stores_features:
-        counts = index.shard_rows.groupBy("shard").count().collect()
+        counts = index.shard_rows.groupBy("shard").agg(
+            F.count(F.lit(1)).alias("count"), F.count_distinct("id").alias("ids")
+        )
+        counts = counts.collect()
+        if any(r["count"] != r["ids"] for r in counts):
+            raise InvalidInputError("training ids repeat")  # named by build_index's handler
         sizes = {int(r["shard"]): int(r["count"]) for r in counts}
     else:
         index.shard_blobs = blobs.drop("features").persist(StorageLevel.MEMORY_AND_DISK)
@@ -333,6 +345,10 @@ def _shard_blobs(
 
     def build(table: pa.Table) -> pa.Table:
         maybe_fail("build")
+        ids = table.column("id").to_numpy()
+        if np.unique(ids).size != ids.size:
+            # Read by build_index, which names the repeated id on the driver.
+            raise InvalidInputError("training ids repeat within a shard")
         timer = TaskTimer("build")
         timer.count(table.num_rows)
         with timer.stage("build"):
