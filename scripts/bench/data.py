@@ -1,4 +1,5 @@
-"""Benchmark inputs: seeded clustered data, the shipped digits, and their cached DataFrames."""
+"""Benchmark inputs: seeded clustered, MNIST-like and embedding-like data, the shipped digits,
+and their cached DataFrames."""
 
 from __future__ import annotations
 
@@ -172,3 +173,14 @@ def embedding_like_data(
     train, train_labels = draw(n_train)
     queries, query_labels = draw(n_queries)
     return Data(train, train_labels, queries, query_labels)
+
+
+def bench_data(args: object, n_train: int, n_queries: int) -> Data:
+    """The data set ``--data`` names, at the largest size (smaller sizes are prefixes)."""
+    if args.data == "mnist":
+        return mnist_like_data(n_train, n_queries, args.seed)
+    if args.data == "embedding":
+        return embedding_like_data(n_train, n_queries, args.seed, args.n_features)
+    return clustered_data(
+        n_train, n_queries, args.n_features, args.n_clusters, args.n_classes, args.seed
+    )
