@@ -33,12 +33,13 @@ from knnspark.kernels.shard import Shard
 from knnspark.preprocessing import Preprocessing
 from knnspark.shard_codec import SHARD_BLOB_SCHEMA, build_blob_table, shard_from_blob
 from knnspark.timing import TaskTimer
-from knnspark.training import prepare_training
+from knnspark.training import check_unique_ids, prepare_training
 
 __all__ = [
     "EXACT_KIND",
     "IndexSpec",
     "TrainingIndex",
+    "broadcast_bytes",
     "build_index",
     "choose_algorithm",
     "choose_storage",
@@ -67,8 +68,32 @@ def index_size_bytes(n_rows: int, n_features: int, payload_bytes: int = 0) -> in
     return ExactShard.estimate_bytes(n_rows, n_features, {}) + int(payload_bytes)
 
 
+def broadcast_bytes(n_rows: int, n_features: int, payload_bytes: int = 0) -> int:
+    """Bytes a search broadcasts: the shards of one kind, the largest kind of the index.
+
+    A search ships only the kind it searches: exact shards (features, ids, labels), or a
+    payload kind's shards (HNSW graphs, which hold the vectors, with ids and labels).  The
+    sum of both (``indexSizeBytes``) would send a 60k x 784 HNSW model (190 MB of rows, 190
+    MB of graphs) down the distributed path although each broadcast is half of it.
+
+    Examples
+    --------
+    >>> broadcast_bytes(60_000, 784) == 60_000 * (4 * 784 + 16)
+    True
+    >>> broadcast_bytes(60_000, 784, payload_bytes=197_000_000) == 197_000_000 + 16 * 60_000
+    True
+    """
+    exact = ExactShard.estimate_bytes(n_rows, n_features, {})
+    if not payload_bytes:
+        return exact
+    return max(exact, int(payload_bytes) + 16 * int(n_rows))
+
+
 def choose_storage(size_bytes: int, max_broadcast_bytes: int) -> str:
-    """``"broadcast"`` when the index fits ``maxBroadcastBytes``, else ``"distributed"``."""
+    """``"broadcast"`` when ``size_bytes`` (:func:`broadcast_bytes`) fits ``maxBroadcastBytes``.
+
+    Otherwise ``"distributed"``.
+    """
     return "broadcast" if size_bytes <= max_broadcast_bytes else "distributed"
 
 
@@ -208,11 +233,18 @@ def build_index(df: DataFrame, spec: IndexSpec) -> TrainingIndex:
         kind_params=params,
     )
     blobs = _shard_blobs(prepared.rows, spec.label_col is not None, kind, params, spec.num_shards)
-    size = index_size_bytes(n_rows, n_features, payload_estimate)
-    if choose_storage(size, spec.max_broadcast_bytes) == "broadcast":
-        _collect_shards(index, blobs)
-    else:
-        _keep_distributed(index, prepared.rows, blobs)
+    size = broadcast_bytes(n_rows, n_features, payload_estimate)
+    try:
+        if choose_storage(size, spec.max_broadcast_bytes) == "broadcast":
+            _collect_shards(index, blobs)
+        else:
+            _keep_distributed(index, prepared.rows, blobs)
+    except Exception:
+        # The build (or the shard count) fails on repeated ids; only then does a job look
+        # for one, so that the message names it (a fit without them runs no extra job).
+        if spec.id_col is not None:
+            check_unique_ids(prepared.rows, spec.id_col)
+        raise
     _check_row_count(index)
     logger.info(
         "indexed %d training rows x %d features in %d shards (%s, %s, %.1f MiB)",
@@ -243,7 +275,12 @@ def _keep_distributed(index: TrainingIndex, rows: DataFrame, blobs: DataFrame) -
     """Distributed storage: rows (and payload blobs) stay in Spark, persisted."""
     index.shard_rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
     if shard_kind(index.kind).stores_features:
-        counts = index.shard_rows.groupBy("shard").count().collect()
+        counts = index.shard_rows.groupBy("shard").agg(
+            F.count(F.lit(1)).alias("count"), F.count_distinct("id").alias("ids")
+        )
+        counts = counts.collect()
+        if any(r["count"] != r["ids"] for r in counts):
+            raise InvalidInputError("training ids repeat")  # named by build_index's handler
         sizes = {int(r["shard"]): int(r["count"]) for r in counts}
     else:
         index.shard_blobs = blobs.drop("features").persist(StorageLevel.MEMORY_AND_DISK)
@@ -324,6 +361,10 @@ def _shard_blobs(
 
     def build(table: pa.Table) -> pa.Table:
         maybe_fail("build")
+        ids = table.column("id").to_numpy()
+        if np.unique(ids).size != ids.size:
+            # Read by build_index, which names the repeated id on the driver.
+            raise InvalidInputError("training ids repeat within a shard")
         timer = TaskTimer("build")
         timer.count(table.num_rows)
         with timer.stage("build"):

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from pyspark import TaskContext
 from pyspark.sql import types as T
 
 from knnspark._faults import maybe_fail
@@ -113,7 +114,14 @@ class SearchSettings:
 
     @property
     def search_options(self) -> SearchOptions:
-        return SearchOptions(metric=self.metric, p=self.p, ef=self.ef)
+        """The kernels' options; read inside a task, it carries the task's cores."""
+        return SearchOptions(metric=self.metric, p=self.p, ef=self.ef, threads=task_cpus())
+
+
+def task_cpus() -> int:
+    """Cores Spark gives the running task (``spark.task.cpus``); 1 outside a task."""
+    context = TaskContext.get()
+    return max(1, int(context.cpus())) if context is not None else 1
 
 
 def output_fields(settings: SearchSettings) -> list[T.StructField]:

@@ -24,7 +24,7 @@ from knnspark.schema import (
     overflow_features_expr,
 )
 
-__all__ = ["PreparedTraining", "prepare_training"]
+__all__ = ["PreparedTraining", "check_unique_ids", "prepare_training"]
 
 # Bits of monotonically_increasing_id() that count rows within a partition.
 _ROW_BITS = 33
@@ -111,8 +111,8 @@ def prepare_training(
         preprocessing.apply(F.col("features")).alias("features"),
         F.col("label"),
     )
-    if id_col is not None:
-        _check_unique_ids(rows, id_col)
+    # Unique ids are checked by the build (ids hash to shards, so a repeated id meets itself
+    # in one shard); check_unique_ids names the repeated id when a build fails.
     classes = counts = None
     if classifier:
         per_class = sorted(stats["class_counts"].items())
@@ -274,7 +274,8 @@ def _generated_ids(partition_rows: dict[int, int]) -> Column:
     return (offset + position).cast("long")
 
 
-def _check_unique_ids(rows: DataFrame, id_col: str) -> None:
+def check_unique_ids(rows: DataFrame, id_col: str) -> None:
+    """Raise naming a repeated id of ``rows`` (one job; run only when a build failed)."""
     duplicate = rows.groupBy("id").count().filter(F.col("count") > 1).limit(1).collect()
     if duplicate:
         raise InvalidInputError(

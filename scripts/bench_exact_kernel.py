@@ -27,6 +27,7 @@ Run from the repository root::
     .venv/bin/python scripts/bench_exact_kernel.py --quick        # under 2 minutes
     .venv/bin/python scripts/bench_exact_kernel.py                # 50k x 10k, k=10
     .venv/bin/python scripts/bench_exact_kernel.py --threads 2 --profile
+    .venv/bin/python scripts/bench_exact_kernel.py --n-train 200000 --mnist 60000 2000
 
 Results go to ``--out`` (default ``bench-results/exact_kernel.json``, git-ignored) and a markdown
 table is printed.
@@ -62,6 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import knnspark  # noqa: E402
 from knnspark.kernels.exact import ExactShard, exact_search  # noqa: E402
 from knnspark.partition import NEIGHBORS, SearchSettings, search_shards  # noqa: E402
+from scripts.bench.data import mnist_like_data  # noqa: E402
 
 #: Largest relative difference allowed between knnspark's and faiss's neighbor distances.
 DIST_RTOL = 1e-3
@@ -110,6 +112,12 @@ def digits_data(seed: int = 0) -> Dataset:
     )
     train = digits.data[np.sort(train_ids)].astype(np.float32)
     return Dataset("digits", train, digits.data[np.sort(test_ids)].astype(np.float32))
+
+
+def mnist_like(n_train: int, n_queries: int, seed: int) -> Dataset:
+    """784-d MNIST-like images (see :func:`scripts.bench.data.mnist_like_data`)."""
+    data = mnist_like_data(n_train, n_queries, seed)
+    return Dataset("mnist-like", data.train, data.queries)
 
 
 def knnspark_searches(train: np.ndarray, n_shards: int) -> dict[str, tuple[float, SearchFn]]:
@@ -328,6 +336,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="timed repetitions, >= 1")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-digits", action="store_true", help="skip the digits dataset")
+    parser.add_argument(
+        "--mnist",
+        type=int,
+        nargs=2,
+        metavar=("N_TRAIN", "N_QUERIES"),
+        help="also 784-d MNIST-like data of this size (e.g. 60000 2000)",
+    )
     parser.add_argument("--profile", action="store_true", help="also cProfile one knnspark search")
     parser.add_argument("--out", type=Path, default=Path("bench-results/exact_kernel.json"))
     args = parser.parse_args(argv)
@@ -348,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if not args.no_digits:
         datasets.append(digits_data())
+    if args.mnist:
+        datasets.append(mnist_like(*args.mnist, seed=args.seed))
     warm_up(args.shards)
     load_start = os.getloadavg()
     with threadpool_limits(limits=args.threads):

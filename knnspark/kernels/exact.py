@@ -1,11 +1,11 @@
 """Blocked exact (brute-force) k-nearest-neighbor search over one shard.
 
-Memory stays bounded by working on blocks of queries x training rows.  For the
-metrics with a matrix-product form in the metric table (see
-:mod:`knnspark.kernels.gemm`) the candidates of each block come from a float32
-matrix product; a few extra candidates are kept and their distances recomputed
-exactly in float64 before the final selection.  The other metrics are computed
-exactly block by block.
+For the metrics with a matrix-product form in the metric table (see
+:mod:`knnspark.kernels.gemm`) the candidates come from the form's compiled float32
+inner-product search (faiss-cpu, which blocks its own memory); a few extra
+candidates are kept and their distances recomputed exactly in float64 before the
+final selection.  The other metrics are computed exactly in float64, in blocks of
+queries x training rows so that memory stays bounded.
 """
 
 from __future__ import annotations
@@ -20,13 +20,6 @@ from knnspark.kernels.shard import SearchOptions, ShardParts
 from knnspark.kernels.topk import select_topk, smallest_k_columns
 
 __all__ = ["ExactShard", "exact_search"]
-
-# Scratch memory for one block of float32 distances (queries x training rows).
-_BLOCK_BYTES = 64 * 1024 * 1024
-# Training rows per block.
-_TRAIN_BLOCK = 65536
-# Queries per block, at most: more gains no speed on small shards, only scratch memory.
-_MAX_QUERY_BLOCK = 512
 
 
 def _extra_candidates(k: int) -> int:
@@ -129,7 +122,7 @@ class ExactShard:
     def search(
         self, queries: np.ndarray, k: int, options: SearchOptions
     ) -> tuple[np.ndarray, np.ndarray]:
-        return exact_search(self, queries, k, options.metric, options.p)
+        return exact_search(self, queries, k, options.metric, options.p, options.threads)
 
 
 def exact_search(
@@ -138,6 +131,7 @@ def exact_search(
     k: int,
     metric: str = "euclidean",
     p: float = 2.0,
+    threads: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest training rows of one shard for each query.
 
@@ -151,6 +145,8 @@ def exact_search(
         A name in :data:`knnspark.kernels.distances.METRICS`.
     p : float
         Power of the Minkowski metric.
+    threads : int
+        Threads of the candidate search (a search task's cores).
 
     Returns
     -------
@@ -175,7 +171,10 @@ def exact_search(
         out_dist, _, pos = select_topk(dist, shard.ids[cand], keep)
         return out_dist, np.take_along_axis(cand, pos, axis=1)
     n_cand = min(shard.n_rows, keep + _extra_candidates(keep))
-    cand = _gemm_candidates(shard, queries, n_cand, metric)
+    cand = form.candidates(queries, shard.prepared(metric), n_cand, threads)
+    # faiss pads with -1 when a score is not finite (float32 overflow on huge values).
+    unsure = (cand < 0).any(axis=1)
+    cand[unsure] = np.arange(n_cand)
     dist = pair_distances(queries, shard.features, metric, p, index=cand)
     out_dist, _, pos = select_topk(dist, shard.ids[cand], keep)
     out_pos = np.take_along_axis(cand, pos, axis=1)
@@ -183,11 +182,11 @@ def exact_search(
         # Rows the float32 pass may have settled wrongly: their last candidate is
         # within rounding error of the k-th neighbor, so a row left out could tie
         # or beat it.  Search those exactly in float64 over the whole shard.
-        unsure = _near_boundary(shard, queries, metric, out_dist[:, -1], dist.max(axis=1))
-        if unsure.any():
-            redo_dist, redo_pos = _direct_topk(shard, queries[unsure], keep, metric, p)
-            out_dist[unsure] = redo_dist
-            out_pos[unsure] = redo_pos
+        unsure |= _near_boundary(shard, queries, metric, out_dist[:, -1], dist.max(axis=1))
+    if unsure.any():
+        redo_dist, redo_pos = _direct_topk(shard, queries[unsure], keep, metric, p)
+        out_dist[unsure] = redo_dist
+        out_pos[unsure] = redo_pos
     return out_dist, out_pos
 
 
@@ -198,40 +197,6 @@ def _near_boundary(
     eps = np.finfo(np.float32).eps * (8.0 * np.sqrt(shard.n_features) + 32.0)
     form = get_metric(metric).gemm
     return form.near_boundary(queries, shard.prepared(metric), kth, last, eps)
-
-
-def _query_block(n_train_block: int) -> int:
-    return max(16, min(_MAX_QUERY_BLOCK, _BLOCK_BYTES // (4 * max(1, n_train_block))))
-
-
-def _gemm_candidates(
-    shard: ExactShard, queries: np.ndarray, n_cand: int, metric: str
-) -> np.ndarray:
-    """Candidate positions from float32 matrix products, block by block.
-
-    Candidates are ranked by a score that differs from the distance by a
-    per-query constant and factor (``|x|^2 - 2 q.x`` for euclidean, ``-q.x``
-    otherwise), written in place into one reused buffer: no temporary
-    matrices, and no page faults from allocating a fresh one per block.
-    """
-    prep = shard.prepared(metric)
-    rows = prep["rows"]
-    q_all = get_metric(metric).gemm.query_operand(queries, prep)
-    n_train = rows.shape[0]
-    train_block = min(n_train, _TRAIN_BLOCK)
-    q_block = _query_block(train_block)
-    out = np.empty((queries.shape[0], n_cand), dtype=np.int64)
-    scratch = np.empty(min(q_block, queries.shape[0]) * train_block, dtype=np.float32)
-    for qs in range(0, queries.shape[0], q_block):
-        q = q_all[qs : qs + q_block]
-        best_d = best_p = None
-        for ts in range(0, n_train, train_block):
-            block = rows[ts : ts + train_block]
-            d = scratch[: q.shape[0] * block.shape[0]].reshape(q.shape[0], block.shape[0])
-            np.matmul(q, block.T, out=d)
-            best_d, best_p = _fold_block(best_d, best_p, d, ts, n_cand)
-        out[qs : qs + q_block] = best_p
-    return out
 
 
 def _fold_block(

@@ -2,8 +2,10 @@
 
 A form turns a shard's rows and a block of queries into float32 operands whose
 product ranks rows by a score that differs from the distance only by a per-query
-constant and factor, so BLAS picks candidates; the float64 refinement in
-:mod:`knnspark.kernels.exact` then settles them.  Each form also says which queries
+constant and factor, so a compiled maximum-inner-product search (faiss-cpu's
+``knn``: BLAS or SIMD dot products with the top-k selection fused in C++) picks
+candidates; the float64 refinement in :mod:`knnspark.kernels.exact` then settles
+them.  faiss only ranks: no distance it returns reaches a result.  Each form also says which queries
 sit so close to the candidate boundary that float32 rounding may have reordered it.
 
 A metric declares its form in :data:`knnspark.kernels.distances.METRICS`.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+import faiss
 import numpy as np
 
 __all__ = ["COSINE", "INNER_PRODUCT", "SQUARED_L2", "GemmForm"]
@@ -34,6 +37,32 @@ class GemmForm(ABC):
         self, queries: np.ndarray, prep: dict, kth: np.ndarray, last: np.ndarray, eps: float
     ) -> np.ndarray:
         """Queries whose k-th distance ``kth`` is within rounding of the last candidate's."""
+
+    def candidates(
+        self, queries: np.ndarray, prep: dict, n_cand: int, threads: int = 1
+    ) -> np.ndarray:
+        """Positions of the ``n_cand`` rows with the smallest product, per query.
+
+        Parameters
+        ----------
+        queries : ndarray of shape (n_queries, n_features), float32
+        prep : dict
+            What :meth:`prepare` returned for the shard.
+        n_cand : int, 1 <= n_cand <= n_rows
+        threads : int
+            faiss's OpenMP threads (and its BLAS's): the task's cores, so that concurrent
+            tasks do not oversubscribe them.
+
+        Returns
+        -------
+        ndarray of shape (n_queries, n_cand), int64, in no guaranteed order among ties
+            (the refinement re-sorts, and redoes queries tied at the boundary).
+        """
+        # Smallest product = largest inner product with the negated query operand.
+        operand = np.ascontiguousarray(-self.query_operand(queries, prep), dtype=np.float32)
+        faiss.omp_set_num_threads(max(1, int(threads)))
+        _, positions = faiss.knn(operand, prep["rows"], n_cand, metric=faiss.METRIC_INNER_PRODUCT)
+        return positions.astype(np.int64, copy=False)
 
 
 class _SquaredL2(GemmForm):
@@ -83,7 +112,10 @@ class _Dot(GemmForm):
 
     def prepare(self, features: np.ndarray) -> dict:
         norms = np.linalg.norm(features.astype(np.float64), axis=1)
-        return {"rows": features, "max_norm": float(norms.max()) if norms.size else 0.0}
+        return {
+            "rows": np.ascontiguousarray(features, dtype=np.float32),
+            "max_norm": float(norms.max()) if norms.size else 0.0,
+        }
 
     def query_operand(self, queries: np.ndarray, prep: dict) -> np.ndarray:
         return -queries

@@ -27,6 +27,8 @@ class SearchOptions:
     metric: str = "euclidean"
     p: float = 2.0
     ef: int = 64
+    #: Threads one search may use: the task's cores (``spark.task.cpus``), 1 by default.
+    threads: int = 1
 
 
 @dataclass

@@ -15,7 +15,7 @@ from pyspark.sql.utils import AnalysisException
 
 from knnspark._version import __version__
 from knnspark.errors import ModelLoadError
-from knnspark.index import EXACT_KIND, TrainingIndex, choose_storage, index_size_bytes
+from knnspark.index import EXACT_KIND, TrainingIndex, broadcast_bytes, choose_storage
 from knnspark.kernels.exact import ExactShard
 from knnspark.kernels.kinds import shard_kind
 from knnspark.persistence.layout import (
@@ -218,7 +218,7 @@ def _read_index(
         preprocessing=Preprocessing.from_json(info.get("preprocessing")),
     )
     payloads = None if shard_kind(kind).stores_features else _read_payloads(spark, path, sizes)
-    size = index_size_bytes(n_rows, n_features, common["payload_bytes"])
+    size = broadcast_bytes(n_rows, n_features, common["payload_bytes"])
     if choose_storage(size, max_broadcast_bytes) == "distributed":
         _check_distributed_rows(rows, path, n_rows, n_features)
         shard_rows = rows.select(*SHARD_ROWS_SCHEMA.fieldNames()).filter(F.lit(True))

@@ -39,8 +39,7 @@ predictions equal to scikit-learn's on >= 99.9% of rows, distances equal to fais
 timing hook's lines of each reported job cover every query once); targets that are missed are
 reported, not failed.
 
-Run from the repository root (results in ``bench-results/``, git-ignored; faiss-cpu is not a
-dependency of knnspark: ``.venv/bin/pip install faiss-cpu`` first)::
+Run from the repository root (results in ``bench-results/``, git-ignored)::
 
     .venv/bin/python -m scripts.bench --quick      # 5k/20k train x 5k queries: 3-8 minutes
     .venv/bin/python -m scripts.bench              # 50k/200k train x 10k queries: 16-18 minutes

@@ -12,6 +12,12 @@ QUICK = {
     "ef": "10,16,24,32,64,128",
     "lsh": "4:1,4:3,8:3",
 }
+#: Real-dimension data sets (``--data``): their width and the sizes each profile runs.
+DATA_SETS = {
+    "clustered": {"n_features": None, "quick": None, "full": None},
+    "mnist": {"n_features": 784, "quick": ([20_000], 2_000), "full": ([60_000], 10_000)},
+    "embedding": {"n_features": 384, "quick": ([20_000], 2_000), "full": ([100_000], 10_000)},
+}
 FULL = {
     "sizes": [50_000, 200_000],
     "n_queries": 10_000,
@@ -25,6 +31,14 @@ def _parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m scripts.bench", description=description)
     add = parser.add_argument
     add("--quick", action="store_true", help="5k/20k train x 5k queries")
+    add(
+        "--data",
+        choices=sorted(DATA_SETS),
+        default="clustered",
+        help="clustered (--n-features wide), mnist (784-d MNIST-like images, default 60k x 10k; "
+        "quick 20k x 2k) or embedding (unit 384-d Gaussian mixture, 100k x 10k; quick 20k x 2k)",
+    )
+    add("--first-ef", type=int, default=64, help="ef of the first HNSW search of a model")
     add("--sizes", help="training sizes, comma-separated (default 50000,200000)")
     add("--n-queries", type=int, help="queries (default 10000; quick 5000)")
     add("--n-features", type=int, default=64)
@@ -66,7 +80,11 @@ def _parser(description: str) -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None = None, description: str = "") -> argparse.Namespace:
     parser = _parser(description)
     args = parser.parse_args(argv)
-    profile = QUICK if args.quick else FULL
+    profile = dict(QUICK if args.quick else FULL)
+    data_set = DATA_SETS[args.data]
+    if data_set["n_features"]:
+        args.n_features = data_set["n_features"]
+        profile["sizes"], profile["n_queries"] = data_set["quick" if args.quick else "full"]
     args.sizes = sorted(int(s) for s in args.sizes.split(",")) if args.sizes else profile["sizes"]
     args.n_queries = args.n_queries or profile["n_queries"]
     args.repeats = args.repeats or profile["repeats"]

@@ -1,4 +1,5 @@
-"""Benchmark inputs: seeded clustered data, the shipped digits, and their cached DataFrames."""
+"""Benchmark inputs: seeded clustered, MNIST-like and embedding-like data, the shipped digits,
+and their cached DataFrames."""
 
 from __future__ import annotations
 
@@ -111,3 +112,75 @@ class Frames:
 
     def close(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def mnist_like_data(n_train: int, n_queries: int, seed: int, n_classes: int = 10) -> Data:
+    """784-d images like MNIST's (28 x 28, integer pixels 0..255, about 80% zeros).
+
+    Each class has a few prototypes of blurred random strokes; a row is a prototype shifted
+    by up to 2 pixels, brightened or dimmed, with noise on its ink, rounded and clipped. No
+    download: the same scale and sparsity as the real images, with class structure.
+    """
+    rng = np.random.default_rng(seed)
+    side, per_class = 28, 6
+    grid = np.stack(np.meshgrid(np.arange(side), np.arange(side), indexing="ij"), -1)
+    protos = np.zeros((n_classes * per_class, side, side))
+    for p in protos:
+        for _ in range(rng.integers(2, 5)):  # strokes: blobs along a segment
+            a, b = rng.uniform(6, 22, 2), rng.uniform(6, 22, 2)
+            for t in np.linspace(0.0, 1.0, 12):
+                centre = a + t * (b - a)
+                p += np.exp(-((grid - centre) ** 2).sum(-1) / (2 * 1.3**2))
+    protos = 255.0 * np.minimum(protos / protos.max(axis=(1, 2), keepdims=True) * 1.6, 1.0)
+
+    def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
+        which = rng.integers(0, len(protos), n)
+        shifts = rng.integers(-2, 3, (n, 2))
+        x = np.empty((n, side, side))
+        for dy in range(-2, 3):
+            for dx in range(-2, 3):
+                rows = np.flatnonzero((shifts[:, 0] == dy) & (shifts[:, 1] == dx))
+                x[rows] = np.roll(protos[which[rows]], (dy, dx), axis=(1, 2))
+        x *= rng.uniform(0.7, 1.2, (n, 1, 1))
+        x += (x > 10) * rng.normal(0.0, 25.0, x.shape)
+        x[x < 12] = 0.0
+        x = np.clip(np.rint(x), 0, 255).reshape(n, side * side).astype(np.float32)
+        return x, (which // per_class).astype(np.float64)
+
+    train, train_labels = draw(n_train)
+    queries, query_labels = draw(n_queries)
+    return Data(train, train_labels, queries, query_labels)
+
+
+def embedding_like_data(
+    n_train: int, n_queries: int, seed: int, n_features: int = 384, n_topics: int = 200
+) -> Data:
+    """Unit-norm 384-d vectors like sentence embeddings: a Gaussian mixture on the sphere.
+
+    Topic centres are random directions; a row is its centre plus isotropic noise of about
+    the centre's norm, normalized (cosine to its centre about 0.7). Labels: topic mod 10.
+    """
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0.0, 1.0, (n_topics, n_features))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+
+    def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
+        topic = rng.integers(0, n_topics, n)
+        x = centres[topic] + rng.normal(0.0, 1.0 / np.sqrt(n_features), (n, n_features))
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        return x.astype(np.float32), (topic % 10).astype(np.float64)
+
+    train, train_labels = draw(n_train)
+    queries, query_labels = draw(n_queries)
+    return Data(train, train_labels, queries, query_labels)
+
+
+def bench_data(args: object, n_train: int, n_queries: int) -> Data:
+    """The data set ``--data`` names, at the largest size (smaller sizes are prefixes)."""
+    if args.data == "mnist":
+        return mnist_like_data(n_train, n_queries, args.seed)
+    if args.data == "embedding":
+        return embedding_like_data(n_train, n_queries, args.seed, args.n_features)
+    return clustered_data(
+        n_train, n_queries, args.n_features, args.n_clusters, args.n_classes, args.seed
+    )

@@ -38,8 +38,8 @@ def markdown(results: dict) -> str:
     meta = results["meta"]
     lines = [
         f"knnspark {meta['knnspark_version']}, local[{meta['cores']}] vs {meta['cores']} threads, "
-        f"k={meta['k']}, Arrow batch {meta['batch_size']}, {meta['n_features']}-dim clustered "
-        f"data ({meta['n_clusters']} clusters, {meta['n_classes']} classes); best of "
+        f"k={meta['k']}, Arrow batch {meta['batch_size']}, {meta['n_features']}-dim "
+        f"{_data_name(meta)} data; best of "
         f"{meta['repeats']} rounds; load average {meta['loadavg_start']} -> "
         f"{meta['loadavg_end']} on {meta['cpu_count']} CPUs; run took {meta['wall_s']:.0f} s.",
         "Ratios from wall time decide; 'CPU' ratios use CPU seconds of the whole process tree "
@@ -55,10 +55,53 @@ def markdown(results: dict) -> str:
             f"| {row['size']} | {row['target']} | {fmt(row['value'])} "
             f"| {fmt(row.get('value_cpu'))} | {fmt(row['met'])} |"
         )
-    sections = (exact_section, hnsw_section, many_section, lsh_section, growth_section)
+    sections = (
+        exact_section, first_warm_section, hnsw_section, many_section, lsh_section, growth_section
+    )  # fmt: skip
     for section in (*sections, where_time_goes, fit_section, memory_section):
         lines += section(results)
     return "\n".join(lines)
+
+
+def _data_name(meta: dict) -> str:
+    data = meta.get("data", "clustered")
+    if data == "clustered":
+        return f"clustered ({meta['n_clusters']} clusters, {meta['n_classes']} classes)"
+    return {"mnist": "MNIST-like (pixels 0..255)", "embedding": "embedding-like (unit)"}[data]
+
+
+def first_warm_section(results: dict) -> list[str]:
+    """The first search of a freshly fitted model (a nightly job) apart from warm searches."""
+    lines = [
+        "",
+        "### First and warm search (queries/s; ratio to faiss IndexFlatL2 / raw hnswlib)",
+        "",
+        "| train rows | kind | first job q/s | first / ref | warm q/s (best) | warm / ref "
+        "| ref q/s (best) |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for n, res in results["sizes"].items():
+        ex, hn = res["exact"], res["hnsw"]
+        nq = ex["n_queries"]
+        ours = ex["methods"]["knnspark exact (Spark)"]
+        ref = ex["methods"]["faiss IndexFlatL2"]["queries_per_s"]
+        first = nq / ours["first_query_job_s"]
+        lines.append(
+            f"| {n} | exact | {first:,.0f} | {first / ref:.3f} | {ours['queries_per_s']:,.0f} "
+            f"| {ours['queries_per_s'] / ref:.3f} | {ref:,.0f} |"
+        )
+        point = next((p for p in hn["sweep"] if p["ef"] == hn["first_query_ef"]), None)
+        if point is None:
+            continue
+        ref = point["hnswlib"]["queries_per_s"]
+        first = hn["n_queries"] / hn["first_query_job_s"]
+        warm = point["knnspark"]["queries_per_s"]
+        lines.append(
+            f"| {n} | hnsw ef={point['ef']} (recall {point['knnspark_recall']:.3f}; hnswlib "
+            f"{point['hnswlib_recall']:.3f}) | {first:,.0f} | {first / ref:.3f} | {warm:,.0f} "
+            f"| {warm / ref:.3f} | {ref:,.0f} |"
+        )
+    return lines
 
 
 def exact_section(results: dict) -> list[str]:
@@ -70,7 +113,8 @@ def exact_section(results: dict) -> list[str]:
         "(CPU) | recall@10 | accuracy |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    runs = [(f"clustered {n}", r["exact"]) for n, r in results["sizes"].items()]
+    data = results["meta"].get("data", "clustered")
+    runs = [(f"{data} {n}", r["exact"]) for n, r in results["sizes"].items()]
     if results.get("digits"):
         runs.append(("digits", results["digits"]))
     for label, ex in runs:

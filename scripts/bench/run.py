@@ -22,7 +22,7 @@ from . import __doc__ as package_doc
 from .baselines import warm_thread_pools
 from .cli import parse_args
 from .context import Setup
-from .data import Frames, clustered_data
+from .data import Frames, bench_data
 from .hook import TimingHook
 from .memory import MemorySampler
 from .phases import (
@@ -44,8 +44,8 @@ from .targets import memory_targets, ratio_targets
 
 #: The flags the JSON's ``meta`` repeats.
 RUN_FLAGS = (
-    "cores", "k", "batch_size", "n_features", "n_clusters", "n_classes", "sizes", "n_queries",
-    "repeats", "build_repeats", "seed",
+    "data", "cores", "k", "batch_size", "n_features", "n_clusters", "n_classes", "sizes",
+    "n_queries", "repeats", "build_repeats", "seed",
 )  # fmt: skip
 
 
@@ -115,14 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv, (package_doc or "").split("\n", 1)[0])
     started, load_start = time.perf_counter(), os.getloadavg()
     nq = args.n_queries
-    data = clustered_data(
-        max(args.sizes),
-        max(2 * nq, args.many_queries),
-        args.n_features,
-        args.n_clusters,
-        args.n_classes,
-        args.seed,
-    )
+    data = bench_data(args, max(args.sizes), max(2 * nq, args.many_queries))
     hook = TimingHook()  # before the session: its workers inherit the directory
     spark = build_spark(args.cores, args.batch_size, args.driver_memory)
     frames = Frames(spark, args.cores)

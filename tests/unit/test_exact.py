@@ -70,16 +70,27 @@ def test_exact_search_ties_go_to_smaller_id():
     np.testing.assert_array_equal(shard.ids[pos], [[10, 20], [10, 20]])
 
 
-def test_exact_search_blocks_agree_with_one_block(monkeypatch):
-    train, query = _data("euclidean", n_train=2000, n_query=300, dim=16, seed=3)
+@pytest.mark.parametrize("metric", ["euclidean", "cosine", "inner_product"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_gemm_candidates_agree_with_float64_blocks(metric, threads):
+    # The compiled candidate search (faiss) plus refinement gives what exact float64
+    # blocks over the whole shard give, whatever its thread count.
+    train, query = _data(metric, n_train=2000, n_query=300, dim=16, seed=3)
     shard = ExactShard(train, np.arange(len(train)))
-    whole = exact_search(shard, query, 10)
-    # Tiny blocks: many query and training blocks, merged through select_topk.
-    monkeypatch.setattr(exact_module, "_TRAIN_BLOCK", 97)
-    monkeypatch.setattr(exact_module, "_BLOCK_BYTES", 97 * 4 * 16)
-    blocked = exact_search(ExactShard(train, np.arange(len(train))), query, 10)
-    np.testing.assert_array_equal(blocked[1], whole[1])
-    np.testing.assert_array_equal(blocked[0], whole[0])
+    dist, pos = exact_search(shard, query, 10, metric, threads=threads)
+    ref_dist, ref_pos = exact_module._direct_topk(shard, query, 10, metric, 2.0)
+    np.testing.assert_array_equal(pos, ref_pos)
+    np.testing.assert_array_equal(dist, ref_dist)
+
+
+def test_exact_search_survives_float32_overflow_of_scores():
+    # |x|^2 overflows float32 in the candidate scores; the neighbors must still be exact.
+    train = np.array([[3e19, 0.0], [-3e19, 0.0], [1.0, 1.0], [2.0, 2.0], [5.0, 5.0]] * 4)
+    shard = ExactShard(train.astype(np.float32), np.arange(len(train)))
+    query = np.array([[1.0, 1.0], [3e19, 1.0]], dtype=np.float32)
+    dist, pos = exact_search(shard, query, 2)
+    ref = np.linalg.norm(train[None, :, :] - query[:, None, :].astype(np.float64), axis=2)
+    np.testing.assert_array_equal(pos, np.argsort(ref, axis=1, kind="stable")[:, :2])
 
 
 def test_exact_search_small_shard_returns_all_rows():

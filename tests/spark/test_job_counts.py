@@ -1,0 +1,93 @@
+"""How many Spark jobs fit, transform and kneighbors run (counted, never timed).
+
+A small scoring job pays 0.1-0.3 s per Spark job before any search, so the counts are pinned:
+at most two jobs per ``fit`` (the checks and numbering, then the shard builds) and one per
+broadcast-path ``transform`` / ``kneighbors``.  Jobs are counted with a job group and the status
+tracker (tests may use ``sparkContext``; the library does not).  The test session runs without
+adaptive query execution; with it, Spark runs each shuffle's map stage as a job of its own.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from knnspark import InvalidInputError, KNNClassifier, KNNRegressor, NearestNeighbors
+
+_GROUPS = itertools.count()
+
+
+def count_jobs(spark, action) -> tuple[int, object]:
+    """The Spark jobs ``action()`` ran in this thread, and what it returned."""
+    sc = spark.sparkContext
+    group = f"knnspark-job-count-{next(_GROUPS)}-{uuid.uuid4().hex}"
+    sc.setJobGroup(group, "counting jobs")
+    try:
+        out = action()
+    finally:
+        sc.setLocalProperty("spark.jobGroup.id", None)
+    return len(sc.statusTracker().getJobIdsForGroup(group)), out
+
+
+@pytest.fixture(scope="module")
+def frames(spark):
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(240, 4))
+    train = pd.DataFrame(
+        {"id": np.arange(240) * 3, "features": list(x), "label": (np.arange(240) % 3) * 1.0}
+    )
+    queries = pd.DataFrame({"qid": np.arange(40), "features": list(x[:40] + 0.01)})
+    train_df = spark.createDataFrame(train).repartition(3).cache()
+    queries_df = spark.createDataFrame(queries).repartition(2).cache()
+    train_df.count(), queries_df.count()
+    yield train_df, queries_df
+    train_df.unpersist(), queries_df.unpersist()
+
+
+ESTIMATORS = {
+    "classifier brute": lambda: KNNClassifier(k=3, numShards=2),
+    "classifier hnsw": lambda: KNNClassifier(k=3, numShards=2, algorithm="hnsw"),
+    "classifier idCol": lambda: KNNClassifier(k=3, numShards=2, idCol="id"),
+    "regressor": lambda: KNNRegressor(k=3, numShards=2),
+    "neighbors idCol": lambda: NearestNeighbors(k=3, numShards=2, idCol="id"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ESTIMATORS))
+def test_fit_runs_two_jobs(spark, frames, name):
+    train, _ = frames
+    jobs, model = count_jobs(spark, lambda: ESTIMATORS[name]().fit(train))
+    assert model.storage == "broadcast"
+    assert jobs == 2
+
+
+@pytest.mark.parametrize("name", ["classifier brute", "classifier hnsw", "regressor"])
+def test_broadcast_transform_runs_one_job(spark, frames, name):
+    train, queries = frames
+    model = ESTIMATORS[name]().fit(train)
+    assert count_jobs(spark, lambda: model.transform(queries))[0] == 0  # a plan, no job
+    jobs, rows = count_jobs(spark, lambda: model.transform(queries).collect())
+    assert len(rows) == 40
+    assert jobs == 1
+
+
+def test_broadcast_kneighbors_runs_one_job(spark, frames):
+    train, queries = frames
+    model = NearestNeighbors(k=3, numShards=2, idCol="id").fit(train)
+    jobs, rows = count_jobs(spark, lambda: model.kneighbors(queries).collect())
+    assert len(rows) == 40
+    assert jobs == 1
+
+
+def test_repeated_ids_are_named_after_the_failed_build(spark, frames):
+    # No job looks for repeated ids up front: the build finds them, then one job names one.
+    train, _ = frames
+    repeated = train.unionByName(train.filter("id = 0"))
+    with pytest.raises(InvalidInputError, match=r"must hold unique ids; id 0 appears 2 times"):
+        KNNClassifier(k=3, numShards=2, idCol="id").fit(repeated)
+    with pytest.raises(InvalidInputError, match=r"must hold unique ids; id 0 appears 2 times"):
+        KNNClassifier(k=3, numShards=2, idCol="id", maxBroadcastBytes=0).fit(repeated)
