@@ -103,6 +103,7 @@ class SearchSettings:
     features_col: str
     handle_invalid: str
     weights: str = "uniform"
+    bandwidth: float | None = None  # the kernel weightings' h
     classes: tuple[float, ...] = ()
     with_neighbors: bool = False
     kind: str = "brute"  # the index kind searched (a key of SHARD_KINDS)
@@ -288,13 +289,14 @@ def output_arrays(
         classes = np.asarray(settings.classes, dtype=np.float64)
         class_weights = np.asarray(settings.class_weights) if settings.class_weights else None
         votes, proba, prediction = classify_neighbors(
-            labels, dist, classes, settings.weights, class_weights
+            labels, dist, classes, settings.weights, class_weights, settings.bandwidth
         )
         columns[PRED_TMP] = scalar_array(prediction, valid)
         columns[RAW_TMP] = list_array(votes, valid, _LIST_F64)
         columns[PROBA_TMP] = list_array(proba, valid, _LIST_F64)
     elif settings.task == REGRESSION:
-        columns[PRED_TMP] = scalar_array(weighted_average(labels, dist, settings.weights), valid)
+        average = weighted_average(labels, dist, settings.weights, settings.bandwidth)
+        columns[PRED_TMP] = scalar_array(average, valid)
     if settings.task == NEIGHBORS or settings.with_neighbors:
         columns[NIDS_TMP] = list_array(ids, valid, _LIST_I64)
         columns[NDIST_TMP] = list_array(dist, valid, _LIST_F64)

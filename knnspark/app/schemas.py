@@ -51,7 +51,7 @@ SUPERVISED_TASKS = ("classification", "regression")
 
 #: Params a fitted model may change without refitting: the score and evaluate jobs' model keys.
 #: The library marks no Param as search-time, so this one list is kept by hand.
-SEARCH_PARAMS = ("k", "weights", "algorithm", "ef")
+SEARCH_PARAMS = ("k", "weights", "bandwidth", "algorithm", "ef")
 
 #: Keys of a ``[model]`` table that configure the job, not the estimator.
 JOB_KEYS = ("task", "path", "overwrite")

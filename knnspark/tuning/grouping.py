@@ -1,9 +1,9 @@
 """Group the param maps of a grid by the neighbor search they need.
 
-For KNN, ``k``, ``weights`` and ``classWeights`` change only how the neighbor lists become
-predictions (:data:`SCORING_PARAMS`). Param maps that differ only in those share one fit and
-one neighbor search per fold, at the group's largest ``k``; each map of a group is then a
-:class:`Candidate` scored from the group's neighbor lists.
+For KNN, ``k``, ``weights``, ``bandwidth`` and ``classWeights`` change only how the neighbor
+lists become predictions (:data:`SCORING_PARAMS`). Param maps that differ only in those share
+one fit and one neighbor search per fold, at the group's largest ``k``; each map of a group is
+then a :class:`Candidate` scored from the group's neighbor lists.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from knnspark.classification import KNNClassifier
 __all__ = ["SCORING_PARAMS", "Candidate", "SearchGroup", "describe_param_map", "group_param_maps"]
 
 #: Params that change how neighbor lists are scored, not which neighbors are found.
-SCORING_PARAMS = frozenset({"k", "weights", "classWeights"})
+SCORING_PARAMS = frozenset({"k", "weights", "bandwidth", "classWeights"})
 
 
 @dataclass
@@ -32,6 +32,7 @@ class Candidate:
     k: int
     weights: str
     class_weights: Any  # the param value; resolved once the fit knows the classes
+    bandwidth: float | None = None  # the kernel weightings' h
 
 
 @dataclass
@@ -86,6 +87,7 @@ def group_param_maps(estimator: Estimator, param_maps: Sequence[dict]) -> list[S
             class_weights=(
                 resolved.getOrDefault("classWeights") if resolved.hasParam("classWeights") else None
             ),
+            bandwidth=resolved.getOrDefault("bandwidth"),
         )
         group = groups.get(key)
         if group is None:

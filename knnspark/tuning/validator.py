@@ -277,7 +277,11 @@ def _check_param_maps(estimator: Estimator, param_maps: Any) -> None:
 
 def _with_scoring(model: Model, candidate: Candidate) -> Model:
     """The fold's model with one param map's search-time params."""
-    extra = {model.getParam("k"): candidate.k, model.getParam("weights"): candidate.weights}
+    extra = {
+        model.getParam("k"): candidate.k,
+        model.getParam("weights"): candidate.weights,
+        model.getParam("bandwidth"): candidate.bandwidth,
+    }
     if model.hasParam("classWeights"):
         extra[model.getParam("classWeights")] = candidate.class_weights
     return model.copy(extra)
