@@ -176,6 +176,7 @@ class _KNNModel(Model, MLWritable, MLReadable):
     ) -> DataFrame:
         self._check_params()
         index = self.index
+        index.preprocessing.check_metric(self.getMetric())
         k = self.getK() if k is None else int(k)
         if k > index.n_rows:
             raise InvalidInputError(

@@ -22,7 +22,7 @@ from pyspark.ml.param.shared import (
 )
 
 from knnspark import converters as conv
-from knnspark.kernels.distances import EXACT_METRICS, get_metric
+from knnspark.kernels.distances import EXACT_METRICS, get_metric, hnsw_metrics
 from knnspark.kernels.kinds import SHARD_KINDS
 from knnspark.kernels.predict import WEIGHTINGS, check_bandwidth, check_weighting
 from knnspark.preprocessing import IMPUTE_STRATEGIES, STANDARDIZATIONS
@@ -71,7 +71,7 @@ class _KNNSharedParams(HasFeaturesCol, HasSeed, HasHandleInvalid):
         Params._dummy(),
         "algorithm",
         "search algorithm: 'brute' (exact), 'hnsw' (approximate, per-shard HNSW graphs; "
-        "metrics euclidean, cosine, inner_product) or 'auto' (HNSW when the training set is "
+        "metrics " + ", ".join(hnsw_metrics()) + ") or 'auto' (HNSW when the training set is "
         "large enough for the graphs to pay off, see knnspark.index.choose_algorithm)",
         typeConverter=conv.one_of("algorithm", ALGORITHMS),
     )
@@ -128,8 +128,9 @@ class _KNNSharedParams(HasFeaturesCol, HasSeed, HasHandleInvalid):
     imputeStrategy: Param[Any] = Param(
         Params._dummy(),
         "imputeStrategy",
-        "NaN entries inside vectors: None (invalid input, see handleInvalid), 'mean' or "
-        "'median' (of the training rows, per feature, applied to training and query rows)",
+        "NaN entries inside vectors: None (invalid input, see handleInvalid, except for "
+        "metric='nan_euclidean', which skips them), 'mean' or 'median' (of the training rows, "
+        "per feature, applied to training and query rows)",
         typeConverter=conv.optional_one_of("imputeStrategy", IMPUTE_STRATEGIES),
     )
     handleInvalid: Param[str] = Param(

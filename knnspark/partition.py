@@ -25,6 +25,7 @@ from pyspark.sql import types as T
 
 from knnspark._faults import maybe_fail
 from knnspark.errors import InvalidInputError
+from knnspark.kernels.distances import get_metric
 from knnspark.kernels.kinds import shard_kind
 from knnspark.kernels.predict import classify_neighbors, weighted_average
 from knnspark.kernels.shard import SearchOptions, Shard
@@ -218,12 +219,16 @@ def query_matrix(
     otherwise invalid rows are left out of the matrix (they get null outputs).
     """
     matrix, right_length = list_matrix(features, settings.n_features)
-    finite = np.isfinite(matrix).all(axis=1)
+    if get_metric(settings.metric).allows_nan:
+        # NaN is a missing coordinate; a row needs one present, and nothing infinite.
+        usable = ~np.isinf(matrix).any(axis=1) & ~np.isnan(matrix).all(axis=1)
+    else:
+        usable = np.isfinite(matrix).all(axis=1)
     valid = right_length.copy()
-    valid[right_length] = finite
+    valid[right_length] = usable
     if settings.handle_invalid == "error" and not valid.all():
         _raise_invalid_query(list_lengths(_combined(features)), right_length, settings)
-    return matrix[finite], valid
+    return matrix[usable], valid
 
 
 def _raise_invalid_query(
@@ -241,6 +246,12 @@ def _raise_invalid_query(
         raise InvalidInputError(
             f"Column '{col}' (param featuresCol) holds a query vector of length {bad}, but "
             f"the model was trained on vectors of length {settings.n_features}. {hint}"
+        )
+    if get_metric(settings.metric).allows_nan:
+        raise InvalidInputError(
+            f"Column '{col}' (param featuresCol) holds a query vector with infinite values or "
+            f"with no present (non-NaN) coordinate, which metric={settings.metric!r} cannot "
+            f"compare with any row. {hint}"
         )
     raise InvalidInputError(
         f"Column '{col}' (param featuresCol) holds NaN or infinite values in a query row (a "
