@@ -17,6 +17,7 @@ from pyspark.ml import Estimator
 from pyspark.ml.param import Param
 
 from knnspark.classification import KNNClassifier
+from knnspark.kernels.distances import get_metric
 
 __all__ = ["SCORING_PARAMS", "Candidate", "SearchGroup", "describe_param_map", "group_param_maps"]
 
@@ -75,11 +76,7 @@ def group_param_maps(estimator: Estimator, param_maps: Sequence[dict]) -> list[S
             raise ValueError(
                 f"estimatorParamMaps[{index}] {describe_param_map(param_map)}: {exc}"
             ) from None
-        key = tuple(
-            (p.name, repr(resolved.getOrDefault(p)))
-            for p in resolved.params
-            if p.name not in SCORING_PARAMS and resolved.isDefined(p)
-        )
+        key = _search_key(resolved)
         candidate = Candidate(
             index=index,
             k=resolved.getK(),
@@ -99,6 +96,19 @@ def group_param_maps(estimator: Estimator, param_maps: Sequence[dict]) -> list[S
         if estimator.hasParam("classWeights"):
             group.fit_map[estimator.getParam("classWeights")] = None
     return list(groups.values())
+
+
+def _search_key(resolved: Estimator) -> tuple[tuple[str, str], ...]:
+    """The params that decide the fit and the search: all but the scoring ones (and ``p``
+    for a metric that does not read it)."""
+    ignored = set(SCORING_PARAMS)
+    if not get_metric(resolved.getMetric()).uses_p:
+        ignored.add("p")
+    return tuple(
+        (p.name, repr(resolved.getOrDefault(p)))
+        for p in resolved.params
+        if p.name not in ignored and resolved.isDefined(p)
+    )
 
 
 def _new_group(resolved: Estimator, param_map: dict[Param, Any]) -> SearchGroup:
