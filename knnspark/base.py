@@ -186,6 +186,7 @@ class _KNNModel(Model, MLWritable, MLReadable):
         """
         self._check_params()
         index = self.index
+        index.preprocessing.check_metric(self.getMetric())
         k = self.getK() if k is None else int(k)
         if k > index.n_rows:
             raise InvalidInputError(
@@ -210,6 +211,7 @@ class _KNNModel(Model, MLWritable, MLReadable):
             features_col=self.getFeaturesCol(),
             handle_invalid=self.getHandleInvalid(),
             weights=self.getOrDefault("weights") if self.hasParam("weights") else "uniform",
+            bandwidth=self.getOrDefault("bandwidth") if self.hasParam("bandwidth") else None,
             classes=tuple(float(c) for c in index.classes) if index.classes is not None else (),
             class_weights=self._class_weights(),
             with_neighbors=with_neighbors,

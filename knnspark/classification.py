@@ -56,6 +56,7 @@ class KNNClassifier(_KNNEstimator, _KNNClassifierParams):
         probabilityCol: str = "probability",
         rawPredictionCol: str = "rawPrediction",
         weights: str = "uniform",
+        bandwidth: float | None = None,
         metric: str = "euclidean",
         p: float = 2.0,
         algorithm: str = "auto",

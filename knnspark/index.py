@@ -205,6 +205,7 @@ def build_index(df: DataFrame, spec: IndexSpec) -> TrainingIndex:
         handle_invalid=spec.handle_invalid,
         impute_strategy=spec.impute_strategy,
         standardization=spec.standardization,
+        metric=spec.metric,
     )
     n_rows, n_features = prepared.n_rows, prepared.n_features
     values = spec.kind_values

@@ -8,12 +8,8 @@ the Model, and the Model can still change the search-time ones (``k``,
 
 from __future__ import annotations
 
-import math
-import numbers
-from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import (
     HasFeaturesCol,
@@ -25,9 +21,10 @@ from pyspark.ml.param.shared import (
     HasSeed,
 )
 
-from knnspark.kernels.distances import EXACT_METRICS, get_metric
+from knnspark import converters as conv
+from knnspark.kernels.distances import EXACT_METRICS, get_metric, hnsw_metrics
 from knnspark.kernels.kinds import SHARD_KINDS
-from knnspark.kernels.predict import WEIGHTINGS, check_weighting
+from knnspark.kernels.predict import WEIGHTINGS, check_bandwidth, check_weighting
 from knnspark.preprocessing import IMPUTE_STRATEGIES, STANDARDIZATIONS
 
 __all__ = [
@@ -49,72 +46,6 @@ DEFAULT_MAX_BROADCAST_BYTES = 256 * 1024 * 1024
 DEFAULT_MAX_SHARD_BYTES = 1024 * 1024 * 1024
 
 
-def _is_number(value: Any) -> bool:
-    """Python and numpy reals (``np.int64(3)``, ``np.float32(0.5)``), not booleans."""
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-
-
-def _int_at_least(name: str, low: int, optional: bool = False) -> Callable[[Any], Any]:
-    """A type converter that accepts integers (or integral floats) >= low, numpy's too."""
-
-    def convert(value: Any) -> Any:
-        if value is None and optional:
-            return None
-        if not _is_number(value) or (
-            not isinstance(value, numbers.Integral) and not float(value).is_integer()
-        ):
-            raise TypeError(f"Param {name} must be an integer >= {low}; got {value!r}")
-        value = int(value)
-        if value < low:
-            raise ValueError(f"Param {name} must be an integer >= {low}; got {value}")
-        return value
-
-    return convert
-
-
-def _one_of(name: str, options: tuple[str, ...]) -> Callable[[Any], str]:
-    def convert(value: Any) -> str:
-        if not isinstance(value, str) or value not in options:
-            raise ValueError(
-                f"Param {name} must be one of {', '.join(repr(o) for o in options)}; got {value!r}"
-            )
-        return value
-
-    return convert
-
-
-def _optional_one_of(name: str, options: tuple[str, ...]) -> Callable[[Any], Any]:
-    one_of = _one_of(name, options)
-
-    def convert(value: Any) -> Any:
-        return None if value is None else one_of(value)
-
-    return convert
-
-
-def _positive_float(name: str) -> Callable[[Any], float]:
-    def convert(value: Any) -> float:
-        if not _is_number(value):
-            raise TypeError(f"Param {name} must be a finite number > 0; got {value!r}")
-        value = float(value)
-        if not math.isfinite(value) or value <= 0:
-            raise ValueError(f"Param {name} must be a finite number > 0; got {value!r}")
-        return value
-
-    return convert
-
-
-def _optional_string(name: str) -> Callable[[Any], Any]:
-    def convert(value: Any) -> Any:
-        if value is None:
-            return None
-        if not isinstance(value, str) or not value:
-            raise TypeError(f"Param {name} must be a non-empty column name or None; got {value!r}")
-        return value
-
-    return convert
-
-
 class _KNNSharedParams(HasFeaturesCol, HasSeed, HasHandleInvalid):
     """Params common to every knnspark estimator and model."""
 
@@ -122,40 +53,40 @@ class _KNNSharedParams(HasFeaturesCol, HasSeed, HasHandleInvalid):
         Params._dummy(),
         "k",
         "number of neighbors, an integer >= 1 and <= the number of training rows",
-        typeConverter=_int_at_least("k", 1),
+        typeConverter=conv.int_at_least("k", 1),
     )
     metric: Param[str] = Param(
         Params._dummy(),
         "metric",
         "distance metric, one of " + ", ".join(METRICS) + " (as scikit-learn defines them)",
-        typeConverter=_one_of("metric", METRICS),
+        typeConverter=conv.one_of("metric", METRICS),
     )
     p: Param[float] = Param(
         Params._dummy(),
         "p",
         "power of the minkowski metric, a finite number > 0 (used only when metric='minkowski')",
-        typeConverter=_positive_float("p"),
+        typeConverter=conv.positive_float("p"),
     )
     algorithm: Param[str] = Param(
         Params._dummy(),
         "algorithm",
         "search algorithm: 'brute' (exact), 'hnsw' (approximate, per-shard HNSW graphs; "
-        "metrics euclidean, cosine, inner_product) or 'auto' (HNSW when the training set is "
+        "metrics " + ", ".join(hnsw_metrics()) + ") or 'auto' (HNSW when the training set is "
         "large enough for the graphs to pay off, see knnspark.index.choose_algorithm)",
-        typeConverter=_one_of("algorithm", ALGORITHMS),
+        typeConverter=conv.one_of("algorithm", ALGORITHMS),
     )
     numShards: Param[int] = Param(
         Params._dummy(),
         "numShards",
         "number of training shards, an integer >= 1, or None for the cluster's default parallelism",
-        typeConverter=_int_at_least("numShards", 1, optional=True),
+        typeConverter=conv.int_at_least("numShards", 1, optional=True),
     )
     idCol: Param[str] = Param(
         Params._dummy(),
         "idCol",
         "column of unique integer ids of the training rows, or None to number the rows "
         "0..n-1 in the order of the training DataFrame",
-        typeConverter=_optional_string("idCol"),
+        typeConverter=conv.optional_string("idCol"),
     )
     maxBroadcastBytes: Param[int] = Param(
         Params._dummy(),
@@ -163,7 +94,7 @@ class _KNNSharedParams(HasFeaturesCol, HasSeed, HasHandleInvalid):
         "largest training set (features, ids and labels, in bytes, an integer >= 0) that is "
         "broadcast to every executor; a larger one is searched by a distributed reduce. "
         f"Default {DEFAULT_MAX_BROADCAST_BYTES} (256 MiB)",
-        typeConverter=_int_at_least("maxBroadcastBytes", 0),
+        typeConverter=conv.int_at_least("maxBroadcastBytes", 0),
     )
 
     M: Param[int] = Param(
@@ -171,20 +102,20 @@ class _KNNSharedParams(HasFeaturesCol, HasSeed, HasHandleInvalid):
         "M",
         "HNSW: links per node, an integer >= 2 (hnswlib's M); more links, better recall, "
         "more memory",
-        typeConverter=_int_at_least("M", 2),
+        typeConverter=conv.int_at_least("M", 2),
     )
     efConstruction: Param[int] = Param(
         Params._dummy(),
         "efConstruction",
         "HNSW: search breadth while building, an integer >= 1",
-        typeConverter=_int_at_least("efConstruction", 1),
+        typeConverter=conv.int_at_least("efConstruction", 1),
     )
     ef: Param[int] = Param(
         Params._dummy(),
         "ef",
         "HNSW: search breadth per shard, an integer >= 1 (max(ef, k) is used); can be changed "
         "on a fitted model without rebuilding",
-        typeConverter=_int_at_least("ef", 1),
+        typeConverter=conv.int_at_least("ef", 1),
     )
     standardization: Param[str] = Param(
         Params._dummy(),
@@ -192,14 +123,15 @@ class _KNNSharedParams(HasFeaturesCol, HasSeed, HasHandleInvalid):
         "feature scaling fitted on the training data and applied to every query: 'none', "
         "'zscore' (mean 0, sample standard deviation 1) or 'minmax' (0..1); a constant "
         "feature maps to 0",
-        typeConverter=_one_of("standardization", STANDARDIZATIONS),
+        typeConverter=conv.one_of("standardization", STANDARDIZATIONS),
     )
     imputeStrategy: Param[Any] = Param(
         Params._dummy(),
         "imputeStrategy",
-        "NaN entries inside vectors: None (invalid input, see handleInvalid), 'mean' or "
-        "'median' (of the training rows, per feature, applied to training and query rows)",
-        typeConverter=_optional_one_of("imputeStrategy", IMPUTE_STRATEGIES),
+        "NaN entries inside vectors: None (invalid input, see handleInvalid, except for "
+        "metric='nan_euclidean', which skips them), 'mean' or 'median' (of the training rows, "
+        "per feature, applied to training and query rows)",
+        typeConverter=conv.optional_one_of("imputeStrategy", IMPUTE_STRATEGIES),
     )
     handleInvalid: Param[str] = Param(
         Params._dummy(),
@@ -207,14 +139,14 @@ class _KNNSharedParams(HasFeaturesCol, HasSeed, HasHandleInvalid):
         "invalid rows (null, empty, wrong-length or non-finite features; null labels): "
         "'error' raises, 'skip' drops training rows, 'keep' (or 'skip') at search time gives "
         "query rows null outputs",
-        typeConverter=_one_of("handleInvalid", HANDLE_INVALID_OPTIONS),
+        typeConverter=conv.one_of("handleInvalid", HANDLE_INVALID_OPTIONS),
     )
     maxShardBytes: Param[int] = Param(
         Params._dummy(),
         "maxShardBytes",
         "HNSW: largest graph one shard may take, in bytes (an integer >= 1); fit fails early "
         f"when a shard would not fit. Default {DEFAULT_MAX_SHARD_BYTES} (1 GiB)",
-        typeConverter=_int_at_least("maxShardBytes", 1),
+        typeConverter=conv.int_at_least("maxShardBytes", 1),
     )
 
     def __init__(self, *args: Any) -> None:
@@ -238,9 +170,10 @@ class _KNNSharedParams(HasFeaturesCol, HasSeed, HasHandleInvalid):
         )
 
     def _check_params(self) -> None:
-        """Rules that tie params together (weights and metric), checked before any job."""
+        """Rules that tie params together (weights, bandwidth and metric), before any job."""
         if self.hasParam("weights"):
             check_weighting(self.getMetric(), self.getOrDefault("weights"))
+            check_bandwidth(self.getOrDefault("weights"), self.getOrDefault("bandwidth"))
 
     def getK(self) -> int:
         return self.getOrDefault(self.k)
@@ -337,31 +270,49 @@ class _KNNSupervisedParams(_KNNSharedParams, HasLabelCol, HasPredictionCol):
         Params._dummy(),
         "weights",
         "neighbor weighting, one of " + ", ".join(WEIGHTINGS) + " ('distance' weighs by "
-        "1/distance, an exact match takes all the weight; it needs distances >= 0, so not "
+        "1/distance, an exact match takes all the weight; the kernels gaussian, tricube and "
+        "epanechnikov weigh by a function of distance/bandwidth and need the param bandwidth; "
+        "a row whose neighbors all weigh 0 falls back to uniform weights; all but uniform need "
+        "distances >= 0, so not "
         + " or ".join(m for m in METRICS if not get_metric(m).nonnegative)
         + ")",
-        typeConverter=_one_of("weights", WEIGHTINGS),
+        typeConverter=conv.one_of("weights", tuple(WEIGHTINGS)),
+    )
+    bandwidth: Param[Any] = Param(
+        Params._dummy(),
+        "bandwidth",
+        "kernel bandwidth h of weights 'gaussian' (exp(-d^2 / (2 h^2))), 'tricube' "
+        "((1 - (d/h)^3)^3 for d < h) and 'epanechnikov' (1 - (d/h)^2 for d < h): a finite "
+        "number > 0, required by those weightings; None (default) otherwise",
+        typeConverter=conv.optional_positive_float("bandwidth"),
     )
     neighborsCol: Param[str] = Param(
         Params._dummy(),
         "neighborsCol",
         "optional output column: each row's neighbors as array<struct<id, distance, label>>, "
         "nearest first; None (default) leaves it out",
-        typeConverter=_optional_string("neighborsCol"),
+        typeConverter=conv.optional_string("neighborsCol"),
     )
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self._setDefault(weights="uniform", neighborsCol=None)
+        self._setDefault(weights="uniform", bandwidth=None, neighborsCol=None)
 
     def getWeights(self) -> str:
         return self.getOrDefault(self.weights)
+
+    def getBandwidth(self) -> float | None:
+        return self.getOrDefault(self.bandwidth)
+
+    def setBandwidth(self, value: float | None) -> Any:
+        return self._set(bandwidth=value)
 
     def getNeighborsCol(self) -> str | None:
         return self.getOrDefault(self.neighborsCol)
 
     def setWeights(self, value: str) -> Any:
-        check_weighting(self.getMetric(), value)
+        if value in WEIGHTINGS:
+            check_weighting(self.getMetric(), value)
         return self._set(weights=value)
 
     def setMetric(self, value: str) -> Any:
@@ -379,33 +330,6 @@ class _KNNSupervisedParams(_KNNSharedParams, HasLabelCol, HasPredictionCol):
         return self._set(predictionCol=value)
 
 
-def _class_weights(value: Any) -> Any:
-    """None, "balanced", or a mapping class value -> weight (> 0, finite)."""
-    if value is None or value == "balanced":
-        return value
-    if not isinstance(value, dict):
-        raise TypeError(
-            f"Param classWeights must be 'balanced', a mapping class value -> weight, or None; "
-            f"got {value!r}"
-        )
-    converted = {}
-    for key, weight in value.items():
-        try:
-            cls, w = float(key), float(weight)
-        except (TypeError, ValueError):
-            raise TypeError(
-                f"Param classWeights must map numeric class values to numeric weights; "
-                f"got {key!r}: {weight!r}"
-            ) from None
-        if not math.isfinite(w) or w <= 0:
-            raise ValueError(
-                f"Param classWeights must give every class a finite weight > 0; "
-                f"got {key!r}: {weight!r}"
-            )
-        converted[cls] = w
-    return converted
-
-
 class _KNNClassifierParams(_KNNSupervisedParams, HasProbabilityCol, HasRawPredictionCol):
     """Params of :class:`KNNClassifier` and :class:`KNNClassificationModel`."""
 
@@ -415,7 +339,7 @@ class _KNNClassifierParams(_KNNSupervisedParams, HasProbabilityCol, HasRawPredic
         "vote weight per class: a mapping class value -> weight > 0 (classes left out weigh "
         "1), 'balanced' (n_samples / (n_classes * class count), as in scikit-learn), or None "
         "(default, unweighted)",
-        typeConverter=_class_weights,
+        typeConverter=conv.class_weights,
     )
 
     def __init__(self, *args: Any) -> None:

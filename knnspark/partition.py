@@ -26,6 +26,7 @@ from pyspark.sql import types as T
 
 from knnspark._faults import maybe_fail
 from knnspark.errors import InvalidInputError
+from knnspark.kernels.distances import get_metric
 from knnspark.kernels.kinds import shard_kind
 from knnspark.kernels.predict import classify_neighbors, weighted_average
 from knnspark.kernels.shard import SearchOptions, Shard
@@ -104,6 +105,7 @@ class SearchSettings:
     features_col: str
     handle_invalid: str
     weights: str = "uniform"
+    bandwidth: float | None = None  # the kernel weightings' h
     classes: tuple[float, ...] = ()
     with_neighbors: bool = False
     kind: str = "brute"  # the index kind searched (a key of SHARD_KINDS)
@@ -225,12 +227,16 @@ def query_matrix(
     otherwise invalid rows are left out of the matrix (they get null outputs).
     """
     matrix, right_length = list_matrix(features, settings.n_features)
-    finite = np.isfinite(matrix).all(axis=1)
+    if get_metric(settings.metric).allows_nan:
+        # NaN is a missing coordinate; a row needs one present, and nothing infinite.
+        usable = ~np.isinf(matrix).any(axis=1) & ~np.isnan(matrix).all(axis=1)
+    else:
+        usable = np.isfinite(matrix).all(axis=1)
     valid = right_length.copy()
-    valid[right_length] = finite
+    valid[right_length] = usable
     if settings.handle_invalid == "error" and not valid.all():
         _raise_invalid_query(list_lengths(_combined(features)), right_length, settings)
-    return matrix[finite], valid
+    return matrix[usable], valid
 
 
 def _raise_invalid_query(
@@ -248,6 +254,12 @@ def _raise_invalid_query(
         raise InvalidInputError(
             f"Column '{col}' (param featuresCol) holds a query vector of length {bad}, but "
             f"the model was trained on vectors of length {settings.n_features}. {hint}"
+        )
+    if get_metric(settings.metric).allows_nan:
+        raise InvalidInputError(
+            f"Column '{col}' (param featuresCol) holds a query vector with infinite values or "
+            f"with no present (non-NaN) coordinate, which metric={settings.metric!r} cannot "
+            f"compare with any row. {hint}"
         )
     raise InvalidInputError(
         f"Column '{col}' (param featuresCol) holds NaN or infinite values in a query row (a "
@@ -296,13 +308,14 @@ def output_arrays(
         classes = np.asarray(settings.classes, dtype=np.float64)
         class_weights = np.asarray(settings.class_weights) if settings.class_weights else None
         votes, proba, prediction = classify_neighbors(
-            labels, dist, classes, settings.weights, class_weights
+            labels, dist, classes, settings.weights, class_weights, settings.bandwidth
         )
         columns[PRED_TMP] = scalar_array(prediction, valid)
         columns[RAW_TMP] = list_array(votes, valid, _LIST_F64)
         columns[PROBA_TMP] = list_array(proba, valid, _LIST_F64)
     elif settings.task == REGRESSION:
-        columns[PRED_TMP] = scalar_array(weighted_average(labels, dist, settings.weights), valid)
+        average = weighted_average(labels, dist, settings.weights, settings.bandwidth)
+        columns[PRED_TMP] = scalar_array(average, valid)
     if settings.task == NEIGHBORS or settings.with_neighbors:
         columns[NIDS_TMP] = list_array(ids, valid, _LIST_I64)
         columns[NDIST_TMP] = list_array(dist, valid, _LIST_F64)

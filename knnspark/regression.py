@@ -42,6 +42,7 @@ class KNNRegressor(_KNNEstimator, _KNNRegressorParams):
         labelCol: str = "label",
         predictionCol: str = "prediction",
         weights: str = "uniform",
+        bandwidth: float | None = None,
         metric: str = "euclidean",
         p: float = 2.0,
         algorithm: str = "auto",

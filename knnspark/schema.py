@@ -21,6 +21,7 @@ __all__ = [
     "column",
     "feature_array_expr",
     "invalid_features_expr",
+    "no_present_features_expr",
     "overflow_features_expr",
     "quote_name",
     "require_column",
@@ -133,6 +134,17 @@ def invalid_features_expr(features: Column, allow_nan: bool = False) -> Column:
         )
     empty = features.isNull() | (F.size(features) == 0)
     return F.coalesce(empty, F.lit(True)) | F.coalesce(bad_value, F.lit(False))
+
+
+def no_present_features_expr(features: Column) -> Column:
+    """True where a non-empty ``array<float>`` holds only NaN (or null) entries.
+
+    Such a row has no coordinate a NaN-skipping metric (``nan_euclidean``) could compare.
+    Spark's ``array_min`` orders NaN above every number and skips nulls: it is NaN only when
+    every non-null entry is, and null when every entry is.
+    """
+    all_missing = F.coalesce(F.isnan(F.array_min(features)), F.lit(True))
+    return F.coalesce((F.size(features) > 0) & all_missing, F.lit(False))
 
 
 def check_label_column(schema: T.StructType, name: str, classifier: bool) -> None:

@@ -14,6 +14,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from knnspark.errors import InvalidInputError
+from knnspark.kernels.distances import get_metric
 from knnspark.preprocessing import Preprocessing, fit_preprocessing
 from knnspark.schema import (
     check_id_column,
@@ -21,6 +22,7 @@ from knnspark.schema import (
     column,
     feature_array_expr,
     invalid_features_expr,
+    no_present_features_expr,
     overflow_features_expr,
 )
 
@@ -30,7 +32,8 @@ __all__ = ["PreparedTraining", "check_unique_ids", "prepare_training"]
 _ROW_BITS = 33
 # Per-partition counts of the training checks, summed on the driver.
 _SUMMED_COUNTS = (
-    "n", "n_null_empty", "n_nonfinite", "n_overflow", "n_bad_label", "n_invalid", "n_null_id"
+    "n", "n_null_empty", "n_nonfinite", "n_overflow", "n_no_present", "n_bad_label", "n_invalid",
+    "n_null_id",
 )  # fmt: skip
 
 
@@ -58,10 +61,13 @@ def prepare_training(
     handle_invalid: str,
     impute_strategy: str | None = None,
     standardization: str = "none",
+    metric: str = "euclidean",
 ) -> PreparedTraining:
     """Check the schema and the data, number the rows and assign each to a shard.
 
-    The features of the returned rows are already imputed and standardized.
+    The features of the returned rows are already imputed and standardized. NaN entries are
+    valid when they are imputed, or when ``metric`` skips missing coordinates (its
+    ``allows_nan`` in the metric table); then a row with no present coordinate is invalid.
     """
     schema = df.schema
     feature_expr = feature_array_expr(schema, features_col)
@@ -82,7 +88,12 @@ def prepare_training(
         id_expr.alias("id"),
         label_expr.cast("double").alias("label"),
     )
-    bad_features = invalid_features_expr(F.col("features"), allow_nan=impute_strategy is not None)
+    keeps_nan = get_metric(metric).allows_nan and impute_strategy is None
+    bad_features = invalid_features_expr(
+        F.col("features"), allow_nan=impute_strategy is not None or keeps_nan
+    )
+    no_present = no_present_features_expr(F.col("features")) if keeps_nan else F.lit(False)
+    bad_features = bad_features | no_present
     label = F.col("label")
     bad_label = (
         label.isNull() | F.isnan(label) | (F.abs(label) == float("inf"))
@@ -92,11 +103,17 @@ def prepare_training(
     invalid = bad_features | bad_label
 
     overflow = overflow_features_expr(schema[features_col].dataType, F.col("raw_features"))
-    stats = _collect_stats(base, bad_features, bad_label, invalid, classifier, overflow)
-    n_valid = _check_stats(stats, features_col, label_col, id_col, handle_invalid, k)
+    stats = _collect_stats(base, bad_features, bad_label, invalid, classifier, overflow, no_present)
+    n_valid = _check_stats(stats, features_col, label_col, id_col, handle_invalid, k, metric)
     n_features = int(stats["min_len"])
     preprocessing = fit_preprocessing(
-        base.filter(~invalid), features_col, n_features, impute_strategy, standardization
+        base.filter(~invalid),
+        features_col,
+        n_features,
+        impute_strategy,
+        standardization,
+        keeps_nan=keeps_nan,
+        whiten=get_metric(metric).whitens,
     )
 
     if id_col is None:
@@ -105,10 +122,15 @@ def prepare_training(
     else:
         ids = F.col("id")
         shard = F.pmod(F.xxhash64(F.col("id")), F.lit(num_shards))
+    features = preprocessing.apply(F.col("features"))
+    if keeps_nan:
+        # A null entry of an array<double> column is a missing coordinate too.
+        nan = F.lit(float("nan")).cast("float")
+        features = F.transform(features, lambda x: F.coalesce(x, nan))
     rows = base.filter(~invalid).select(
         shard.cast("int").alias("shard"),
         ids.alias("id"),
-        preprocessing.apply(F.col("features")).alias("features"),
+        features.alias("features"),
         F.col("label"),
     )
     # Unique ids are checked by the build (ids hash to shards, so a repeated id meets itself
@@ -128,6 +150,7 @@ def _collect_stats(
     invalid: Column,
     classifier: bool,
     overflow: Column,
+    no_present: Column,
 ) -> dict:
     """One job: counts and checks per partition (and, for a classifier, the class counts).
 
@@ -141,6 +164,7 @@ def _collect_stats(
         null_or_empty.cast("long").alias("null_empty"),
         (bad_features & ~null_or_empty).cast("long").alias("nonfinite"),
         F.when(bad_features & ~null_or_empty, overflow).cast("long").alias("overflow"),
+        no_present.cast("long").alias("no_present"),
         bad_label.cast("long").alias("bad_label"),
         invalid.cast("long").alias("invalid"),
         F.col("id").isNull().cast("long").alias("null_id"),
@@ -151,6 +175,7 @@ def _collect_stats(
         F.sum("null_empty").alias("n_null_empty"),
         F.sum("nonfinite").alias("n_nonfinite"),
         F.sum("overflow").alias("n_overflow"),
+        F.sum("no_present").alias("n_no_present"),
         F.sum("bad_label").alias("n_bad_label"),
         F.sum("invalid").alias("n_invalid"),
         F.sum("null_id").alias("n_null_id"),
@@ -200,6 +225,7 @@ def _check_stats(
     id_col: str | None,
     handle_invalid: str,
     k: int,
+    metric: str = "euclidean",
 ) -> int:
     """Raise the first rule the training data breaks; return the number of usable rows."""
     if stats["n"] == 0:
@@ -213,10 +239,17 @@ def _check_stats(
         parts = []
         if stats["n_null_empty"]:
             parts.append(f"{stats['n_null_empty']} null or empty feature vectors")
-        n_overflow = stats.get("n_overflow", 0)
-        if stats["n_nonfinite"] - n_overflow:
+        n_overflow, n_no_present = stats.get("n_overflow", 0), stats.get("n_no_present", 0)
+        if stats["n_nonfinite"] - n_overflow - n_no_present:
+            what = "infinite" if get_metric(metric).allows_nan else "NaN or infinite"
             parts.append(
-                f"{stats['n_nonfinite'] - n_overflow} feature vectors with NaN or infinite values"
+                f"{stats['n_nonfinite'] - n_overflow - n_no_present} feature vectors with "
+                f"{what} values"
+            )
+        if n_no_present:
+            parts.append(
+                f"{n_no_present} feature vectors with no present (non-NaN) coordinate, which "
+                f"metric={metric!r} cannot compare with any row"
             )
         if n_overflow:
             parts.append(
@@ -252,6 +285,13 @@ def _check_stats(
     if k > n_valid:
         raise InvalidInputError(
             f"Param k must be <= the number of training rows ({n_valid}); got {k}."
+        )
+    n_features = stats["min_len"]
+    if get_metric(metric).whitens and n_valid <= n_features:
+        raise InvalidInputError(
+            f"Param metric={metric!r} needs more training rows than features to invert their "
+            f"covariance: column '{features_col}' (param featuresCol) has {n_features} "
+            f"features but only {n_valid} valid training rows (at least {n_features + 1})."
         )
     return n_valid
 

@@ -72,7 +72,7 @@ class Field:
         so leaving the key out is how a user asks for the library default).
     choices : tuple of str, optional
         Allowed values, checked after the type.
-    item_type : {str, int}, default str
+    item_type : {str, int, float}, default str
         Type of the items of a ``list``.
     """
 
@@ -169,10 +169,14 @@ def _check_field(key: str, field: Field, value: Any) -> Any:
     # bool is a subclass of int in Python, but `k = true` is a typo, not the number 1.
     is_bool = isinstance(value, bool)
     if field.type is list:
+        # A list of numbers takes integers too (TOML's 1 for 1.0).
+        item_types = (int, float) if field.item_type is float else field.item_type
         if not isinstance(value, list) or not all(
-            isinstance(v, field.item_type) and not isinstance(v, bool) for v in value
+            isinstance(v, item_types) and not isinstance(v, bool) for v in value
         ):
             raise _wrong(key, field.describe(), value)
+        if field.item_type is float:
+            value = [float(v) for v in value]
     elif field.type is float:
         if is_bool or not isinstance(value, (int, float)):
             raise _wrong(key, field.describe(), value)

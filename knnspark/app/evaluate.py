@@ -97,6 +97,7 @@ def run_evaluate(config: Mapping[str, Any], spark: SparkSession | None = None) -
             "model_version": saved.version,
             "k": model.getK(),
             "weights": model.getWeights(),
+            "bandwidth": model.getBandwidth(),
         },
         "input": input_config["path"],
         **evaluated,

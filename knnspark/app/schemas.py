@@ -35,6 +35,7 @@ __all__ = [
     "SCORE_SCHEMA",
     "SEARCH_PARAMS",
     "SUPERVISED_TASKS",
+    "TUNE_GRID_OPTIONAL",
     "TUNE_SCHEMA",
     "estimator_params",
     "param_fields",
@@ -56,7 +57,10 @@ SCORED_TASKS = (*SUPERVISED_TASKS, "outliers")
 #: Params a fitted model may change without refitting: the score and evaluate jobs' model keys.
 #: The library marks no Param as search-time, so this one list is kept by hand. An outlier
 #: model takes ``algorithm`` and ``ef`` only (its threshold was fitted for its ``k``).
-SEARCH_PARAMS = ("k", "weights", "algorithm", "ef")
+SEARCH_PARAMS = ("k", "weights", "bandwidth", "algorithm", "ef")
+
+#: Optional grid dimensions of the tune job (``tune.<name>``, a list), by item type.
+TUNE_GRID_OPTIONAL = {"metric": str, "p": float, "standardization": str, "bandwidth": float}
 
 #: Keys of a ``[model]`` table that configure the job, not the estimator.
 JOB_KEYS = ("task", "path", "overwrite")
@@ -205,7 +209,8 @@ TUNE_SCHEMA: Schema = {
     "spark": _SPARK,
     "input": _INPUT,
     # Estimator params shared by every param map of the grid: the supervised estimators',
-    # less k and weights (the grid's). The best model is saved under [output].
+    # less k and weights (the grid's); a param the [tune] table grids over (metric, p,
+    # standardization, bandwidth) is refused here too. The best model is saved under [output].
     "model": {
         "task": Field(str, default="classification", choices=SUPERVISED_TASKS),
         **param_fields(_SUPERVISED, exclude=("k", "weights")),
@@ -213,6 +218,8 @@ TUNE_SCHEMA: Schema = {
     "tune": {
         "k": Field(list, item_type=int),
         "weights": Field(list, default=["uniform", "distance"]),
+        # Optional grid dimensions; absent: the [model] value (or the default) for every map.
+        **{name: Field(list, default=None, item_type=t) for name, t in TUNE_GRID_OPTIONAL.items()},
         "numFolds": Field(int, default=5),
         "seed": Field(int, default=0),
         "foldCol": Field(str, default=None),

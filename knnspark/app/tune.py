@@ -1,10 +1,12 @@
-"""What ``jobs/tune.py`` runs: cross-validate ``k`` and ``weights``, report, plot, save the best.
+"""What ``jobs/tune.py`` runs: cross-validate a grid (``k``, ``weights`` and optionally the distance
+``metric``, ``p``, ``standardization`` and ``bandwidth``), report, plot, save the best.
 
 :func:`run_tune` runs :class:`knnspark.tuning.KNNCrossValidator` over the configured grid and
 writes, into the folder ``output.path``: ``report.csv`` (``cvModel.summary()``: one row per
 param map), ``report.json`` (the same rows with every fold's metric, the settings and the best
-param map), ``metric_vs_k.png`` (the metric against ``k``, one line per weighting, error bars of
-one standard deviation over the folds) and ``best_model/`` (the best param map refitted on all
+param map), ``metric_vs_k.png`` (the metric against ``k``, one line per setting of the other
+gridded params, e.g. distance metric x weighting, error bars of one standard deviation over the
+folds) and ``best_model/`` (the best param map refitted on all
 the data, loadable with ``KNNClassificationModel.load`` / ``KNNRegressionModel.load``).
 ``output.path`` may be any Hadoop path (local, HDFS, S3, ...).
 """
@@ -35,11 +37,11 @@ from knnspark.app.errors import worker_errors_as_driver_errors
 from knnspark.app.fs import delete_path, path_exists, write_bytes, write_text
 from knnspark.app.inputs import input_files_readable, read_input
 from knnspark.app.progress import rate, step
-from knnspark.app.schemas import ESTIMATORS, estimator_params
+from knnspark.app.schemas import ESTIMATORS, TUNE_GRID_OPTIONAL, estimator_params
 from knnspark.kernels.metric_sums import FAMILY_METRICS
 from knnspark.tuning import KNNCrossValidator
 
-__all__ = ["METRIC_NAMES", "build_evaluator", "plot_metric_vs_k", "run_tune"]
+__all__ = ["METRIC_NAMES", "build_evaluator", "plot_metric_vs_k", "run_tune", "tune_grid"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,17 +92,30 @@ def build_evaluator(task: str, metric_name: str | None, label_col: str) -> Evalu
     return MulticlassClassificationEvaluator(metricName=name, labelCol=label_col)
 
 
+#: Summary columns that are not param values.
+_RESULT_COLUMNS = ("k", "metricName", "mean", "std", "rank")
+
+
+def _series_label(key: dict[str, Any]) -> str:
+    return ", ".join(f"{name} = {value}" for name, value in key.items()) or "mean"
+
+
 def plot_metric_vs_k(
     summary: pd.DataFrame, metric: str, path: str | Path | IO[bytes], title: str | None = None
 ) -> None:
-    """Plot the mean metric against ``k``, one line per weighting, and save it as a PNG.
+    """Plot the mean metric against ``k``, one line per setting of the other params, as a PNG.
+
+    Every param column of ``summary`` besides ``k`` that takes more than one value (the
+    distance ``metric``, ``p``, ``standardization``, ``weights``, ``bandwidth``, ...) is a
+    dimension of the lines: one line per combination, labelled with its values.
 
     Parameters
     ----------
     summary : pandas.DataFrame
-        Columns ``k``, ``weights``, ``mean`` and ``std`` (as ``cvModel.summary()`` gives).
+        Columns ``k``, ``mean`` and ``std`` and a column per param of the grid (as
+        ``cvModel.summary()`` gives); ``rank`` marks the best map.
     metric : str
-        Name of the metric, for the axis label.
+        Name of the evaluator's metric, for the axis label.
     path : str, Path or binary file object
         Where the PNG goes (a local file, or a buffer).
     title : str, optional
@@ -109,39 +124,48 @@ def plot_metric_vs_k(
     # A Figure without pyplot draws with the Agg canvas and leaves no global state behind.
     fig = Figure(figsize=(8, 5), dpi=110, layout="constrained")
     ax = fig.subplots()
-    weightings = list(dict.fromkeys(summary["weights"]))
+    dims = [
+        c
+        for c in summary.columns
+        if c not in _RESULT_COLUMNS and summary[c].astype(str).nunique() > 1
+    ]
+    keys = summary[dims].astype(str).agg("|".join, axis=1) if dims else pd.Series("", summary.index)
+    series = list(dict.fromkeys(keys))
     # Offset the lines a little along k so that their error bars do not hide each other.
     k_values = sorted(summary["k"].unique())
     step = min((b - a for a, b in zip(k_values, k_values[1:], strict=False)), default=1)
-    offsets = [(i - (len(weightings) - 1) / 2) * 0.08 * step for i in range(len(weightings))]
-    shift = dict(zip(weightings, offsets, strict=True))
-    for weighting in weightings:
-        rows = summary[summary["weights"] == weighting].sort_values("k")
+    width = 0.3 * step / max(1, len(series) - 1) if len(series) > 1 else 0.0
+    shift = {key: (i - (len(series) - 1) / 2) * width for i, key in enumerate(series)}
+    for key in series:
+        rows = summary[keys == key].sort_values("k")
+        label = _series_label({d: rows[d].iloc[0] for d in dims})
         ax.errorbar(
-            rows["k"] + shift[weighting],
+            rows["k"] + shift[key],
             rows["mean"],
             yerr=rows["std"],
             marker="o",
             markersize=4,
             capsize=3,
-            label=f"weights = {weighting}",
+            label=label,
         )
     if "rank" in summary:
-        best = summary.loc[summary["rank"].idxmin()]
+        best_index = summary["rank"].idxmin()
+        best = summary.loc[best_index]
+        best_label = _series_label({d: best[d] for d in dims})
         ax.scatter(
-            [best["k"] + shift[best["weights"]]],
+            [best["k"] + shift[keys[best_index]]],
             [best["mean"]],
             s=160,
             marker="*",
             color="black",
             zorder=5,
-            label=f"best: k = {best['k']}, {best['weights']} ({best['mean']:.4f})",
+            label=f"best: k = {best['k']}, {best_label} ({best['mean']:.4f})",
         )
     ax.set_xlabel("k (neighbors)")
     ax.set_ylabel(f"{metric} (mean over folds, bars: ±1 std)")
     ax.set_xticks(k_values)
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small" if len(series) > 4 else None)
     if title:
         ax.set_title(title)
     fig.savefig(path, format="png")
@@ -156,19 +180,41 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def _cross_validator(task: str, params: dict[str, Any], tune_config: Mapping[str, Any]) -> Any:
-    """The cross-validator of the ``[tune]`` grid; building it validates every setting."""
-    estimator = ESTIMATORS[task](**params)
+def tune_grid(estimator: Any, params: Mapping[str, Any], tune_config: Mapping[str, Any]) -> list:
+    """The ``[tune]`` grid of ``estimator``: ``k`` x ``weights`` x every optional dimension set.
+
+    Each value is checked by its Param's own converter (so before any data is read); a param
+    both ``[model]`` (``params``) and ``[tune]`` set is an error.
+    """
     if not tune_config["k"]:
         raise ValueError("tune.k: expected at least one value of k, got []")
     if not tune_config["weights"]:
         raise ValueError("tune.weights: expected at least one weighting, got []")
-    grid = (
+    builder = (
         ParamGridBuilder()
         .addGrid(estimator.k, list(dict.fromkeys(tune_config["k"])))
         .addGrid(estimator.weights, list(dict.fromkeys(tune_config["weights"])))
-        .build()
     )
+    for name in TUNE_GRID_OPTIONAL:
+        values = tune_config.get(name)
+        if values is None:
+            continue
+        if not values:
+            raise ValueError(f"tune.{name}: expected at least one value or no key, got []")
+        if name in params:
+            raise ValueError(
+                f"model.{name} and tune.{name} both set it: keep one (tune.{name} grids over "
+                f"its values, model.{name} fixes one for every param map)"
+            )
+        param = estimator.getParam(name)
+        builder.addGrid(param, [param.typeConverter(v) for v in dict.fromkeys(values)])
+    return builder.build()
+
+
+def _cross_validator(task: str, params: dict[str, Any], tune_config: Mapping[str, Any]) -> Any:
+    """The cross-validator of the ``[tune]`` grid; building it validates every setting."""
+    estimator = ESTIMATORS[task](**params)
+    grid = tune_grid(estimator, params, tune_config)
     return KNNCrossValidator(
         estimator=estimator,
         estimatorParamMaps=grid,
@@ -230,7 +276,7 @@ def _report(
 
 
 def run_tune(config: Mapping[str, Any], spark: SparkSession | None = None) -> dict[str, Any]:
-    """Cross-validate the configured grid of ``k`` x ``weights`` and write the report.
+    """Cross-validate the configured grid (``k`` x ``weights`` x the optional dims) and report.
 
     Parameters
     ----------

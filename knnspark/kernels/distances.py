@@ -65,8 +65,19 @@ class Metric:
         on every path (exact, GEMM refinement, HNSW), as scikit-learn clips cosine distances
         to [0, 2].
     nonnegative : bool
-        Whether every distance is >= 0, so ``weights="distance"`` (weight 1 / distance) is
-        meaningful; False for similarities turned into distances, such as ``1 - q.x``.
+        Whether every distance is >= 0, so ``weights="distance"`` (weight 1 / distance) and
+        the kernel weightings are meaningful; False for similarities turned into distances,
+        such as ``1 - q.x``.
+    allows_nan : bool
+        Whether NaN entries inside vectors are valid input (missing coordinates the distance
+        skips); the training checks, the query checks and the scaling statistics read it.
+    uses_p : bool
+        Whether the distance reads the param ``p`` (param maps that differ only in ``p`` share
+        one search otherwise).
+    whitens : bool
+        Whether ``fit`` whitens the rows with the training covariance
+        (:mod:`knnspark.kernels.covariance`) so that :attr:`distance` and :attr:`gemm`, applied
+        to the whitened rows, give this metric (Mahalanobis as euclidean).
     """
 
     name: str
@@ -78,6 +89,9 @@ class Metric:
     min_p: float = 0.0
     bounds: tuple[float, float] | None = None
     nonnegative: bool = True
+    allows_nan: bool = False
+    whitens: bool = False
+    uses_p: bool = False
 
     def clip(self, dist: np.ndarray) -> np.ndarray:
         """``dist`` clipped to :attr:`bounds` (in place when it is a float64 array)."""
@@ -146,6 +160,21 @@ def _inner_product(q: np.ndarray, r: np.ndarray, p: float) -> np.ndarray:
     return 1.0 - _dot(q, r)
 
 
+def _nan_euclidean(q: np.ndarray, r: np.ndarray, p: float) -> np.ndarray:
+    # scikit-learn's nan_euclidean_distances: sqrt(n_features / n_present * sum over the
+    # coordinates present in both of (q - x)^2). A pair with no coordinate present in both
+    # has no distance (scikit-learn: NaN, which its sort puts last); here +inf, so the
+    # selection and the merge order it last too.
+    diff = q - r
+    missing = np.isnan(diff)
+    np.copyto(diff, 0.0, where=missing)  # twice as fast as diff[missing] = 0.0
+    present = diff.shape[2] - np.count_nonzero(missing, axis=2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dist = np.sqrt(_dot(diff, diff) * (diff.shape[2] / present))
+    dist[present == 0] = np.inf
+    return dist
+
+
 #: Every metric knnspark supports, by name (the order the docs list them in).
 METRICS: dict[str, Metric] = {
     m.name: m
@@ -159,6 +188,7 @@ METRICS: dict[str, Metric] = {
             _minkowski,
             true_metric=True,
             min_p=1.0,
+            uses_p=True,
         ),
         Metric(
             "cosine",
@@ -176,6 +206,23 @@ METRICS: dict[str, Metric] = {
             gemm.INNER_PRODUCT,
             "ip",
             nonnegative=False,
+        ),
+        Metric(
+            "mahalanobis",
+            "`sqrt((q - x)^T VI (q - x))`, VI the inverse of the training rows' sample "
+            "covariance; euclidean on rows whitened at fit",
+            _euclidean,
+            gemm.SQUARED_L2,
+            "l2",
+            True,
+            whitens=True,
+        ),
+        Metric(
+            "nan_euclidean",
+            "`sqrt(d / n_present * sum((q - x)^2))` over the coordinates present (not NaN) in "
+            "both, as scikit-learn's `nan_euclidean_distances`; none in common: +inf",
+            _nan_euclidean,
+            allows_nan=True,
         ),
     )
 }
@@ -208,15 +255,19 @@ def hnsw_metrics() -> tuple[str, ...]:
 def metric_table_markdown() -> str:
     """The README's metric table, made from :data:`METRICS`."""
     lines = [
-        '| `metric` | distance | exact candidates | HNSW | true metric | `weights="distance"` |',
-        "| --- | --- | --- | --- | --- | --- |",
+        "| `metric` | distance | exact candidates | HNSW | true metric | weights but uniform "
+        "| NaN entries |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for m in METRICS.values():
         candidates = "float32 GEMM, float64 refinement" if m.gemm else "float64 blocks"
         hnsw = f"yes (`{m.hnsw_space}`)" if m.hnsw_space else "no"
         true = ("yes" if not m.min_p else f"for p >= {m.min_p:g}") if m.true_metric else "no"
         weighting = "yes" if m.nonnegative else "no (distances can be negative)"
-        lines.append(f"| `{m.name}` | {m.meaning} | {candidates} | {hnsw} | {true} | {weighting} |")
+        nan = "missing coordinates" if m.allows_nan else "invalid"
+        lines.append(
+            f"| `{m.name}` | {m.meaning} | {candidates} | {hnsw} | {true} | {weighting} | {nan} |"
+        )
     return "\n".join(lines)
 
 

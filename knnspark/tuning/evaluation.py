@@ -258,7 +258,7 @@ def _scorings(model: Model, candidates: list[Candidate]) -> list[tuple[int, Scor
         if classes is not None:
             resolved = resolve_class_weights(c.class_weights, classes, model.classCounts)
             class_weights = None if resolved is None else tuple(float(w) for w in resolved)
-        scorings.append((c.index, Scoring(k=c.k, weights=c.weights, class_weights=class_weights)))
+        scorings.append((c.index, Scoring(c.k, c.weights, class_weights, c.bandwidth)))
     return scorings
 
 

@@ -1,9 +1,9 @@
 """Group the param maps of a grid by the neighbor search they need.
 
-For KNN, ``k``, ``weights`` and ``classWeights`` change only how the neighbor lists become
-predictions (:data:`SCORING_PARAMS`). Param maps that differ only in those share one fit and
-one neighbor search per fold, at the group's largest ``k``; each map of a group is then a
-:class:`Candidate` scored from the group's neighbor lists.
+For KNN, ``k``, ``weights``, ``bandwidth`` and ``classWeights`` change only how the neighbor
+lists become predictions (:data:`SCORING_PARAMS`). Param maps that differ only in those share
+one fit and one neighbor search per fold, at the group's largest ``k``; each map of a group is
+then a :class:`Candidate` scored from the group's neighbor lists.
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ from pyspark.ml import Estimator
 from pyspark.ml.param import Param
 
 from knnspark.classification import KNNClassifier
+from knnspark.kernels.distances import get_metric
 
 __all__ = ["SCORING_PARAMS", "Candidate", "SearchGroup", "describe_param_map", "group_param_maps"]
 
 #: Params that change how neighbor lists are scored, not which neighbors are found.
-SCORING_PARAMS = frozenset({"k", "weights", "classWeights"})
+SCORING_PARAMS = frozenset({"k", "weights", "bandwidth", "classWeights"})
 
 
 @dataclass
@@ -32,6 +33,7 @@ class Candidate:
     k: int
     weights: str
     class_weights: Any  # the param value; resolved once the fit knows the classes
+    bandwidth: float | None = None  # the kernel weightings' h
 
 
 @dataclass
@@ -74,11 +76,7 @@ def group_param_maps(estimator: Estimator, param_maps: Sequence[dict]) -> list[S
             raise ValueError(
                 f"estimatorParamMaps[{index}] {describe_param_map(param_map)}: {exc}"
             ) from None
-        key = tuple(
-            (p.name, repr(resolved.getOrDefault(p)))
-            for p in resolved.params
-            if p.name not in SCORING_PARAMS and resolved.isDefined(p)
-        )
+        key = _search_key(resolved)
         candidate = Candidate(
             index=index,
             k=resolved.getK(),
@@ -86,6 +84,7 @@ def group_param_maps(estimator: Estimator, param_maps: Sequence[dict]) -> list[S
             class_weights=(
                 resolved.getOrDefault("classWeights") if resolved.hasParam("classWeights") else None
             ),
+            bandwidth=resolved.getOrDefault("bandwidth"),
         )
         group = groups.get(key)
         if group is None:
@@ -97,6 +96,19 @@ def group_param_maps(estimator: Estimator, param_maps: Sequence[dict]) -> list[S
         if estimator.hasParam("classWeights"):
             group.fit_map[estimator.getParam("classWeights")] = None
     return list(groups.values())
+
+
+def _search_key(resolved: Estimator) -> tuple[tuple[str, str], ...]:
+    """The params that decide the fit and the search: all but the scoring ones (and ``p``
+    for a metric that does not read it)."""
+    ignored = set(SCORING_PARAMS)
+    if not get_metric(resolved.getMetric()).uses_p:
+        ignored.add("p")
+    return tuple(
+        (p.name, repr(resolved.getOrDefault(p)))
+        for p in resolved.params
+        if p.name not in ignored and resolved.isDefined(p)
+    )
 
 
 def _new_group(resolved: Estimator, param_map: dict[Param, Any]) -> SearchGroup:

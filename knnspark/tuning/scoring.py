@@ -71,6 +71,7 @@ class Scoring:
     k: int
     weights: str
     class_weights: tuple[float, ...] | None = None
+    bandwidth: float | None = None
 
 
 def score_neighbor_lists(
@@ -107,12 +108,12 @@ def score_neighbor_lists(
     """
     labels, dist = labels[:, : scoring.k], dist[:, : scoring.k]
     if classes is None:
-        return {"prediction": weighted_average(labels, dist, scoring.weights)}
+        return {"prediction": weighted_average(labels, dist, scoring.weights, scoring.bandwidth)}
     class_weights = None
     if scoring.class_weights is not None:
         class_weights = np.asarray(scoring.class_weights, dtype=np.float64)
     votes, proba, prediction = classify_neighbors(
-        labels, dist, classes, scoring.weights, class_weights
+        labels, dist, classes, scoring.weights, class_weights, scoring.bandwidth
     )
     return {"prediction": prediction, "rawPrediction": votes, "probability": proba}
 

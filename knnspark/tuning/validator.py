@@ -242,7 +242,7 @@ class KNNCrossValidator(CrossValidator):
                         metrics[i][index] = metric
                     if sub_models is not None:
                         for c in group.candidates:
-                            sub_models[i][c.index] = _with_scoring(model, c)
+                            sub_models[i][c.index] = _with_scoring(model, c, param_maps[c.index])
 
         avg, std = CrossValidator._gen_avg_and_std_metrics(metrics)
         larger_is_better = bool(evaluator.isLargerBetter())
@@ -275,9 +275,15 @@ def _check_param_maps(estimator: Estimator, param_maps: Any) -> None:
                 )
 
 
-def _with_scoring(model: Model, candidate: Candidate) -> Model:
-    """The fold's model with one param map's search-time params."""
-    extra = {model.getParam("k"): candidate.k, model.getParam("weights"): candidate.weights}
+def _with_scoring(model: Model, candidate: Candidate, param_map: dict) -> Model:
+    """The fold's model with one param map's search-time params (and its own ``p``, which
+    the group's fit may have taken from another map when the metric does not read it)."""
+    extra = {model.getParam(p.name): v for p, v in param_map.items() if model.hasParam(p.name)}
+    extra |= {
+        model.getParam("k"): candidate.k,
+        model.getParam("weights"): candidate.weights,
+        model.getParam("bandwidth"): candidate.bandwidth,
+    }
     if model.hasParam("classWeights"):
         extra[model.getParam("classWeights")] = candidate.class_weights
     return model.copy(extra)
@@ -347,9 +353,9 @@ class KNNCrossValidatorModel(CrossValidatorModel):
         for param_map, mean, std in zip(param_maps, self.avgMetrics, self.stdMetrics, strict=True):
             by_name = {p.name: v for p, v in param_map.items()}
             row = {n: by_name[n] if n in by_name else estimator.getOrDefault(n) for n in names}
-            row.update(metric=metric_name, mean=float(mean), std=float(std))
+            row.update(metricName=metric_name, mean=float(mean), std=float(std))
             rows.append(row)
-        table = pd.DataFrame(rows, columns=[*names, "metric", "mean", "std"])
+        table = pd.DataFrame(rows, columns=[*names, "metricName", "mean", "std"])
         ranks = table["mean"].rank(method="min", ascending=not self._larger_is_better)
         table["rank"] = ranks.astype(int)
         return table

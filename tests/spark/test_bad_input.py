@@ -596,7 +596,7 @@ UNKNOWN_OPTIONS = [
     ("metric", "cityblock", METRICS_TEXT),
     ("metric", "Euclidean", METRICS_TEXT),
     ("algorithm", "kd_tree", ALGORITHMS_TEXT),
-    ("weights", "inverse", "'uniform', 'distance'"),
+    ("weights", "inverse", "'uniform', 'distance', 'gaussian', 'tricube', 'epanechnikov'"),
 ]
 
 

@@ -145,7 +145,8 @@ def test_hnsw_classifier_matches_brute_on_clustered_data(clustered):
 
 def test_hnsw_metric_and_memory_errors(clustered):
     items, _, _ = clustered
-    with pytest.raises(ValueError, match="manhattan, chebyshev, minkowski and hamming need"):
+    message = "manhattan, chebyshev, minkowski, hamming and nan_euclidean need"
+    with pytest.raises(ValueError, match=message):
         NearestNeighbors(algorithm="hnsw", metric="manhattan").fit(items)
     with pytest.raises(InvalidInputError, match=r"Use more shards \(numShards >= \d+\)"):
         NearestNeighbors(algorithm="hnsw", numShards=1, maxShardBytes=100_000).fit(items)

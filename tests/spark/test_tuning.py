@@ -172,10 +172,10 @@ def test_classifier_accuracy_matches_spark_cross_validator(spark, iris, monkeypa
     np.testing.assert_allclose(np.mean(ours.foldMetrics, axis=0), ours.avgMetrics, atol=1e-12)
 
     summary = ours.summary()
-    assert list(summary.columns) == ["k", "weights", "metric", "mean", "std", "rank"]
+    assert list(summary.columns) == ["k", "weights", "metricName", "mean", "std", "rank"]
     assert summary["k"].tolist() == [1, 1, 3, 3, 5, 5]
     assert summary["weights"].tolist() == ["uniform", "distance"] * 3
-    assert (summary["metric"] == "accuracy").all()
+    assert (summary["metricName"] == "accuracy").all()
     np.testing.assert_allclose(summary["mean"], theirs.avgMetrics, atol=ATOL)
     np.testing.assert_allclose(summary["std"], theirs.stdMetrics, atol=ATOL)
     assert summary["rank"].iloc[ours.bestIndex] == 1
@@ -197,7 +197,8 @@ def test_classifier_f1_with_class_weights_matches_spark(spark, iris_sepals):
     # The grid changes the metric, so the comparison is not between constants
     # (weighted votes themselves are checked against numpy in test_preprocessing.py).
     assert len({round(m, 12) for m in ours.avgMetrics}) > 1
-    assert list(ours.summary().columns) == ["k", "classWeights", "metric", "mean", "std", "rank"]
+    columns = ["k", "classWeights", "metricName", "mean", "std", "rank"]
+    assert list(ours.summary().columns) == columns
 
 
 @pytest.mark.slow
@@ -349,6 +350,93 @@ def test_param_maps_that_change_the_search_get_their_own_fit(spark, iris, monkey
             assert model.getMetric() == param_map[clf.metric]
 
 
+def _counting_fits(monkeypatch, cls):
+    fits = []
+    original = cls._fit
+
+    def counting_fit(self, dataset):
+        fits.append((self.getMetric(), self.getP(), self.getStandardization(), self.getK()))
+        return original(self, dataset)
+
+    monkeypatch.setattr(cls, "_fit", counting_fit)
+    return fits
+
+
+def test_metrics_and_kernel_weights_share_one_search_per_metric(spark, iris, monkeypatch):
+    clf = KNNClassifier(algorithm="brute")
+    grid = (
+        ParamGridBuilder()
+        .addGrid(clf.metric, ["euclidean", "mahalanobis"])
+        .addGrid(clf.weights, ["uniform", "tricube"])
+        .addGrid(clf.bandwidth, [1.0, 3.0])
+        .addGrid(clf.k, [3, 6])
+        .build()
+    )
+    evaluator = MulticlassClassificationEvaluator(metricName="accuracy")
+    fits = _counting_fits(monkeypatch, KNNClassifier)
+    ours = KNNCrossValidator(
+        estimator=clf, estimatorParamMaps=grid, evaluator=evaluator, numFolds=2, foldCol="fold"
+    ).fit(iris.filter("fold < 2"))
+    # 16 maps, two searches per fold: one per distance metric, at the largest k.
+    assert sorted(fits[:4]) == sorted(
+        [("euclidean", 2.0, "none", 6), ("mahalanobis", 2.0, "none", 6)] * 2
+    )
+    monkeypatch.undo()
+    theirs = CrossValidator(
+        estimator=clf, estimatorParamMaps=grid, evaluator=evaluator, numFolds=2, foldCol="fold"
+    ).fit(iris.filter("fold < 2"))
+    _assert_same_metrics(ours, theirs)
+    assert len({round(m, 12) for m in ours.avgMetrics}) > 2  # the grid's dimensions matter
+    assert list(ours.summary().columns)[:4] == ["metric", "weights", "bandwidth", "k"]
+
+
+@pytest.mark.slow
+def test_grid_over_metric_p_standardization_weights_and_bandwidth_matches_spark(
+    spark, diabetes, monkeypatch
+):
+    reg = KNNRegressor(algorithm="brute", numShards=2)
+    grid = (
+        ParamGridBuilder()
+        .addGrid(reg.metric, ["euclidean", "minkowski", "mahalanobis"])
+        .addGrid(reg.p, [1.5, 3.0])
+        .addGrid(reg.standardization, ["none", "zscore"])
+        .addGrid(reg.weights, ["gaussian"])
+        .addGrid(reg.bandwidth, [0.1, 2.0])
+        .addGrid(reg.k, [3])
+        .build()
+    )
+    evaluator = RegressionEvaluator(metricName="rmse")
+    fits = _counting_fits(monkeypatch, KNNRegressor)
+    cv = KNNCrossValidator(
+        estimator=reg,
+        estimatorParamMaps=grid,
+        evaluator=evaluator,
+        numFolds=2,
+        foldCol="fold",
+        collectSubModels=True,
+    )
+    ours = cv.fit(diabetes.filter("fold < 2"))
+    # Per fold: euclidean and mahalanobis once per standardization (p does not matter to
+    # them), minkowski once per p and standardization: 8 searches for 24 maps.
+    assert len(fits) == 8 * 2 + 1
+    assert len({f for f in fits[:-1]}) == 8
+    monkeypatch.undo()
+    theirs = CrossValidator(
+        estimator=reg,
+        estimatorParamMaps=grid,
+        evaluator=evaluator,
+        numFolds=2,
+        foldCol="fold",
+    ).fit(diabetes.filter("fold < 2"))
+    _assert_same_metrics(ours, theirs)
+    rows = diabetes.filter("fold < 2").count()
+    _assert_best(ours, theirs, grid, rows=rows, larger_is_better=False)
+    for model, param_map in zip(ours.subModels[0], grid, strict=True):
+        assert {p.name: model.getOrDefault(p.name) for p in param_map} == {
+            p.name: v for p, v in param_map.items()
+        }
+
+
 def test_drop_in_params_and_defaults(spark):
     clf = KNNClassifier()
     ours, theirs = KNNCrossValidator(), CrossValidator()
@@ -470,21 +558,27 @@ def test_run_tune_writes_report_plot_and_best_model(spark, iris, tmp_path):
         {
             "input": {"path": str(data)},
             "model": {"algorithm": "brute"},
-            "tune": {"k": [1, 3], "weights": ["uniform", "distance"], "numFolds": 2},
+            "tune": {
+                "k": [1, 3],
+                "weights": ["uniform", "distance"],
+                "metric": ["euclidean", "mahalanobis"],
+                "numFolds": 2,
+            },
             "output": {"path": str(out)},
         },
         TUNE_SCHEMA,
     )
     summary = run_tune(config, spark)
 
-    assert summary["rows_in"] == 60 and summary["param_maps"] == 4
+    assert summary["rows_in"] == 60 and summary["param_maps"] == 8
     assert summary["metric"] == "accuracy"
     report = pd.read_csv(out / "report.csv")
-    assert list(report.columns) == ["k", "weights", "metric", "mean", "std", "rank"]
-    assert len(report) == 4
+    assert list(report.columns) == ["k", "weights", "metric", "metricName", "mean", "std", "rank"]
+    assert len(report) == 8 and set(report["metric"]) == {"euclidean", "mahalanobis"}
     payload = json.loads((out / "report.json").read_text())
     assert payload["best"]["params"] == summary["best_params"]
-    assert len(payload["results"]) == 4 and len(payload["results"][0]["folds"]) == 2
+    assert len(payload["results"]) == 8 and len(payload["results"][0]["folds"]) == 2
+    assert {r["params"]["metric"] for r in payload["results"]} == {"euclidean", "mahalanobis"}
     png = (out / "metric_vs_k.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", png[16:24])

@@ -95,5 +95,5 @@ def test_vote_tie_goes_to_smallest_class():
 
 
 def test_unknown_weighting_is_rejected():
-    with pytest.raises(ValueError, match="Unknown weights 'gaussian'"):
-        neighbor_weights(np.ones((1, 2)), "gaussian")
+    with pytest.raises(ValueError, match="Unknown weights 'triangular'"):
+        neighbor_weights(np.ones((1, 2)), "triangular")

@@ -39,6 +39,7 @@ SAMPLES = {
     "imputeStrategy": "median",
     "neighborsCol": "neighbors",
     "classWeights": "balanced",
+    "bandwidth": 0.5,
 }
 
 

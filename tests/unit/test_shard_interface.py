@@ -101,6 +101,7 @@ def test_metric_table_entries_are_complete():
         "euclidean",
         "cosine",
         "inner_product",
+        "mahalanobis",
     }
 
 

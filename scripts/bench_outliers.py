@@ -1,6 +1,6 @@
 """Cost of KNNOutlierDetector and EditedNearestNeighbors against a plain kneighbors, same run.
 
-    .venv/bin/python scripts/bench_toolbox.py [--rows 20000] [--dim 16] [--k 5] [--repeats 2]
+    .venv/bin/python scripts/bench_outliers.py [--rows 20000] [--dim 16] [--k 5] [--repeats 2]
 
 Every path is exact (algorithm="brute") on the same cached, clustered data in local[2];
 each is forced with a noop write and timed best of ``--repeats``:
