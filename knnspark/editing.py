@@ -20,9 +20,10 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from knnspark.classification import KNNClassifier
+from knnspark.converters import one_of
 from knnspark.errors import InvalidInputError
 from knnspark.leave_out import leave_query_out
-from knnspark.params import _KNNSharedParams, _one_of
+from knnspark.params import _KNNSharedParams
 from knnspark.schema import check_label_column, column, feature_array_expr
 
 __all__ = ["KIND_SELECTIONS", "SAMPLING_STRATEGIES", "EditedNearestNeighbors"]
@@ -50,14 +51,14 @@ class _EditedNearestNeighborsParams(HasFeaturesCol, HasLabelCol):
         "kindSel",
         "which rows stay: 'all' (every one of the k neighbors has the row's label) or 'mode' "
         "(the neighbors' most common label is the row's; ties go to the smallest label)",
-        typeConverter=_one_of("kindSel", KIND_SELECTIONS),
+        typeConverter=one_of("kindSel", KIND_SELECTIONS),
     )
     samplingStrategy: Param[str] = Param(
         Params._dummy(),
         "samplingStrategy",
         "classes whose rows may be dropped: 'auto' (every class but the minority, the one "
         "with the fewest rows, the smallest label among equals) or 'all'",
-        typeConverter=_one_of("samplingStrategy", SAMPLING_STRATEGIES),
+        typeConverter=one_of("samplingStrategy", SAMPLING_STRATEGIES),
     )
 
     def __init__(self, *args: Any) -> None:

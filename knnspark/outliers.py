@@ -20,15 +20,14 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from knnspark.base import _KNNEstimator, _KNNModel
+from knnspark.converters import is_number, one_of
 from knnspark.errors import InvalidInputError, ModelLoadError
 from knnspark.index import EXACT_KIND, TrainingIndex
 from knnspark.leave_out import leave_query_out
 from knnspark.params import (
     DEFAULT_MAX_BROADCAST_BYTES,
     DEFAULT_MAX_SHARD_BYTES,
-    _is_number,
     _KNNSharedParams,
-    _one_of,
 )
 from knnspark.partition import NDIST_TMP, NEIGHBORS, NIDS_TMP
 from knnspark.schema import check_id_column, check_output_columns, column
@@ -45,7 +44,7 @@ _FITTED_PARAMS = ("k", "method", "contamination", "metric", "p")
 
 def _contamination(value: Any) -> float:
     """Share of outliers in the training data: a number in (0, 0.5], as in PyOD."""
-    if not _is_number(value):
+    if not is_number(value):
         raise TypeError(f"Param contamination must be a number in (0, 0.5]; got {value!r}")
     value = float(value)
     if not (0.0 < value <= 0.5):
@@ -61,7 +60,7 @@ class _KNNOutlierParams(_KNNSharedParams, HasPredictionCol):
         "method",
         "outlier score from the k neighbor distances: 'largest' (the k-th distance), 'mean' "
         "or 'median' (as PyOD's KNN detector)",
-        typeConverter=_one_of("method", OUTLIER_METHODS),
+        typeConverter=one_of("method", OUTLIER_METHODS),
     )
     contamination: Param[float] = Param(
         Params._dummy(),
@@ -282,7 +281,7 @@ class KNNOutlierModel(_KNNModel, _KNNOutlierParams):
     def _restore_fitted_state(self, state: dict[str, Any], path: str) -> None:
         threshold = state.get("threshold")
         missing = [name for name in _FITTED_PARAMS if name not in state]
-        if not _is_number(threshold) or not math.isfinite(threshold) or missing:
+        if not is_number(threshold) or not math.isfinite(threshold) or missing:
             raise ModelLoadError(
                 f"The model at '{path}' has damaged metadata: its fitted_state {state!r} lacks "
                 "a finite outlier threshold or the params it was fitted with."
