@@ -31,7 +31,12 @@ from knnspark.kernels.hnsw import HnswShard
 from knnspark.kernels.kinds import SHARD_KINDS, shard_kind
 from knnspark.kernels.shard import Shard
 from knnspark.preprocessing import Preprocessing
-from knnspark.shard_codec import SHARD_BLOB_SCHEMA, build_blob_table, shard_from_blob
+from knnspark.shard_codec import (
+    SHARD_BLOB_SCHEMA,
+    build_blob_table,
+    repeated_id_message,
+    shard_from_blob,
+)
 from knnspark.timing import TaskTimer
 from knnspark.training import check_unique_ids, prepare_training
 
@@ -280,8 +285,10 @@ def _keep_distributed(index: TrainingIndex, rows: DataFrame, blobs: DataFrame) -
             F.count(F.lit(1)).alias("count"), F.count_distinct("id").alias("ids")
         )
         counts = counts.collect()
-        if any(r["count"] != r["ids"] for r in counts):
-            raise InvalidInputError("training ids repeat")  # named by build_index's handler
+        repeated = [int(r["shard"]) for r in counts if r["count"] != r["ids"]]
+        if repeated:
+            # With an idCol, build_index's handler names the id first.
+            raise InvalidInputError(repeated_id_message(f"A training id of shard {repeated[0]}"))
         sizes = {int(r["shard"]): int(r["count"]) for r in counts}
     else:
         index.shard_blobs = blobs.drop("features").persist(StorageLevel.MEMORY_AND_DISK)
@@ -362,10 +369,6 @@ def _shard_blobs(
 
     def build(table: pa.Table) -> pa.Table:
         maybe_fail("build")
-        ids = table.column("id").to_numpy()
-        if np.unique(ids).size != ids.size:
-            # Read by build_index, which names the repeated id on the driver.
-            raise InvalidInputError("training ids repeat within a shard")
         timer = TaskTimer("build")
         timer.count(table.num_rows)
         with timer.stage("build"):

@@ -148,13 +148,18 @@ def _check_unique(sorted_ids: np.ndarray) -> None:
     """
     repeated = sorted_ids[1:][sorted_ids[1:] == sorted_ids[:-1]]
     if repeated.size:
-        raise InvalidInputError(
-            f"Training id {int(repeated[0])} reached its shard twice: the training DataFrame "
-            "gave different rows when fit evaluated it again (a nondeterministic input, e.g. "
-            "filtered, sampled or ordered by rand(), or a shuffle without a total order). "
-            "Cache or checkpoint the DataFrame before fit (df.cache(), df.localCheckpoint()), "
-            "or set idCol to a column of unique ids computed deterministically."
-        )
+        raise InvalidInputError(repeated_id_message(f"Training id {int(repeated[0])}"))
+
+
+def repeated_id_message(what: str) -> str:
+    """What to do when ``what`` (e.g. "Training id 7") reached its shard twice."""
+    return (
+        f"{what} reached its shard twice: the training DataFrame gave different rows when fit "
+        "evaluated it again (a nondeterministic input, e.g. filtered, sampled or ordered by "
+        "rand(), or a shuffle without a total order). Cache or checkpoint the DataFrame "
+        "before fit (df.cache(), df.localCheckpoint()), or set idCol to a column of unique "
+        "ids computed deterministically."
+    )
 
 
 _BLOB_ARROW_SCHEMA = pa.schema(
