@@ -20,11 +20,21 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from pyspark import TaskContext
 from pyspark.sql import types as T
 
 from knnspark._faults import maybe_fail
+from knnspark.arrow_columns import (
+    LIST_F64,
+    LIST_F64_NULLS,
+    LIST_I64,
+    combined,
+    list_array,
+    list_lengths,
+    list_matrix,
+    padded_matrix,
+    scalar_array,
+)
 from knnspark.errors import InvalidInputError
 from knnspark.kernels.distances import get_metric
 from knnspark.kernels.kinds import shard_kind
@@ -45,12 +55,9 @@ __all__ = [
     "REGRESSION",
     "SearchSettings",
     "broadcast_search_fn",
-    "list_array",
-    "list_matrix",
     "merge_partials_fn",
     "output_fields",
     "pair_search_fn",
-    "scalar_array",
 ]
 
 #: The tasks a search serves: what a model (or the tuning path) computes from the neighbors.
@@ -87,10 +94,6 @@ PARTIAL_SCHEMA = T.StructType(
         T.StructField("labels", T.ArrayType(T.DoubleType(), True), True),
     ]
 )
-
-_LIST_I64 = pa.list_(pa.field("element", pa.int64(), nullable=False))
-_LIST_F64 = pa.list_(pa.field("element", pa.float64(), nullable=False))
-_LIST_F64_NULLS = pa.list_(pa.field("element", pa.float64(), nullable=True))
 
 
 @dataclass(frozen=True)
@@ -146,75 +149,6 @@ def output_fields(settings: SearchSettings) -> list[T.StructField]:
     return fields
 
 
-# ---------------------------------------------------------------- Arrow <-> numpy
-
-
-def _combined(array: pa.Array | pa.ChunkedArray) -> pa.Array:
-    if isinstance(array, pa.ChunkedArray):
-        return array.combine_chunks() if array.num_chunks != 1 else array.chunk(0)
-    return array
-
-
-def list_lengths(array: pa.Array) -> np.ndarray:
-    """Length of each list; -1 for a null list."""
-    lengths = pc.list_value_length(array).fill_null(-1)
-    return lengths.to_numpy(zero_copy_only=False).astype(np.int64)
-
-
-def list_matrix(
-    array: pa.Array | pa.ChunkedArray, width: int, dtype: Any = np.float32
-) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of a list column that have ``width`` values, as one contiguous matrix.
-
-    Returns
-    -------
-    matrix : ndarray of shape (n_selected, width)
-        Null list elements become NaN.
-    selected : ndarray of shape (n_rows,), bool
-        Which rows were the right length (a null list never is).
-    """
-    array = _combined(array)
-    lengths = list_lengths(array)
-    selected = lengths == width
-    values = array.flatten().to_numpy(zero_copy_only=False)
-    if not selected.all():
-        values = values[np.repeat(selected, np.maximum(lengths, 0))]
-    matrix = np.ascontiguousarray(values, dtype=dtype).reshape(int(selected.sum()), width)
-    return matrix, selected
-
-
-def padded_matrix(array: pa.Array | pa.ChunkedArray, fill: Any, dtype: Any) -> np.ndarray:
-    """A list column of any lengths as a 2-D array padded with ``fill``."""
-    array = _combined(array)
-    lengths = np.maximum(list_lengths(array), 0)
-    width = int(lengths.max()) if lengths.size else 0
-    out = np.full((len(array), width), fill, dtype=dtype)
-    mask = np.arange(width)[None, :] < lengths[:, None]
-    out[mask] = array.flatten().to_numpy(zero_copy_only=False)
-    return out
-
-
-def list_array(matrix: np.ndarray | None, valid: np.ndarray, list_type: pa.DataType) -> pa.Array:
-    """One list per row from the rows of ``matrix``; null where ``valid`` is False."""
-    n_rows = valid.shape[0]
-    width = 0 if matrix is None or matrix.ndim < 2 else matrix.shape[1]
-    offsets = np.zeros(n_rows + 1, dtype=np.int32)
-    np.cumsum(valid.astype(np.int32) * width, out=offsets[1:])
-    values = pa.array(
-        np.empty(0) if matrix is None else np.ascontiguousarray(matrix).reshape(-1),
-        type=list_type.value_type,
-    )
-    return pa.ListArray.from_arrays(
-        pa.array(offsets), values, type=list_type, mask=pa.array(~valid)
-    )
-
-
-def scalar_array(values: np.ndarray, valid: np.ndarray) -> pa.Array:
-    out = np.zeros(valid.shape[0])
-    out[valid] = values
-    return pa.array(out, type=pa.float64(), mask=~valid)
-
-
 # ---------------------------------------------------------------- query batches
 
 
@@ -235,7 +169,7 @@ def query_matrix(
     valid = right_length.copy()
     valid[right_length] = usable
     if settings.handle_invalid == "error" and not valid.all():
-        _raise_invalid_query(list_lengths(_combined(features)), right_length, settings)
+        _raise_invalid_query(list_lengths(combined(features)), right_length, settings)
     return matrix[usable], valid
 
 
@@ -311,19 +245,19 @@ def output_arrays(
             labels, dist, classes, settings.weights, class_weights, settings.bandwidth
         )
         columns[PRED_TMP] = scalar_array(prediction, valid)
-        columns[RAW_TMP] = list_array(votes, valid, _LIST_F64)
-        columns[PROBA_TMP] = list_array(proba, valid, _LIST_F64)
+        columns[RAW_TMP] = list_array(votes, valid, LIST_F64)
+        columns[PROBA_TMP] = list_array(proba, valid, LIST_F64)
     elif settings.task == REGRESSION:
         average = weighted_average(labels, dist, settings.weights, settings.bandwidth)
         columns[PRED_TMP] = scalar_array(average, valid)
     if settings.task == NEIGHBORS or settings.with_neighbors:
-        columns[NIDS_TMP] = list_array(ids, valid, _LIST_I64)
-        columns[NDIST_TMP] = list_array(dist, valid, _LIST_F64)
+        columns[NIDS_TMP] = list_array(ids, valid, LIST_I64)
+        columns[NDIST_TMP] = list_array(dist, valid, LIST_F64)
     if settings.task == NEIGHBOR_LABELS:
-        columns[NLAB_TMP] = list_array(labels, valid, _LIST_F64)
-        columns[NDIST_TMP] = list_array(dist, valid, _LIST_F64)
+        columns[NLAB_TMP] = list_array(labels, valid, LIST_F64)
+        columns[NDIST_TMP] = list_array(dist, valid, LIST_F64)
     if settings.task in (CLASSIFICATION, REGRESSION) and settings.with_neighbors:
-        columns[NLAB_TMP] = list_array(labels, valid, _LIST_F64)
+        columns[NLAB_TMP] = list_array(labels, valid, LIST_F64)
     return columns
 
 
@@ -429,9 +363,9 @@ def _partials_table(
         {
             KEY_HI: pa.array(key_hi, type=pa.int64()),
             KEY_LO: pa.array(key_lo, type=pa.int32()),
-            "ids": list_array(ids, every, _LIST_I64),
-            "dist": list_array(dist, every, _LIST_F64),
-            "labels": list_array(labels, every, _LIST_F64_NULLS),
+            "ids": list_array(ids, every, LIST_I64),
+            "dist": list_array(dist, every, LIST_F64),
+            "labels": list_array(labels, every, LIST_F64_NULLS),
         }
     )
 

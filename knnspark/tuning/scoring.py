@@ -17,9 +17,9 @@ import numpy as np
 import pyarrow as pa
 from pyspark.sql import types as T
 
+from knnspark.arrow_columns import LIST_F64, list_array, list_matrix, scalar_array
 from knnspark.kernels.metric_sums import Partials, merge_partials, partial_sums
 from knnspark.kernels.predict import classify_neighbors, weighted_average
-from knnspark.partition import list_array, list_matrix, scalar_array
 
 __all__ = [
     "METRIC_PARTIALS_SCHEMA",
@@ -57,8 +57,6 @@ METRIC_PARTIALS_SCHEMA = T.StructType(
         T.StructField("overflow", T.BooleanType(), False),
     ]
 )
-
-_LIST_F64 = pa.list_(pa.field("element", pa.float64(), nullable=False))
 
 
 @dataclass(frozen=True)
@@ -162,7 +160,7 @@ def score_batches_fn(
                     if values.ndim == 1:
                         array = scalar_array(values, valid)
                     else:
-                        array = list_array(values, valid, _LIST_F64)
+                        array = list_array(values, valid, LIST_F64)
                     field = pa.field(f"{column_prefix}{index}_{kind}", array.type, nullable=True)
                     out = out.append_column(field, array)
             yield out
@@ -272,7 +270,7 @@ def _partials_batch(
             pa.array(np.concatenate(maps), type=pa.int32()),
             pa.array(np.concatenate(a), type=pa.float64()),
             pa.array(np.concatenate(b), type=pa.float64()),
-            pa.array(sums, type=_LIST_F64),
+            pa.array(sums, type=LIST_F64),
             pa.array(np.concatenate(overflow), type=pa.bool_()),
         ],
         schema=METRIC_PARTIALS_SCHEMA_ARROW,
@@ -284,7 +282,7 @@ METRIC_PARTIALS_SCHEMA_ARROW = pa.schema(
         pa.field("map", pa.int32(), False),
         pa.field("a", pa.float64(), False),
         pa.field("b", pa.float64(), False),
-        pa.field("sums", _LIST_F64, False),
+        pa.field("sums", LIST_F64, False),
         pa.field("overflow", pa.bool_(), False),
     ]
 )
