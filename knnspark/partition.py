@@ -39,6 +39,7 @@ from knnspark.errors import InvalidInputError
 from knnspark.kernels.distances import get_metric
 from knnspark.kernels.kinds import shard_kind
 from knnspark.kernels.predict import classify_neighbors, weighted_average
+from knnspark.kernels.routing import Router
 from knnspark.kernels.shard import SearchOptions, Shard
 from knnspark.kernels.topk import PAD_ID, drop_duplicate_ids, select_topk
 from knnspark.shard_codec import shard_from_blob, shard_from_rows
@@ -83,6 +84,8 @@ RAW_TMP = "__knn_raw"
 NIDS_TMP = "__knn_nids"
 NDIST_TMP = "__knn_ndist"
 NLAB_TMP = "__knn_nlab"
+#: Number of shards each query visited (``shardsVisitedCol``).
+SHARDS_TMP = "__knn_shards"
 
 #: One query's partial top-k list from one shard (distributed-reduce path).
 PARTIAL_SCHEMA = T.StructType(
@@ -116,6 +119,10 @@ class SearchSettings:
     model_id: str = ""  # names the fitted index, for per-worker caches
     class_weights: tuple[float, ...] = ()  # aligned with classes; () means all 1
     kind_params: dict = field(default_factory=dict)  # the kind's build params
+    # k-means routing (kernels/routing.py): None searches every shard of the index.
+    router: Router | None = None
+    nprobe: int | None = None  # with a router: visit only the nprobe nearest shards
+    shards_visited: bool = False  # add SHARDS_TMP, the shards each query visited
 
     @property
     def search_options(self) -> SearchOptions:
@@ -146,6 +153,8 @@ def output_fields(settings: SearchSettings) -> list[T.StructField]:
         fields.append(T.StructField(NDIST_TMP, arr_d, True))
     if settings.task in (CLASSIFICATION, REGRESSION) and settings.with_neighbors:
         fields.append(T.StructField(NLAB_TMP, arr_d, True))
+    if settings.shards_visited:
+        fields.append(T.StructField(SHARDS_TMP, T.IntegerType(), True))
     return fields
 
 
