@@ -1,17 +1,47 @@
-"""knnspark: exact k-nearest-neighbor classification, regression and search on Apache Spark."""
+"""knnspark: exact k-nearest-neighbor classification, regression and search on Apache Spark.
+
+The public names load on first use (PEP 562): a Python worker that unpickles a search
+function imports ``knnspark.partition`` and with it this package, and should not pay for
+``pyspark.ml``, pandas and the estimators it never runs (about half a second per fresh
+worker).
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 from knnspark._version import __version__
-from knnspark.classification import KNNClassificationModel, KNNClassifier
-from knnspark.editing import EditedNearestNeighbors
-from knnspark.errors import (
-    InvalidInputError,
-    KNNSparkError,
-    ModelLoadError,
-    reraise_worker_errors,
-)
-from knnspark.neighbors import NearestNeighbors, NearestNeighborsModel
-from knnspark.outliers import KNNOutlierDetector, KNNOutlierModel
-from knnspark.regression import KNNRegressionModel, KNNRegressor
+
+if TYPE_CHECKING:
+    from knnspark.classification import KNNClassificationModel, KNNClassifier
+    from knnspark.editing import EditedNearestNeighbors
+    from knnspark.errors import (
+        InvalidInputError,
+        KNNSparkError,
+        ModelLoadError,
+        reraise_worker_errors,
+    )
+    from knnspark.neighbors import NearestNeighbors, NearestNeighborsModel
+    from knnspark.outliers import KNNOutlierDetector, KNNOutlierModel
+    from knnspark.regression import KNNRegressionModel, KNNRegressor
+
+#: Public name -> the module that defines it.
+_EXPORTS = {
+    "EditedNearestNeighbors": "knnspark.editing",
+    "InvalidInputError": "knnspark.errors",
+    "KNNClassificationModel": "knnspark.classification",
+    "KNNClassifier": "knnspark.classification",
+    "KNNOutlierDetector": "knnspark.outliers",
+    "KNNOutlierModel": "knnspark.outliers",
+    "KNNRegressionModel": "knnspark.regression",
+    "KNNRegressor": "knnspark.regression",
+    "KNNSparkError": "knnspark.errors",
+    "ModelLoadError": "knnspark.errors",
+    "NearestNeighbors": "knnspark.neighbors",
+    "NearestNeighborsModel": "knnspark.neighbors",
+    "reraise_worker_errors": "knnspark.errors",
+}
 
 __all__ = [
     "EditedNearestNeighbors",
@@ -29,3 +59,16 @@ __all__ = [
     "__version__",
     "reraise_worker_errors",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'knnspark' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-import faiss
 import numpy as np
 
 __all__ = ["COSINE", "INNER_PRODUCT", "SQUARED_L2", "GemmForm"]
@@ -58,6 +57,8 @@ class GemmForm(ABC):
         ndarray of shape (n_queries, n_cand), int64, in no guaranteed order among ties
             (the refinement re-sorts, and redoes queries tied at the boundary).
         """
+        import faiss  # here, not at the top: HNSW and tuning workers never load it
+
         # Smallest product = largest inner product with the negated query operand.
         operand = np.ascontiguousarray(-self.query_operand(queries, prep), dtype=np.float32)
         faiss.omp_set_num_threads(max(1, int(threads)))
