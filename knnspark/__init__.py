@@ -9,6 +9,7 @@ from knnspark.errors import (
     ModelLoadError,
     reraise_worker_errors,
 )
+from knnspark.join import knn_join
 from knnspark.neighbors import NearestNeighbors, NearestNeighborsModel
 from knnspark.outliers import KNNOutlierDetector, KNNOutlierModel
 from knnspark.regression import KNNRegressionModel, KNNRegressor
@@ -27,5 +28,6 @@ __all__ = [
     "NearestNeighbors",
     "NearestNeighborsModel",
     "__version__",
+    "knn_join",
     "reraise_worker_errors",
 ]

@@ -13,6 +13,7 @@ from pyspark.sql import functions as F
 
 from knnspark.errors import InvalidInputError
 from knnspark.index import EXACT_KIND, IndexSpec, TrainingIndex, build_index, kind_param_names
+from knnspark.leave_out import check_exclude_self, exclude_self
 from knnspark.partition import (
     CLASSIFICATION,
     NDIST_TMP,
@@ -26,7 +27,7 @@ from knnspark.partition import (
     REGRESSION,
     SearchSettings,
 )
-from knnspark.schema import check_output_columns, feature_array_expr
+from knnspark.schema import check_output_columns, column, feature_array_expr
 from knnspark.search import search_dataframe
 
 __all__: list[str] = []
@@ -134,8 +135,15 @@ class _KNNModel(Model, MLWritable, MLReadable):
         dataset: DataFrame,
         neighborIdsCol: str = "neighbor_ids",
         distancesCol: str = "distances",
+        excludeSelf: bool = False,
     ) -> DataFrame:
         """Every column of ``dataset`` plus the k nearest training ids and their distances.
+
+        With ``excludeSelf=True`` a query row is not its own neighbor: a query whose
+        ``idCol`` value is a training id gets the k nearest *other* training rows, as
+        scikit-learn's ``kneighbors()`` without ``X`` (a kNN graph of the training rows:
+        ``model.kneighbors(train, excludeSelf=True)``). It needs ``idCol`` set at fit and
+        that column in ``dataset``, and ``k`` below the number of training rows.
 
         Returns
         -------
@@ -147,7 +155,12 @@ class _KNNModel(Model, MLWritable, MLReadable):
         check_output_columns(
             dataset.schema, {"neighborIdsCol": neighborIdsCol, "distancesCol": distancesCol}
         )
-        searched = self._search(dataset, NEIGHBORS, with_neighbors=False)
+        k = self.getK()
+        if excludeSelf:
+            check_exclude_self(dataset.schema, self.getIdCol(), self.index.n_rows, k)
+        searched = self._search(dataset, NEIGHBORS, with_neighbors=False, k=k + bool(excludeSelf))
+        if excludeSelf:
+            searched = exclude_self(searched, NIDS_TMP, NDIST_TMP, column(self.getIdCol()), k)
         return searched.withColumnsRenamed({NIDS_TMP: neighborIdsCol, NDIST_TMP: distancesCol})
 
     def neighborLabels(self, dataset: DataFrame, k: int | None = None) -> DataFrame:
