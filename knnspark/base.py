@@ -163,6 +163,44 @@ class _KNNModel(Model, MLWritable, MLReadable):
             searched = exclude_self(searched, NIDS_TMP, NDIST_TMP, column(self.getIdCol()), k)
         return searched.withColumnsRenamed({NIDS_TMP: neighborIdsCol, NDIST_TMP: distancesCol})
 
+    def radius_neighbors(
+        self,
+        dataset: DataFrame,
+        radius: float,
+        maxNeighbors: int | None = None,
+        neighborIdsCol: str = "neighbor_ids",
+        distancesCol: str = "distances",
+        truncatedCol: str = "truncated",
+    ) -> DataFrame:
+        """Every column of ``dataset`` plus every training row within ``radius``, nearest first.
+
+        As scikit-learn's ``radius_neighbors(X, radius, sort_results=True)``: a training row
+        is a neighbor when its distance is ``<= radius``; ties go to the smaller id.  Exact
+        search only: a model that searches an HNSW index raises (``setAlgorithm('brute')``
+        searches its rows exactly).  Lists are built block by block on the executors.
+
+        Parameters
+        ----------
+        radius : float
+            A finite number > 0.
+        maxNeighbors : int, optional
+            Keep at most this many (the nearest) per row; ``truncatedCol`` says which rows
+            lost some.  None keeps them all: a radius holding most training rows then gives
+            lists as long as the training set.
+
+        Returns
+        -------
+        DataFrame
+            ``neighborIdsCol`` (``array<long>``), ``distancesCol`` (``array<double>``) and
+            ``truncatedCol`` (boolean: more rows were within ``radius`` than
+            ``maxNeighbors``); all null for invalid rows under ``handleInvalid='keep'``.
+        """
+        from knnspark.radius import radius_neighbors
+
+        return radius_neighbors(
+            self, dataset, radius, maxNeighbors, neighborIdsCol, distancesCol, truncatedCol
+        )
+
     def neighborLabels(self, dataset: DataFrame, k: int | None = None) -> DataFrame:
         """Every column of ``dataset`` plus its ``k`` nearest neighbors' labels and distances.
 
