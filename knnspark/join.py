@@ -91,7 +91,9 @@ def knn_join(
         keeps each as one row whose right columns, ``rank`` and ``distance`` are null.
     idCol : str, optional
         A column of unique integer ids of the right rows: the neighbors' ids, and the order
-        of distance ties.  None numbers the right rows in DataFrame order.
+        of distance ties.  None numbers the right rows in DataFrame order, and keeps the
+        numbered rows on the executors (``localCheckpoint``: one more pass over ``right``,
+        and its rows held for as long as the result is used); set ``idCol`` to avoid both.
     excludeSelf : bool
         Leave a left row out of its own neighbors: a right row whose ``idCol`` value equals
         the left row's is not its neighbor (a kNN graph: ``knn_join(df, df, k,
@@ -169,7 +171,10 @@ def knn_join(
     renames = _right_names(left.columns, right.columns, featuresCol, idCol, rightPrefix)
     numbered = right
     if idCol is None:
-        numbered = right.withColumn(_ROW_ID, F.monotonically_increasing_id())
+        # Numbered once and kept: a number from the row's partition and position would
+        # change when Spark evaluated the right side again with fewer columns (the fit
+        # reads only the features), pairing neighbors with the wrong rows.
+        numbered = right.withColumn(_ROW_ID, F.monotonically_increasing_id()).localCheckpoint()
     model = estimator.fit(numbered.select(column(estimator.getIdCol()), column(featuresCol)))
     if handleInvalid == "error":
         _check_left_lengths(left, featuresCol, model.numFeatures)
