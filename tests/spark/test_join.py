@@ -37,7 +37,14 @@ def _neighbors(out: DataFrame, id_col: str, n_left: int, k: int = K):
     return pdf[id_col].to_numpy().reshape(n_left, k), pdf["distance"].to_numpy().reshape(n_left, k)
 
 
-@pytest.mark.parametrize("metric", ["euclidean", "cosine", "manhattan"])
+@pytest.mark.parametrize(
+    "metric",
+    [
+        "euclidean",
+        pytest.param("cosine", marks=pytest.mark.slow),
+        pytest.param("manhattan", marks=pytest.mark.slow),
+    ],
+)
 @pytest.mark.parametrize("max_broadcast", [None, 0])
 def test_exact_join_equals_sklearn(sides, metric, max_broadcast):
     left, right, x, q = sides
