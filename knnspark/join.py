@@ -11,7 +11,9 @@ by id.
 
 from __future__ import annotations
 
+import inspect
 import logging
+from typing import Any
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -24,7 +26,15 @@ from knnspark.neighbors import NearestNeighbors, NearestNeighborsModel
 from knnspark.params import DEFAULT_MAX_BROADCAST_BYTES
 from knnspark.schema import column, feature_array_expr, require_column
 
-__all__ = ["JOIN_MODES", "JOIN_TYPES", "RANK_COL", "DISTANCE_COL", "knn_join"]
+__all__ = [
+    "DISTANCE_COL",
+    "JOIN_MODES",
+    "JOIN_TYPES",
+    "RANK_COL",
+    "join_options",
+    "join_with_model",
+    "knn_join",
+]
 
 logger = logging.getLogger("knnspark")
 
@@ -40,6 +50,7 @@ _ROW_ID = "__knn_join_id"
 _NEIGHBOR_IDS = "__knn_join_nids"
 _DISTANCES = "__knn_join_ndist"
 _NEIGHBOR = "__knn_join_nb"
+_POSITIONAL = ("left", "right", "k")
 
 
 def knn_join(
@@ -128,6 +139,35 @@ def knn_join(
     >>> [(r["q"], r["item"], r["rank"]) for r in rows]
     [('a', 7, 1), ('b', 8, 1)]
     """
+    options = {name: value for name, value in locals().items() if name not in _POSITIONAL}
+    return join_with_model(left, right, k, **options)[0]
+
+
+def join_with_model(
+    left: DataFrame,
+    right: DataFrame,
+    k: int,
+    *,
+    featuresCol: str,
+    metric: str,
+    mode: str,
+    joinType: str,
+    idCol: str | None,
+    excludeSelf: bool,
+    rightPrefix: str | None,
+    handleInvalid: str,
+    p: float,
+    numShards: int | None,
+    maxBroadcastBytes: int,
+    M: int,
+    efConstruction: int,
+    ef: int,
+    seed: int,
+) -> tuple[DataFrame, NearestNeighborsModel]:
+    """:func:`knn_join`, and the model fitted on ``right`` (the join job reads its size).
+
+    Every keyword is required here; :func:`join_options` gives knn_join's defaults.
+    """
     one_of("mode", JOIN_MODES)(mode)
     one_of("joinType", JOIN_TYPES)(joinType)
     one_of("handleInvalid", ("error", "skip"))(handleInvalid)
@@ -179,7 +219,8 @@ def knn_join(
     if handleInvalid == "error":
         _check_left_lengths(left, featuresCol, model.numFeatures)
     searched = model.kneighbors(left, excludeSelf=excludeSelf)
-    return _explode_and_join(searched, numbered, model, renames, joinType, left.columns)
+    joined = _explode_and_join(searched, numbered, model, renames, joinType, left.columns)
+    return joined, model
 
 
 def _right_names(
@@ -260,3 +301,16 @@ def _explode_and_join(
         rank.alias(RANK_COL),
         F.col(f"{_NEIGHBOR}.distance").cast("double").alias(DISTANCE_COL),
     )
+
+
+def join_options(**overrides: Any) -> dict[str, Any]:
+    """:func:`knn_join`'s keyword arguments: its defaults, with ``overrides`` laid over them."""
+    defaults = {
+        name: param.default
+        for name, param in inspect.signature(knn_join).parameters.items()
+        if name not in _POSITIONAL
+    }
+    unknown = sorted(set(overrides) - set(defaults))
+    if unknown:
+        raise TypeError(f"knn_join has no keyword {unknown[0]!r}")
+    return {**defaults, **overrides}
