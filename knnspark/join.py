@@ -281,25 +281,31 @@ def _explode_and_join(
     join_type: str,
     left_columns: list[str],
 ) -> DataFrame:
-    """One row per (left row, neighbor), joined with the right columns by id."""
+    """One row per (left row, neighbor), joined with the right columns by id (when it has more)."""
     pairs = F.arrays_zip(F.col(_NEIGHBOR_IDS).alias("id"), F.col(_DISTANCES).alias("distance"))
     explode = F.posexplode_outer if join_type == "leftouter" else F.posexplode
     exploded = searched.select(
         *[column(c) for c in left_columns], explode(pairs).alias("__knn_join_pos", _NEIGHBOR)
     )
     id_col = model.getIdCol()
+    rank = (F.col("__knn_join_pos") + 1).cast("int").alias(RANK_COL)
+    distance = F.col(f"{_NEIGHBOR}.distance").cast("double").alias(DISTANCE_COL)
+    if not set(renames) - {id_col}:
+        # The right side holds ids and features only: the neighbor lists carry all of it.
+        id_type = numbered.schema[id_col].dataType
+        ids = [F.col(f"{_NEIGHBOR}.id").cast(id_type).alias(renames[id_col])] if renames else []
+        return exploded.select(*[column(c) for c in left_columns], *ids, rank, distance)
     right_side = numbered.select(
         column(id_col).cast("long").alias("__knn_join_key"),
         *[column(c).alias(name) for c, name in renames.items()],
     )
     how = "left" if join_type == "leftouter" else "inner"
     joined = exploded.join(right_side, F.col(f"{_NEIGHBOR}.id") == F.col("__knn_join_key"), how=how)
-    rank = (F.col("__knn_join_pos") + 1).cast("int")
     return joined.select(
         *[column(c) for c in left_columns],
         *[column(name) for name in renames.values()],
-        rank.alias(RANK_COL),
-        F.col(f"{_NEIGHBOR}.distance").cast("double").alias(DISTANCE_COL),
+        rank,
+        distance,
     )
 
 

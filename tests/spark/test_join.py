@@ -194,3 +194,16 @@ def test_feature_lengths_must_match(spark, sides):
         r"length 6",
     ):
         knn_join(left, right, 2)
+
+
+def test_right_side_of_ids_and_features_only(sides):
+    left, right, x, q = sides
+    # Nothing to join back: the neighbor lists carry the ids (keeping the column's type).
+    out = knn_join(left, right.select(F.col("item").cast("int"), "features"), K, idCol="item")
+    assert out.dtypes[3:] == [("item", "int"), ("rank", "int"), ("distance", "double")]
+    ids, _ = _neighbors(out, "item", len(q))
+    ref = SkNearestNeighbors(n_neighbors=K).fit(x.astype(np.float64))
+    assert np.array_equal(ids, ref.kneighbors(q.astype(np.float64))[1] * 3 + 7)
+    bare = knn_join(left, right.select("features"), K)
+    assert bare.columns == ["qid", "features", "tag", "rank", "distance"]
+    assert bare.count() == K * len(q)
