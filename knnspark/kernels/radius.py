@@ -19,6 +19,7 @@ import numpy as np
 
 from knnspark.kernels.distances import get_metric, pair_distances
 from knnspark.kernels.exact import ExactShard, float32_rounding_eps
+from knnspark.kernels.topk import smallest_k_columns
 
 __all__ = ["QUERY_BLOCK", "ROW_BLOCK", "RadiusLists", "merge_radius_lists", "radius_search"]
 
@@ -27,6 +28,8 @@ QUERY_BLOCK = 256
 ROW_BLOCK = 4096
 # Candidate pairs whose features are gathered at once for the float64 refinement.
 _PAIR_CHUNK = 16384
+# A block with more than 1/_DENSE_SHARE of its pairs as candidates is computed densely.
+_DENSE_SHARE = 8
 
 
 @dataclass
@@ -157,19 +160,27 @@ def _block_search(
         bound = form.score_bound(queries, prep, radius, float32_rounding_eps(shard.n_features))
     found_q, found_p, found_d = [], [], []
     for ts in range(0, shard.n_rows, ROW_BLOCK):
+        rows = shard.features[ts : ts + ROW_BLOCK]
+        block = None
         if form is not None:
             scores = operand @ prep["rows"][ts : ts + ROW_BLOCK].T
-            q_idx, cols = np.nonzero(scores <= bound[:, None])
-            dist = _pair_distances(queries, shard.features[ts:], q_idx, cols, metric, p)
+            near = scores <= bound[:, None]
+            if np.count_nonzero(near) * _DENSE_SHARE < near.size:
+                q_idx, cols = np.nonzero(near)
+                dist = _pair_distances(queries, shard.features[ts:], q_idx, cols, metric, p)
+            else:  # most pairs are candidates: one dense float64 block is cheaper
+                block = pair_distances(queries, rows, metric, p)
         else:
-            block = pair_distances(queries, shard.features[ts : ts + ROW_BLOCK], metric, p)
-            q_idx, cols = np.nonzero(block <= radius)
-            dist = block[q_idx, cols]
-        within = dist <= radius
-        q_idx, cols, dist = q_idx[within], cols[within] + ts, dist[within]
-        counts[: len(queries)] += np.bincount(q_idx, minlength=len(queries))
+            block = pair_distances(queries, rows, metric, p)
+        if block is not None:
+            q_idx, cols, dist = _dense_within(block, radius, limit)
+            counts[: len(queries)] += np.count_nonzero(block <= radius, axis=1)
+        else:
+            within = dist <= radius
+            q_idx, cols, dist = q_idx[within], cols[within], dist[within]
+            counts[: len(queries)] += np.bincount(q_idx, minlength=len(queries))
         found_q.append(q_idx)
-        found_p.append(cols)
+        found_p.append(cols + ts)
         found_d.append(dist)
         if limit is not None and len(found_q) > 1:
             # Fold in now: the kept rows never exceed limit per query plus one row block.
@@ -181,6 +192,26 @@ def _block_search(
         empty = np.empty(0, dtype=np.int64)
         return empty, empty, np.empty(0)
     return np.concatenate(found_q), np.concatenate(found_p), np.concatenate(found_d)
+
+
+def _dense_within(
+    block: np.ndarray, radius: float, limit: int | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(query, column, distance) of a dense block's pairs within ``radius``.
+
+    With a ``limit``, at most the ``limit`` nearest per query (ties to the lower column),
+    chosen by partial selection instead of sorting every pair.
+    """
+    if limit is not None and limit < block.shape[1]:
+        masked = np.where(block <= radius, block, np.inf)
+        cols = smallest_k_columns(masked, limit)
+        dist = np.take_along_axis(masked, cols, axis=1)
+        q_idx = np.repeat(np.arange(block.shape[0]), limit)
+        cols, dist = cols.reshape(-1), dist.reshape(-1)
+        keep = np.isfinite(dist)
+        return q_idx[keep], cols[keep], dist[keep]
+    q_idx, cols = np.nonzero(block <= radius)
+    return q_idx, cols, block[q_idx, cols]
 
 
 def _pair_distances(
