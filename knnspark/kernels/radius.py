@@ -131,16 +131,23 @@ def radius_search(
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     n_queries = queries.shape[0]
     counts = np.zeros(n_queries, dtype=np.int64)
-    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    # Each block of queries is sorted on its own: the sort's scratch follows one block's lists.
+    blocks = []
     for qs in range(0, n_queries, QUERY_BLOCK):
         block = queries[qs : qs + QUERY_BLOCK]
-        q_idx, pos, dist = _block_search(shard, block, radius, metric, p, limit, counts[qs:])
-        parts.append((q_idx + qs, pos, dist))
-    if not parts:
+        found = _block_search(shard, block, radius, metric, p, limit, counts[qs:])
+        blocks.append(merge_radius_lists(*found, counts[qs : qs + QUERY_BLOCK], limit))
+    if not blocks:
         empty = np.empty(0, dtype=np.int64)
         return merge_radius_lists(empty, empty, np.empty(0), counts, limit)
-    query, pos, dist = (np.concatenate(x) for x in zip(*parts, strict=True))
-    return merge_radius_lists(query, pos, dist, counts, limit)
+    starts = np.cumsum([0] + [b.offsets[-1] for b in blocks[:-1]])
+    offsets = [b.offsets[:-1] + start for b, start in zip(blocks, starts, strict=True)]
+    return RadiusLists(
+        np.concatenate([*offsets, [starts[-1] + blocks[-1].offsets[-1]]]).astype(np.int64),
+        np.concatenate([b.ids for b in blocks]),
+        np.concatenate([b.dist for b in blocks]),
+        counts,
+    )
 
 
 def _block_search(
