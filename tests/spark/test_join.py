@@ -153,8 +153,16 @@ def test_bad_params_fail_before_any_job(sides):
 
 def test_k_above_right_rows(spark):
     right = spark.createDataFrame([([0.0],), ([1.0],)], ["features"])
-    with pytest.raises(InvalidInputError, match=r"k"):
+    with pytest.raises(
+        InvalidInputError, match=r"Param k must be <= the number of training rows \(2\); got 3"
+    ):
         knn_join(right, right, 3)
+    right = right.withColumn("id", F.monotonically_increasing_id())
+    with pytest.raises(
+        InvalidInputError,
+        match=r"Param k must be < the number of training rows \(2\) with excludeSelf=True",
+    ):
+        knn_join(right, right, 2, idCol="id", excludeSelf=True, rightPrefix="r_")
 
 
 def test_colliding_columns_are_named(sides):
