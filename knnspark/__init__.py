@@ -22,6 +22,7 @@ if TYPE_CHECKING:
         ModelLoadError,
         reraise_worker_errors,
     )
+    from knnspark.join import knn_join
     from knnspark.neighbors import NearestNeighbors, NearestNeighborsModel
     from knnspark.outliers import KNNOutlierDetector, KNNOutlierModel
     from knnspark.regression import KNNRegressionModel, KNNRegressor
@@ -37,6 +38,7 @@ _EXPORTS = {
     "KNNRegressionModel": "knnspark.regression",
     "KNNRegressor": "knnspark.regression",
     "KNNSparkError": "knnspark.errors",
+    "knn_join": "knnspark.join",
     "ModelLoadError": "knnspark.errors",
     "NearestNeighbors": "knnspark.neighbors",
     "NearestNeighborsModel": "knnspark.neighbors",
@@ -57,6 +59,7 @@ __all__ = [
     "NearestNeighbors",
     "NearestNeighborsModel",
     "__version__",
+    "knn_join",
     "reraise_worker_errors",
 ]
 

@@ -13,6 +13,7 @@ from pyspark.sql import functions as F
 
 from knnspark.errors import InvalidInputError
 from knnspark.index import EXACT_KIND, IndexSpec, TrainingIndex, build_index, kind_param_names
+from knnspark.leave_out import check_exclude_self, exclude_self
 from knnspark.partition import (
     CLASSIFICATION,
     NDIST_TMP,
@@ -26,7 +27,7 @@ from knnspark.partition import (
     REGRESSION,
     SearchSettings,
 )
-from knnspark.schema import check_output_columns, feature_array_expr
+from knnspark.schema import check_output_columns, column, feature_array_expr
 from knnspark.search import search_dataframe
 
 __all__: list[str] = []
@@ -134,8 +135,15 @@ class _KNNModel(Model, MLWritable, MLReadable):
         dataset: DataFrame,
         neighborIdsCol: str = "neighbor_ids",
         distancesCol: str = "distances",
+        excludeSelf: bool = False,
     ) -> DataFrame:
         """Every column of ``dataset`` plus the k nearest training ids and their distances.
+
+        With ``excludeSelf=True`` a query row is not its own neighbor: a query whose
+        ``idCol`` value is a training id gets the k nearest *other* training rows, as
+        scikit-learn's ``kneighbors()`` without ``X`` (a kNN graph of the training rows:
+        ``model.kneighbors(train, excludeSelf=True)``). It needs ``idCol`` set at fit and
+        that column in ``dataset``, and ``k`` below the number of training rows.
 
         Returns
         -------
@@ -147,8 +155,51 @@ class _KNNModel(Model, MLWritable, MLReadable):
         check_output_columns(
             dataset.schema, {"neighborIdsCol": neighborIdsCol, "distancesCol": distancesCol}
         )
-        searched = self._search(dataset, NEIGHBORS, with_neighbors=False)
+        k = self.getK()
+        if excludeSelf:
+            check_exclude_self(dataset.schema, self.getIdCol(), self.index.n_rows, k)
+        searched = self._search(dataset, NEIGHBORS, with_neighbors=False, k=k + bool(excludeSelf))
+        if excludeSelf:
+            searched = exclude_self(searched, NIDS_TMP, NDIST_TMP, column(self.getIdCol()), k)
         return searched.withColumnsRenamed({NIDS_TMP: neighborIdsCol, NDIST_TMP: distancesCol})
+
+    def radius_neighbors(
+        self,
+        dataset: DataFrame,
+        radius: float,
+        maxNeighbors: int | None = None,
+        neighborIdsCol: str = "neighbor_ids",
+        distancesCol: str = "distances",
+        truncatedCol: str = "truncated",
+    ) -> DataFrame:
+        """Every column of ``dataset`` plus every training row within ``radius``, nearest first.
+
+        As scikit-learn's ``radius_neighbors(X, radius, sort_results=True)``: a training row
+        is a neighbor when its distance is ``<= radius``; ties go to the smaller id.  Exact
+        search only: a model that searches an HNSW index raises (``setAlgorithm('brute')``
+        searches its rows exactly).  Lists are built block by block on the executors.
+
+        Parameters
+        ----------
+        radius : float
+            A finite number > 0.
+        maxNeighbors : int, optional
+            Keep at most this many (the nearest) per row; ``truncatedCol`` says which rows
+            lost some.  None keeps them all: a radius holding most training rows then gives
+            lists as long as the training set.
+
+        Returns
+        -------
+        DataFrame
+            ``neighborIdsCol`` (``array<long>``), ``distancesCol`` (``array<double>``) and
+            ``truncatedCol`` (boolean: more rows were within ``radius`` than
+            ``maxNeighbors``); all null for invalid rows under ``handleInvalid='keep'``.
+        """
+        from knnspark.radius import radius_neighbors
+
+        return radius_neighbors(
+            self, dataset, radius, maxNeighbors, neighborIdsCol, distancesCol, truncatedCol
+        )
 
     def neighborLabels(self, dataset: DataFrame, k: int | None = None) -> DataFrame:
         """Every column of ``dataset`` plus its ``k`` nearest neighbors' labels and distances.

@@ -1,4 +1,4 @@
-"""The ``knnspark`` console command: ``knnspark fit|tune|score|evaluate --config ... [--set k=v]``.
+"""The ``knnspark`` console command: ``knnspark JOB --config ... [--set k=v]``.
 
 It runs the same code as ``jobs/*.py``, in-process — in local mode with the configs' default
 ``spark.master = "local[*]"``, for laptops. Clusters take the jobs through ``spark-submit``
@@ -14,14 +14,15 @@ from knnspark._version import __version__
 
 __all__ = ["main"]
 
-_USAGE = """usage: knnspark {fit,tune,score,evaluate} --config TOML [--set KEY=VALUE ...]
-                [--profile TOML] [--run-date YYYY-MM-DD (score)]
+_USAGE = """usage: knnspark {fit,tune,score,evaluate,join} --config TOML [--set KEY=VALUE ...]
+                [--profile TOML] [--run-date YYYY-MM-DD (score, join)]
 
 jobs:
   fit       fit a KNN model and save it
   tune      cross-validate k and weights, save the report and the best model
   score     score an input with a saved model into the partition of one --run-date
   evaluate  score a labelled input and write its metrics as JSON
+  join      join each left row with its k nearest right rows into one --run-date
 
 `knnspark JOB --help` describes a job's options. Exit status: 0 success, 2 bad config or
 input, 1 anything else."""

@@ -81,11 +81,13 @@ class NearestNeighborsModel(_KNNModel, _NearestNeighborsParams):
         dataset: DataFrame,
         neighborIdsCol: str | None = None,
         distancesCol: str | None = None,
+        excludeSelf: bool = False,
     ) -> DataFrame:
         return super().kneighbors(
             dataset,
             neighborIdsCol or self.getNeighborIdsCol(),
             distancesCol or self.getDistancesCol(),
+            excludeSelf=excludeSelf,
         )
 
     def _transform(self, dataset: DataFrame) -> DataFrame:

@@ -90,6 +90,17 @@ def _tune_lines(s: dict[str, Any]) -> list[str]:
     ]
 
 
+def _join_lines(s: dict[str, Any]) -> list[str]:
+    lines = [
+        f"join: {s['rows_left']} left rows x {s['rows_right']} right rows, {s['rows_out']} rows "
+        f"out, {s['seconds']:.1f}s, {s['rows_per_second']:.1f} left rows/s",
+        f"run_date={s['run_date']} written to {s['output_path']}",
+    ]
+    if s["rows_without_neighbors"]:
+        lines.append(f"{s['rows_without_neighbors']} left rows had invalid features")
+    return lines
+
+
 @dataclass(frozen=True)
 class Job:
     """One job of the command line.
@@ -136,6 +147,14 @@ JOBS = {
         "EVALUATE_SCHEMA",
         "evaluate:run_evaluate",
         _evaluate_lines,
+    ),
+    "join": Job(
+        "Join each left row with its k nearest right rows into the output partition of one "
+        "run date.",
+        "JOIN_SCHEMA",
+        "join:run_join",
+        _join_lines,
+        run_date=True,
     ),
 }
 
@@ -212,7 +231,7 @@ def run_job(name: str, argv: Sequence[str] | None = None, prog: str | None = Non
 
     Parameters
     ----------
-    name : {"fit", "tune", "score", "evaluate"}
+    name : {"fit", "tune", "score", "evaluate", "join"}
         The job.
     argv : sequence of str, optional
         Arguments after the job, e.g. ``["--config", "conf/score.toml"]``; default

@@ -25,12 +25,14 @@ from pyspark.ml.param import TypeConverters
 
 from knnspark import KNNClassifier, KNNOutlierDetector, KNNRegressor, NearestNeighbors
 from knnspark.app.config import ConfigError, Field, OpenTable, ParamField, Schema
+from knnspark.join import JOIN_MODES, JOIN_TYPES
 
 __all__ = [
     "ESTIMATORS",
     "EVALUATE_SCHEMA",
     "FIT_SCHEMA",
     "JOB_KEYS",
+    "JOIN_SCHEMA",
     "SCORED_TASKS",
     "SCORE_SCHEMA",
     "SEARCH_PARAMS",
@@ -232,4 +234,25 @@ TUNE_SCHEMA: Schema = {
         "path": Field(str),
         "overwrite": Field(bool, default=True),
     },
+}
+
+#: knn_join's arguments that are NearestNeighbors Params, checked by their converters.
+_JOIN_PARAMS = ("featuresCol", "metric", "p", "idCol", "numShards", "maxBroadcastBytes")
+_JOIN_PARAMS += ("M", "efConstruction", "ef", "seed")
+
+#: Schema of ``jobs/join.py``: two inputs, knn_join's arguments, a run-dated output.
+JOIN_SCHEMA: Schema = {
+    "spark": _SPARK,
+    "left": _INPUT,
+    "right": _INPUT,
+    "join": {
+        "k": Field(int),
+        **param_fields([NearestNeighbors], names=_JOIN_PARAMS),
+        "mode": Field(str, default=None, choices=JOIN_MODES),
+        "joinType": Field(str, default=None, choices=JOIN_TYPES),
+        "excludeSelf": Field(bool, default=None),
+        "rightPrefix": Field(str, default=None),
+        "handleInvalid": Field(str, default=None, choices=("error", "skip")),
+    },
+    "output": SCORE_SCHEMA["output"],
 }

@@ -19,7 +19,7 @@ from knnspark.kernels.distances import METRICS, get_metric, pair_distances
 from knnspark.kernels.shard import SearchOptions, ShardParts
 from knnspark.kernels.topk import select_topk, smallest_k_columns
 
-__all__ = ["ExactShard", "exact_search"]
+__all__ = ["ExactShard", "exact_search", "float32_rounding_eps"]
 
 
 def _extra_candidates(k: int) -> int:
@@ -190,11 +190,16 @@ def exact_search(
     return out_dist, out_pos
 
 
+def float32_rounding_eps(n_features: int) -> float:
+    """Relative error bound of a float32 product over ``n_features`` terms (with slack)."""
+    return float(np.finfo(np.float32).eps * (8.0 * np.sqrt(n_features) + 32.0))
+
+
 def _near_boundary(
     shard: ExactShard, queries: np.ndarray, metric: str, kth: np.ndarray, last: np.ndarray
 ) -> np.ndarray:
     """Queries whose candidate list may miss a row tied with (or nearer than) the k-th."""
-    eps = np.finfo(np.float32).eps * (8.0 * np.sqrt(shard.n_features) + 32.0)
+    eps = float32_rounding_eps(shard.n_features)
     form = get_metric(metric).gemm
     return form.near_boundary(queries, shard.prepared(metric), kth, last, eps)
 

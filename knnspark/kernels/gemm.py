@@ -37,6 +37,16 @@ class GemmForm(ABC):
     ) -> np.ndarray:
         """Queries whose k-th distance ``kth`` is within rounding of the last candidate's."""
 
+    @abstractmethod
+    def score_bound(
+        self, queries: np.ndarray, prep: dict, distance: float, eps: float
+    ) -> np.ndarray:
+        """Per query, the largest product a row within ``distance`` can get, rounding included.
+
+        Radius search keeps the rows whose float32 product is at most this bound as
+        candidates; their float64 distances decide.
+        """
+
     def candidates(
         self, queries: np.ndarray, prep: dict, n_cand: int, threads: int = 1
     ) -> np.ndarray:
@@ -95,6 +105,12 @@ class _SquaredL2(GemmForm):
         scale = np.einsum("ij,ij->i", centred, centred) + prep["max_sq_norm"]
         return last**2 - kth**2 <= 2.0 * eps * scale
 
+    def score_bound(self, queries, prep, distance, eps):
+        # product = |q - x|^2 - |q|^2 on centred features.
+        centred = queries.astype(np.float64) - prep["mean"]
+        sq_norms = np.einsum("ij,ij->i", centred, centred)
+        return distance**2 - sq_norms + 2.0 * eps * (sq_norms + prep["max_sq_norm"])
+
 
 class _Angular(GemmForm):
     """``-q.x`` on unit vectors (zero vectors left at zero, as scikit-learn does)."""
@@ -111,6 +127,10 @@ class _Angular(GemmForm):
 
     def near_boundary(self, queries, prep, kth, last, eps):
         return last - kth <= 4.0 * eps
+
+    def score_bound(self, queries, prep, distance, eps):
+        # product = cosine distance - 1.
+        return np.full(len(queries), distance - 1.0 + 4.0 * eps)
 
 
 class _Dot(GemmForm):
@@ -129,6 +149,11 @@ class _Dot(GemmForm):
     def near_boundary(self, queries, prep, kth, last, eps):
         norms = np.linalg.norm(queries.astype(np.float64), axis=1)
         return last - kth <= 2.0 * eps * norms * prep["max_norm"]
+
+    def score_bound(self, queries, prep, distance, eps):
+        # product = inner-product distance - 1.
+        norms = np.linalg.norm(queries.astype(np.float64), axis=1)
+        return distance - 1.0 + 2.0 * eps * (norms * prep["max_norm"] + 1.0)
 
 
 SQUARED_L2: GemmForm = _SquaredL2()

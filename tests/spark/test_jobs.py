@@ -650,11 +650,11 @@ def _knnspark(*args, timeout=300, env=None):
 
 def test_console_command_reports_usage_and_config_errors_without_spark(tmp_path):
     usage = _knnspark("--help", timeout=60)
-    assert usage.returncode == 0 and "fit,tune,score,evaluate" in usage.stdout
+    assert usage.returncode == 0 and "fit,tune,score,evaluate,join" in usage.stdout
     unknown = _knnspark("predict", "--config", "x.toml", timeout=60)
     assert unknown.returncode == 2
     assert unknown.stderr.strip() == (
-        "error: unknown job 'predict'; choose one of fit, tune, score, evaluate"
+        "error: unknown job 'predict'; choose one of fit, tune, score, evaluate, join"
     )
     bad = _knnspark("score", "--config", "conf/score.toml", "--set", "model.kk=3", timeout=60)
     assert bad.returncode == 2

@@ -59,5 +59,23 @@ def test_outlier_and_editing_block_runs(spark):
     assert namespace["predictions"].count() == 10
 
 
+def test_join_block_runs(spark):
+    namespace = _run(_block_after("### Joins, kNN graphs and radius search"))
+    pairs = namespace["pairs"].orderBy("query", "rank").collect()
+    assert [(r["query"], r["name"], r["rank"]) for r in pairs] == [
+        ("q1", "a", 1),
+        ("q1", "b", 2),
+        ("q2", "c", 1),
+        ("q2", "b", 2),
+    ]
+    graph = namespace["graph"].orderBy("id").collect()
+    assert [(r["id"], r["nb_id"]) for r in graph] == [(1, 2), (2, 1), (3, 2)]
+    others = namespace["others"].orderBy("id").collect()
+    assert [r["neighbor_ids"] for r in others] == [[2, 3], [1, 3], [2, 1]]
+    near = namespace["near"].orderBy("query").collect()
+    assert [r["neighbor_ids"] for r in near] == [[1, 2], []]
+    assert [r["truncated"] for r in near] == [False, False]
+
+
 def test_every_python_block_is_tested():
-    assert README.read_text().count("```python") == 5
+    assert README.read_text().count("```python") == 6

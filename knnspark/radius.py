@@ -1,0 +1,285 @@
+"""``model.radius_neighbors``: every training row within a distance of each query row.
+
+Exact search only (:mod:`knnspark.kernels.radius`).  Both storages serve it, as they serve
+``kneighbors``: a broadcast index is searched inside one ``mapInArrow`` pass (every shard,
+lists merged in the task); a distributed one pairs blocks of queries with shards in a
+``cogroup``, gathers each query's partial lists by a hash of its features, merges them and
+joins them back, so no query row is lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from knnspark.arrow_columns import padded_matrix
+from knnspark.converters import int_at_least, positive_float
+from knnspark.index import EXACT_KIND
+from knnspark.kernels.radius import RadiusLists, merge_radius_lists, radius_search
+from knnspark.kernels.topk import PAD_ID
+from knnspark.partition import (
+    BLOCK_KEY,
+    FEATURES_TMP,
+    KEY_HI,
+    KEY_LO,
+    NEIGHBORS,
+    SHARD_KEY,
+    SearchSettings,
+    query_matrix,
+)
+from knnspark.schema import check_output_columns, column, feature_array_expr
+from knnspark.shard_codec import shard_from_rows
+
+__all__ = ["radius_neighbors"]
+
+_IDS = "__knn_r_ids"
+_DIST = "__knn_r_dist"
+_COUNT = "__knn_r_count"
+_PASS_THROUGH = "__knn_r_in_"
+
+_LIST_I64 = pa.list_(pa.int64())
+_LIST_F64 = pa.list_(pa.float64())
+_OUTPUT_FIELDS = [
+    T.StructField(_IDS, T.ArrayType(T.LongType(), True), True),
+    T.StructField(_DIST, T.ArrayType(T.DoubleType(), True), True),
+    T.StructField(_COUNT, T.LongType(), True),
+]
+_PARTIAL_SCHEMA = T.StructType(
+    [
+        T.StructField(KEY_HI, T.LongType(), False),
+        T.StructField(KEY_LO, T.IntegerType(), False),
+        *_OUTPUT_FIELDS,
+    ]
+)
+
+
+@dataclass(frozen=True)
+class RadiusSettings:
+    """A radius search task's plain values."""
+
+    search: SearchSettings  # metric, p, features, handleInvalid (k unused)
+    radius: float
+    limit: int | None
+
+
+def radius_neighbors(
+    model: Any,
+    dataset: DataFrame,
+    radius: float,
+    max_neighbors: int | None,
+    ids_col: str,
+    dist_col: str,
+    truncated_col: str,
+) -> DataFrame:
+    """What :meth:`knnspark.base._KNNModel.radius_neighbors` returns; see there."""
+    radius = positive_float("radius")(radius)
+    if max_neighbors is not None:
+        max_neighbors = int_at_least("maxNeighbors", 1)(max_neighbors)
+    check_output_columns(
+        dataset.schema,
+        {"neighborIdsCol": ids_col, "distancesCol": dist_col, "truncatedCol": truncated_col},
+    )
+    kind = model._search_kind()
+    if kind != EXACT_KIND:
+        raise ValueError(
+            f"radius_neighbors searches exactly, but this model searches its {kind!r} index "
+            f"(algorithmUsed={model.algorithmUsed!r}, algorithm={model.getAlgorithm()!r}); "
+            f"call model.setAlgorithm({EXACT_KIND!r}) first: every model keeps its rows for "
+            "exact search."
+        )
+    index = model.index
+    index.preprocessing.check_metric(model.getMetric())
+    for name in dataset.columns:
+        if name.startswith("__knn_"):
+            raise ValueError(
+                f"Column '{name}' uses the prefix '__knn_', which knnspark reserves for its "
+                "temporary columns; rename it."
+            )
+    features = index.preprocessing.apply(feature_array_expr(dataset.schema, model.getFeaturesCol()))
+    settings = RadiusSettings(
+        SearchSettings(
+            task=NEIGHBORS,
+            k=1,
+            metric=model.getMetric(),
+            p=float(model.getP()),
+            n_features=index.n_features,
+            features_col=model.getFeaturesCol(),
+            handle_invalid=model.getHandleInvalid(),
+            model_id=index.model_id,
+        ),
+        radius,
+        max_neighbors,
+    )
+    if index.storage == "broadcast":
+        searched = _broadcast_plan(
+            dataset, features, settings, model._shards_broadcast(dataset, kind)
+        )
+    else:
+        searched = _reduce_plan(dataset, features, index, settings)
+    count = F.col(_COUNT)
+    return searched.select(
+        *[column(c) for c in dataset.columns],
+        F.col(_IDS).alias(ids_col),
+        F.col(_DIST).alias(dist_col),
+        F.when(count.isNotNull(), count > F.size(_IDS)).alias(truncated_col),
+    )
+
+
+# ---------------------------------------------------------------- executor side
+
+
+def _search_shards(shards: list, queries: np.ndarray, settings: RadiusSettings) -> RadiusLists:
+    """Every shard's lists for a block of queries, merged."""
+    opts = settings.search
+    query, ids, dist = [], [], []
+    counts = np.zeros(queries.shape[0], dtype=np.int64)
+    for shard in shards:
+        found = radius_search(shard, queries, settings.radius, opts.metric, opts.p, settings.limit)
+        query.append(np.repeat(np.arange(queries.shape[0]), np.diff(found.offsets)))
+        ids.append(shard.ids[found.ids])
+        dist.append(found.dist)
+        counts += found.counts
+    flat = (np.concatenate(x) for x in (query, ids, dist))
+    return merge_radius_lists(*flat, counts, settings.limit)
+
+
+def _output_arrays(lists: RadiusLists, valid: np.ndarray) -> dict[str, pa.Array]:
+    """The three output columns; rows where ``valid`` is False get nulls."""
+    lengths = np.zeros(valid.shape[0], dtype=np.int64)
+    lengths[valid] = np.diff(lists.offsets)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+    mask = pa.array(~valid)
+    counts = np.zeros(valid.shape[0], dtype=np.int64)
+    counts[valid] = lists.counts
+    return {
+        _IDS: pa.ListArray.from_arrays(offsets, pa.array(lists.ids, pa.int64()), mask=mask),
+        _DIST: pa.ListArray.from_arrays(offsets, pa.array(lists.dist, pa.float64()), mask=mask),
+        _COUNT: pa.array(counts, pa.int64(), mask=~valid),
+    }
+
+
+def _append(batch: pa.RecordBatch, columns: dict[str, pa.Array]) -> pa.RecordBatch:
+    for name, array in columns.items():
+        batch = batch.append_column(pa.field(name, array.type, nullable=True), array)
+    return batch
+
+
+def _broadcast_fn(
+    shards_broadcast: Any, settings: RadiusSettings
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    def search(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        shards = shards_broadcast.value
+        for batch in batches:
+            queries, valid = query_matrix(batch.column(FEATURES_TMP), settings.search)
+            lists = _search_shards(shards, queries, settings)
+            yield _append(batch.drop_columns([FEATURES_TMP]), _output_arrays(lists, valid))
+
+    return search
+
+
+def _pair_fn(settings: RadiusSettings) -> Callable[[pa.Table, pa.Table], pa.Table]:
+    """cogroup function: one block of distinct queries meets one shard's rows."""
+    opts = settings.search
+
+    def search(queries: pa.Table, shard_rows: pa.Table) -> pa.Table:
+        if queries.num_rows == 0 or shard_rows.num_rows == 0:
+            return _PARTIAL_SCHEMA_ARROW.empty_table()
+        key = (opts.model_id, int(shard_rows.column(SHARD_KEY)[0].as_py()))
+        shard = shard_from_rows(shard_rows, opts.n_features, EXACT_KIND, {}, key)
+        matrix, valid = query_matrix(queries.column(FEATURES_TMP), opts)
+        lists = _search_shards([shard], matrix, settings)
+        every = np.ones(matrix.shape[0], dtype=bool)
+        out = _output_arrays(lists, every)
+        keys = queries.select([KEY_HI, KEY_LO]).filter(pa.array(valid))
+        return pa.table({**{n: keys.column(n) for n in (KEY_HI, KEY_LO)}, **out})
+
+    return search
+
+
+def _merge_fn(
+    settings: RadiusSettings,
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """mapInArrow function over rows holding every shard's partial lists of one query."""
+
+    def merge(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            ids = padded_matrix(batch.column(_IDS), PAD_ID, np.int64)
+            dist = padded_matrix(batch.column(_DIST), np.inf, np.float64)
+            query = np.repeat(np.arange(batch.num_rows), ids.shape[1])
+            real = ids.reshape(-1) != PAD_ID
+            counts = batch.column(_COUNT).to_numpy()
+            lists = merge_radius_lists(
+                query[real], ids.reshape(-1)[real], dist.reshape(-1)[real], counts, settings.limit
+            )
+            out = _output_arrays(lists, np.ones(batch.num_rows, dtype=bool))
+            yield _append(batch.select([KEY_HI, KEY_LO]), out)
+
+    return merge
+
+
+_PARTIAL_SCHEMA_ARROW = pa.schema(
+    [
+        pa.field(KEY_HI, pa.int64(), False),
+        pa.field(KEY_LO, pa.int32(), False),
+        pa.field(_IDS, _LIST_I64),
+        pa.field(_DIST, _LIST_F64),
+        pa.field(_COUNT, pa.int64()),
+    ]
+)
+
+
+# ---------------------------------------------------------------- plans
+
+
+def _broadcast_plan(
+    df: DataFrame, features: Any, settings: RadiusSettings, shards_broadcast: Any
+) -> DataFrame:
+    schema = T.StructType(df.schema.fields + _OUTPUT_FIELDS)
+    # Plain names through mapInArrow (a name holding a dot or a backtick would not resolve).
+    plain = [f"{_PASS_THROUGH}{i}" for i in range(len(df.columns))]
+    searched = df.withColumn(FEATURES_TMP, features).toDF(*plain, FEATURES_TMP)
+    return searched.mapInArrow(_broadcast_fn(shards_broadcast, settings), schema)
+
+
+def _reduce_plan(df: DataFrame, features: Any, index: Any, settings: RadiusSettings) -> DataFrame:
+    spark = df.sparkSession
+    keyed = df.withColumn(FEATURES_TMP, features).select(
+        "*", F.xxhash64(FEATURES_TMP).alias(KEY_HI), F.hash(FEATURES_TMP).alias(KEY_LO)
+    )
+    # Equal queries share a key, hence a block: each is searched once per shard.
+    n_blocks = max(1, int(spark.conf.get("spark.sql.shuffle.partitions")))
+    queries = keyed.select(
+        KEY_HI, KEY_LO, FEATURES_TMP, F.pmod(F.col(KEY_LO), F.lit(n_blocks)).alias(BLOCK_KEY)
+    ).dropDuplicates([KEY_HI, KEY_LO])
+    shard_keys = spark.createDataFrame(
+        [(int(s),) for s in index.shard_sizes],
+        T.StructType([T.StructField(SHARD_KEY, T.IntegerType())]),
+    )
+    block_keys = spark.range(n_blocks).select(F.col("id").cast("int").alias(BLOCK_KEY))
+    query_side = queries.crossJoin(F.broadcast(shard_keys))
+    shard_side = (
+        index.distributed_data(EXACT_KIND)
+        .withColumnRenamed("shard", SHARD_KEY)
+        .crossJoin(F.broadcast(block_keys))
+    )
+    partials = (
+        query_side.groupBy(SHARD_KEY, BLOCK_KEY)
+        .cogroup(shard_side.groupBy(SHARD_KEY, BLOCK_KEY))
+        .applyInArrow(_pair_fn(settings), _PARTIAL_SCHEMA)
+    )
+    gathered = partials.groupBy(KEY_HI, KEY_LO).agg(
+        F.flatten(F.collect_list(_IDS)).alias(_IDS),
+        F.flatten(F.collect_list(_DIST)).alias(_DIST),
+        F.sum(_COUNT).alias(_COUNT),
+    )
+    merged_schema = T.StructType(_PARTIAL_SCHEMA.fields)
+    merged = gathered.mapInArrow(_merge_fn(settings), merged_schema)
+    joined = keyed.join(merged, on=[KEY_HI, KEY_LO], how="left")
+    return joined.select(*[column(c) for c in df.columns], _IDS, _DIST, _COUNT)

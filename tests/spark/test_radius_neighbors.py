@@ -1,0 +1,103 @@
+"""radius_neighbors against scikit-learn's radius_neighbors(sort_results=True)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn import datasets
+from sklearn.neighbors import NearestNeighbors as SkNearestNeighbors
+
+from knnspark import NearestNeighbors
+
+# Radii that hold a few to a few dozen rows; none lies on a distance of the data.
+RADII = {"iris": 0.45, "wine": 25.0, "digits": 22.5}
+
+
+def _data(name):
+    x = getattr(datasets, f"load_{name}")(return_X_y=True)[0].astype(np.float32)
+    test = np.arange(len(x)) % 4 == 0
+    return x[~test], x[test]
+
+
+def _check_equal(got, x_train, x_test, radius, metric="euclidean", cap=None):
+    ref = SkNearestNeighbors(algorithm="brute", metric=metric).fit(x_train.astype(np.float64))
+    ref_dist, ref_pos = ref.radius_neighbors(x_test.astype(np.float64), radius, sort_results=True)
+    for (ids, dist, truncated), r_dist, r_pos in zip(got, ref_dist, ref_pos, strict=True):
+        # Away from the boundary both libraries decide every row the same way.
+        assert not np.any(np.isclose(r_dist, radius, rtol=1e-6))
+        keep = len(r_pos) if cap is None else min(cap, len(r_pos))
+        assert truncated == (keep < len(r_pos))
+        np.testing.assert_allclose(dist, r_dist[:keep], rtol=1e-6, atol=1e-9)
+        if cap is None:
+            assert sorted(ids) == sorted(r_pos)
+        assert np.all(np.lexsort((ids, dist)) == np.arange(len(ids)))
+
+
+@pytest.mark.parametrize(
+    "dataset",
+    [
+        "iris",
+        pytest.param("wine", marks=pytest.mark.slow),
+        pytest.param("digits", marks=pytest.mark.slow),
+    ],
+)
+def test_radius_neighbors_equal_sklearn(spark, dataset):
+    x_train, x_test = _data(dataset)
+    train = spark.createDataFrame(pd.DataFrame({"features": list(x_train)}))
+    queries = spark.createDataFrame(
+        pd.DataFrame({"q": np.arange(len(x_test)), "features": list(x_test)})
+    )
+    radius = RADII[dataset]
+    for extra in ({}, {"maxBroadcastBytes": 0}):
+        model = NearestNeighbors(numShards=3, **extra).fit(train)
+        out = model.radius_neighbors(queries, radius).toPandas().sort_values("q")
+        assert list(out.columns) == ["q", "features", "neighbor_ids", "distances", "truncated"]
+        got = zip(out["neighbor_ids"], out["distances"], out["truncated"], strict=True)
+        _check_equal(got, x_train, x_test, radius)
+        assert sum(len(ids) for ids in out["neighbor_ids"]) > len(x_test)
+
+
+def test_cap_and_cosine(spark):
+    x_train, x_test = _data("wine")
+    train = spark.createDataFrame(pd.DataFrame({"features": list(x_train)}))
+    queries = spark.createDataFrame(
+        pd.DataFrame({"q": np.arange(len(x_test)), "features": list(x_test)})
+    )
+    model = NearestNeighbors(metric="cosine", numShards=2).fit(train)
+    out = model.radius_neighbors(queries, 1e-4, maxNeighbors=3, truncatedCol="cut")
+    pdf = out.toPandas().sort_values("q")
+    got = zip(pdf["neighbor_ids"], pdf["distances"], pdf["cut"], strict=True)
+    _check_equal(got, x_train, x_test, 1e-4, metric="cosine", cap=3)
+    assert pdf["cut"].any() and not pdf["cut"].all()
+
+
+def test_invalid_rows_get_nulls(spark):
+    train = spark.createDataFrame([([0.0],), ([1.0],)], ["features"])
+    queries = spark.createDataFrame(
+        [(0, [0.2]), (1, [float("nan")]), (2, [50.0])], ["q", "features"]
+    )
+    model = NearestNeighbors(k=1, handleInvalid="keep").fit(train)
+    rows = model.radius_neighbors(queries, 1.0).orderBy("q").collect()
+    assert [r["neighbor_ids"] for r in rows] == [[0, 1], None, []]
+    assert [r["truncated"] for r in rows] == [False, None, False]
+
+
+def test_radius_bad_input(spark):
+    train = spark.createDataFrame([([float(i), 0.0],) for i in range(30)], ["features"])
+    model = NearestNeighbors(k=2).fit(train)
+    for bad in (0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=r"Param radius must be a finite number > 0; got"):
+            model.radius_neighbors(train, bad)
+    with pytest.raises(ValueError, match=r"Param maxNeighbors must be an integer >= 1; got 0"):
+        model.radius_neighbors(train, 1.0, maxNeighbors=0)
+    with pytest.raises(ValueError, match=r"Output column 'features' \(param distancesCol\)"):
+        model.radius_neighbors(train, 1.0, distancesCol="features")
+    hnsw = NearestNeighbors(k=2, algorithm="hnsw").fit(train)
+    with pytest.raises(
+        ValueError,
+        match=r"radius_neighbors searches exactly, but this model searches its 'hnsw' index .* "
+        r"call model.setAlgorithm\('brute'\) first",
+    ):
+        hnsw.radius_neighbors(train, 1.0)
+    assert hnsw.setAlgorithm("brute").radius_neighbors(train, 1.5).count() == 30
