@@ -5,8 +5,8 @@ built in its own task (``groupBy(shard).applyInArrow``) into the kind's
 :class:`~knnspark.kernels.shard.Shard`, returned as one row of plain buffers
 (:mod:`knnspark.shard_codec`).  An index that fits ``maxBroadcastBytes`` comes back to
 the driver and is broadcast at search time; a larger one stays in Spark as persisted
-DataFrames that the distributed-reduce path joins against (:func:`choose_storage`, the
-one place that rule lives).
+DataFrames, one shard per partition, that the shard-major path searches in place
+(:func:`choose_storage`, the one place that rule lives).
 """
 
 from __future__ import annotations
@@ -43,13 +43,19 @@ from knnspark.training import check_unique_ids, prepare_training
 __all__ = [
     "EXACT_KIND",
     "IndexSpec",
+    "PARTITION_KEY",
     "TrainingIndex",
+    "MAX_ROW_BYTES",
+    "blob_row_bytes",
     "broadcast_bytes",
     "build_index",
+    "check_blob_row",
     "choose_algorithm",
     "choose_storage",
     "index_size_bytes",
     "kind_param_names",
+    "shard_major_layout",
+    "shard_partition_keys",
 ]
 
 logger = logging.getLogger("knnspark")
@@ -57,6 +63,12 @@ logger = logging.getLogger("knnspark")
 #: The kind every index keeps besides its own: its rows as exact blocks, so any model
 #: can be searched exactly (``algorithm='brute'`` on a fitted model).
 EXACT_KIND = ExactShard.kind
+
+#: The column the build and the persisted distributed index are hash partitioned on.
+PARTITION_KEY = "__knnspark_partition_key"
+
+# Hash sharding is uneven: the size rules allow the largest shard 20% above the mean.
+_UNEVEN_SHARDS = 1.2
 
 # Exact search uses BLAS, which evaluates a distance about this many times
 # faster than HNSW's scattered memory reads; see choose_algorithm.
@@ -137,7 +149,8 @@ class TrainingIndex:
     built one, and :data:`EXACT_KIND`), one :class:`Shard` per shard number.
     Distributed storage keeps ``shard_rows`` (a DataFrame of
     :data:`~knnspark.shard_codec.SHARD_ROWS_SCHEMA`) and, for kinds with a payload,
-    ``shard_blobs`` (:data:`~knnspark.shard_codec.SHARD_BLOB_SCHEMA`).
+    ``shard_blobs`` (:data:`~knnspark.shard_codec.SHARD_BLOB_SCHEMA`), both persisted in
+    :func:`shard_major_layout` over ``shard_partitions`` partitions.
     """
 
     n_features: int
@@ -154,6 +167,7 @@ class TrainingIndex:
     shards: dict[str, list[Shard]] | None = None
     shard_rows: DataFrame | None = None
     shard_blobs: DataFrame | None = None
+    shard_partitions: int = 0
 
     @property
     def storage(self) -> str:
@@ -240,11 +254,16 @@ def build_index(df: DataFrame, spec: IndexSpec) -> TrainingIndex:
     )
     blobs = _shard_blobs(prepared.rows, spec.label_col is not None, kind, params, spec.num_shards)
     size = broadcast_bytes(n_rows, n_features, payload_estimate)
+    if (
+        not kind_cls.stores_features
+        or choose_storage(size, spec.max_broadcast_bytes) == "broadcast"
+    ):
+        check_blob_row(kind_cls, params, n_rows, n_features, spec.num_shards)
     try:
         if choose_storage(size, spec.max_broadcast_bytes) == "broadcast":
             _collect_shards(index, blobs)
         else:
-            _keep_distributed(index, prepared.rows, blobs)
+            _keep_distributed(index, prepared.rows, blobs, spec.num_shards)
     except Exception:
         # The build (or the shard count) fails on repeated ids; only then does a job look
         # for one, so that the message names it (a fit without them runs no extra job).
@@ -277,9 +296,30 @@ def _collect_shards(index: TrainingIndex, blobs: DataFrame) -> None:
         index.payload_bytes = sum(s.size_bytes for s in index.shards[index.kind])
 
 
-def _keep_distributed(index: TrainingIndex, rows: DataFrame, blobs: DataFrame) -> None:
+def shard_major_layout(data: DataFrame, partitions: int) -> DataFrame:
+    """``data`` (a ``shard`` column) placed one shard per partition, for the shard-major path.
+
+    Hash partitioned on :data:`PARTITION_KEY`, the key :func:`shard_partition_keys` picks
+    to land shard ``s`` in partition ``s``, and sorted by it. Persisted, the DataFrame keeps
+    that partitioning and order in its plan, so the search's ``cogroup`` on the key
+    neither shuffles nor sorts this side again: the index stays where it is.
+    """
+    keyed = _with_partition_key(data, partitions).repartition(partitions, PARTITION_KEY)
+    return keyed.sortWithinPartitions(PARTITION_KEY)
+
+
+def _with_partition_key(data: DataFrame, partitions: int) -> DataFrame:
+    keys = F.array(*[F.lit(k) for k in shard_partition_keys(partitions)])
+    return data.withColumn(PARTITION_KEY, F.element_at(keys, F.col("shard") + 1))
+
+
+def _keep_distributed(
+    index: TrainingIndex, rows: DataFrame, blobs: DataFrame, num_shards: int
+) -> None:
     """Distributed storage: rows (and payload blobs) stay in Spark, persisted."""
-    index.shard_rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
+    index.shard_partitions = num_shards
+    level = StorageLevel.MEMORY_AND_DISK
+    index.shard_rows = shard_major_layout(rows, num_shards).persist(level)
     if shard_kind(index.kind).stores_features:
         counts = index.shard_rows.groupBy("shard").agg(
             F.count(F.lit(1)).alias("count"), F.count_distinct("id").alias("ids")
@@ -291,7 +331,7 @@ def _keep_distributed(index: TrainingIndex, rows: DataFrame, blobs: DataFrame) -
             raise InvalidInputError(repeated_id_message(f"A training id of shard {repeated[0]}"))
         sizes = {int(r["shard"]): int(r["count"]) for r in counts}
     else:
-        index.shard_blobs = blobs.drop("features").persist(StorageLevel.MEMORY_AND_DISK)
+        index.shard_blobs = shard_major_layout(blobs.drop("features"), num_shards).persist(level)
         built = index.shard_blobs.select(
             "shard", "n_rows", F.length("payload").alias("payload_bytes")
         ).collect()
@@ -336,13 +376,12 @@ def _check_shard_memory(
     """
     if not kind_cls.max_shard_bytes_applies:
         return 0
-    # Hash sharding is uneven; allow the largest shard 20% above the mean.
-    rows_per_shard = math.ceil(1.2 * n_rows / spec.num_shards)
+    rows_per_shard = math.ceil(_UNEVEN_SHARDS * n_rows / spec.num_shards)
     per_shard = kind_cls.estimate_bytes(rows_per_shard, n_features, params)
     if per_shard > spec.max_shard_bytes:
         per_row = max(1.0, per_shard / max(1, rows_per_shard))
         rows_that_fit = max(1, int(spec.max_shard_bytes // per_row))
-        needed = math.ceil(1.2 * n_rows / rows_that_fit)
+        needed = math.ceil(_UNEVEN_SHARDS * n_rows / rows_that_fit)
         size_params = " or ".join(f"a smaller {name}" for name in kind_cls.size_params)
         raise InvalidInputError(
             f"An {kind_cls.kind.upper()} shard would take about {per_shard / 2**20:.0f} MiB "
@@ -350,10 +389,39 @@ def _check_shard_memory(
             f"over maxShardBytes={spec.max_shard_bytes} "
             f"({spec.max_shard_bytes / 2**20:.0f} MiB). Use more shards (numShards >= "
             f"{needed}), {size_params}, or raise maxShardBytes if the Python workers have the "
-            "memory. An index over maxBroadcastBytes is not broadcast: the distributed-reduce "
+            "memory. An index over maxBroadcastBytes is not broadcast: the shard-major "
             "path searches it shard by shard."
         )
     return kind_cls.estimate_bytes(n_rows, n_features, params)
+
+
+#: Spark's limit on one row (a Java byte array); a built shard is one row of binary cells.
+MAX_ROW_BYTES = (1 << 31) - 1
+
+
+def blob_row_bytes(
+    kind_cls: type[Shard], params: dict, n_rows: int, n_features: int, num_shards: int
+) -> int:
+    """Bytes of the largest built shard's row: its exact rows plus the kind's payload."""
+    rows = math.ceil(_UNEVEN_SHARDS * n_rows / num_shards)
+    payload = 0 if kind_cls is ExactShard else kind_cls.estimate_bytes(rows, n_features, params)
+    return ExactShard.estimate_bytes(rows, n_features, {}) + payload
+
+
+def check_blob_row(
+    kind_cls: type[Shard], params: dict, n_rows: int, n_features: int, num_shards: int
+) -> None:
+    """Fail before building when a built shard's row would pass :data:`MAX_ROW_BYTES`."""
+    row = blob_row_bytes(kind_cls, params, n_rows, n_features, num_shards)
+    if row <= MAX_ROW_BYTES:
+        return
+    needed = math.ceil(num_shards * row / MAX_ROW_BYTES)
+    raise InvalidInputError(
+        f"A built {kind_cls.kind.upper()} shard would be one Spark row of about "
+        f"{row / 2**20:.0f} MiB ({math.ceil(_UNEVEN_SHARDS * n_rows / num_shards)} rows of "
+        f"{n_features} features, with ids, labels and the kind's payload), over Spark's "
+        f"2 GiB limit on a row. Use more shards (numShards >= {needed})."
+    )
 
 
 def _shard_blobs(
@@ -376,13 +444,8 @@ def _shard_blobs(
         timer.flush()
         return out
 
-    keys = F.array(*[F.lit(k) for k in shard_partition_keys(num_shards)])
-    keyed = rows.withColumn(_PARTITION_KEY, F.element_at(keys, F.col("shard") + 1))
-    keyed = keyed.repartition(num_shards, _PARTITION_KEY)
-    return keyed.groupBy(_PARTITION_KEY, "shard").applyInArrow(build, SHARD_BLOB_SCHEMA)
-
-
-_PARTITION_KEY = "__knnspark_partition_key"
+    keyed = _with_partition_key(rows, num_shards).repartition(num_shards, PARTITION_KEY)
+    return keyed.groupBy(PARTITION_KEY, "shard").applyInArrow(build, SHARD_BLOB_SCHEMA)
 
 
 def spark_hash_partition(key: int, num_partitions: int) -> int:

@@ -92,7 +92,7 @@ class _KNNSharedParams(HasFeaturesCol, HasSeed, HasHandleInvalid):
         Params._dummy(),
         "maxBroadcastBytes",
         "largest training set (features, ids and labels, in bytes, an integer >= 0) that is "
-        "broadcast to every executor; a larger one is searched by a distributed reduce. "
+        "broadcast to every executor; a larger one is searched by the shard-major path. "
         f"Default {DEFAULT_MAX_BROADCAST_BYTES} (256 MiB)",
         typeConverter=conv.int_at_least("maxBroadcastBytes", 0),
     )

@@ -8,6 +8,7 @@ import math
 from typing import Any
 
 import numpy as np
+from pyspark import StorageLevel
 from pyspark.ml.util import MLReader
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -15,7 +16,13 @@ from pyspark.sql.utils import AnalysisException
 
 from knnspark._version import __version__
 from knnspark.errors import ModelLoadError
-from knnspark.index import EXACT_KIND, TrainingIndex, broadcast_bytes, choose_storage
+from knnspark.index import (
+    EXACT_KIND,
+    TrainingIndex,
+    broadcast_bytes,
+    choose_storage,
+    shard_major_layout,
+)
 from knnspark.kernels.exact import ExactShard
 from knnspark.kernels.kinds import shard_kind
 from knnspark.persistence.layout import (
@@ -222,7 +229,20 @@ def _read_index(
     if choose_storage(size, max_broadcast_bytes) == "distributed":
         _check_distributed_rows(rows, path, n_rows, n_features)
         shard_rows = rows.select(*SHARD_ROWS_SCHEMA.fieldNames()).filter(F.lit(True))
-        return TrainingIndex(shard_rows=shard_rows, shard_blobs=payloads, **common)
+        # Placed one shard per partition and persisted: the first search moves the index
+        # there, later searches find it in place.
+        partitions = max(sizes, default=0) + 1
+        level = StorageLevel.MEMORY_AND_DISK
+        return TrainingIndex(
+            shard_rows=shard_major_layout(shard_rows, partitions).persist(level),
+            shard_blobs=(
+                None
+                if payloads is None
+                else shard_major_layout(payloads, partitions).persist(level)
+            ),
+            shard_partitions=partitions,
+            **common,
+        )
     index = TrainingIndex(**common)
     exact = _exact_shards(rows, path, sizes, n_rows, n_features, has_labels)
     _check_labels(path, exact, index.classes)
