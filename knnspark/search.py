@@ -30,6 +30,7 @@ from knnspark.partition import (
     KEY_LO,
     PARTIAL_SCHEMA,
     SHARD_KEY,
+    SHARDS_TMP,
     SearchSettings,
     broadcast_search_fn,
     merge_partials_fn,
@@ -124,6 +125,7 @@ def _reduce_plan(
         F.flatten(F.transform("parts", lambda x: x["ids"])).alias("ids"),
         F.flatten(F.transform("parts", lambda x: x["dist"])).alias("dist"),
         F.flatten(F.transform("parts", lambda x: x["labels"])).alias("labels"),
+        *([F.size("parts").cast("int").alias(SHARDS_TMP)] if settings.shards_visited else []),
     )
     key_fields = [f for f in PARTIAL_SCHEMA.fields if f.name in (KEY_HI, KEY_LO)]
     merged_schema = T.StructType(key_fields + output_fields(settings))
