@@ -40,6 +40,7 @@ from knnspark.errors import InvalidInputError
 from knnspark.kernels.distances import get_metric
 from knnspark.kernels.kinds import shard_kind
 from knnspark.kernels.predict import classify_neighbors, weighted_average
+from knnspark.kernels.routed import routed_search
 from knnspark.kernels.routing import Router
 from knnspark.kernels.shard import SearchOptions, Shard
 from knnspark.kernels.topk import PAD_ID, drop_duplicate_ids, select_topk
@@ -202,6 +203,27 @@ def _raise_invalid_query(
     )
 
 
+def search_batch(
+    shards: list[Shard],
+    queries: np.ndarray,
+    settings: SearchSettings,
+    timer: TaskTimer | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+    """Search the shards a batch must visit; also returns the shards each query visited.
+
+    With a router (``partitioning="kmeans"``) queries visit their routed shards
+    (:func:`knnspark.kernels.routed.routed_search`); otherwise every shard.
+    """
+    if settings.router is None:
+        dist, ids, labels = search_shards(shards, queries, settings, timer)
+        return dist, ids, labels, np.full(queries.shape[0], len(shards), dtype=np.int32)
+    timer = timer or TaskTimer("search_shards")
+    with timer.stage("search"):
+        return routed_search(
+            shards, queries, settings.k, settings.search_options, settings.router, settings.nprobe
+        )
+
+
 def search_shards(
     shards: list[Shard],
     queries: np.ndarray,
@@ -235,8 +257,12 @@ def output_arrays(
     labels: np.ndarray | None,
     valid: np.ndarray,
     settings: SearchSettings,
+    visited: np.ndarray | None = None,
 ) -> dict[str, pa.Array]:
-    """Temporary output columns for a batch; rows where ``valid`` is False get nulls."""
+    """Temporary output columns for a batch; rows where ``valid`` is False get nulls.
+
+    ``visited`` is the number of shards each valid row searched (``shardsVisitedCol``).
+    """
     columns: dict[str, pa.Array] = {}
     if settings.task == CLASSIFICATION:
         classes = np.asarray(settings.classes, dtype=np.float64)
@@ -258,6 +284,11 @@ def output_arrays(
         columns[NDIST_TMP] = list_array(dist, valid, LIST_F64)
     if settings.task in (CLASSIFICATION, REGRESSION) and settings.with_neighbors:
         columns[NLAB_TMP] = list_array(labels, valid, LIST_F64)
+    if settings.shards_visited:
+        counts = np.zeros(valid.shape[0], dtype=np.int32)
+        if visited is not None:
+            counts[valid] = visited
+        columns[SHARDS_TMP] = pa.array(counts, type=pa.int32(), mask=~valid)
     return columns
 
 
@@ -284,9 +315,9 @@ def broadcast_search_fn(
             timer.count(batch.num_rows)
             with timer.stage("decode"):
                 queries, valid = query_matrix(batch.column(FEATURES_TMP), settings)
-            dist, ids, labels = search_shards(shards, queries, settings, timer)
+            dist, ids, labels, visited = search_batch(shards, queries, settings, timer)
             with timer.stage("encode"):
-                out = output_arrays(dist, ids, labels, valid, settings)
+                out = output_arrays(dist, ids, labels, valid, settings, visited)
                 batch = _with_columns(batch.drop_columns([FEATURES_TMP]), out)
             yield batch
         timer.flush()
@@ -516,10 +547,11 @@ def merge_partials_fn(
             dist, ids, pos = select_topk(dist, ids, settings.k)
             labels = np.take_along_axis(labels, pos, axis=1)
             valid = np.ones(batch.num_rows, dtype=bool)
-            out = output_arrays(dist, ids, labels, valid, settings)
+            visited = None
+            if SHARDS_TMP in batch.schema.names:  # the plan counted each query's partial lists
+                visited = batch.column(SHARDS_TMP).to_numpy(zero_copy_only=False)
+            out = output_arrays(dist, ids, labels, valid, settings, visited)
             keys = batch.select([KEY_HI, KEY_LO])
-            if settings.shards_visited:
-                out[SHARDS_TMP] = batch.column(SHARDS_TMP).cast(pa.int32())
             yield _with_columns(keys, out)
 
     return merge

@@ -148,7 +148,7 @@ def _shard_major_plan(
         F.flatten(F.transform("parts", lambda x: x["ids"])).alias("ids"),
         F.flatten(F.transform("parts", lambda x: x["dist"])).alias("dist"),
         F.flatten(F.transform("parts", lambda x: x["labels"])).alias("labels"),
-        F.size("parts").alias(SHARDS_TMP),  # one list per shard searched
+        F.size("parts").cast("int").alias(SHARDS_TMP),  # one list per shard searched
     )
     key_fields = [f for f in ROUTED_SCHEMA.fields if f.name in (KEY_HI, KEY_LO)]
     merged_schema = T.StructType(key_fields + output_fields(settings))
@@ -170,8 +170,11 @@ def search_rounds(df: DataFrame, settings: SearchSettings) -> int:
 
 
 def routed_row_bytes(n_features: int, k: int) -> int:
-    """Bytes of one routed query (float32 features, keys) or partial list (k ids, distances,
-    labels), with Arrow's offsets and validity: what the shard-major path shuffles per visit."""
+    """Bytes the shard-major path shuffles per shard a query visits (one way).
+
+    A routed query (float32 features, keys) or a partial list (k ids, distances and labels),
+    with Arrow's offsets and validity; the size model of rounds and ``scripts/scale_model.py``.
+    """
     return 4 * int(n_features) + 24 * int(k) + 64
 
 

@@ -207,3 +207,25 @@ def test_the_index_is_not_shuffled_at_search(spark, tmp_path, algorithm):
         assert children[1].startswith("InMemoryTableScan"), plan  # the shards, left in place
     expected = model.kneighbors(queries).orderBy("features").collect()
     assert loaded.kneighbors(queries).orderBy("features").collect() == expected
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "nprobe"), [("brute", None), ("brute", 2), ("hnsw", None), ("hnsw", 2)]
+)
+def test_kmeans_models_give_identical_output_on_both_paths(spark, clustered, algorithm, nprobe):
+    """partitioning='kmeans' end to end: neighbors and shards visited agree row for row."""
+    _, x, ids, _, q, queries = clustered
+    train = spark.createDataFrame(pd.DataFrame({"id": ids, "features": list(x)}))
+    params = dict(k=K, idCol="id", numShards=SHARDS, partitioning="kmeans", algorithm=algorithm)
+    est = NearestNeighbors(**params, shardsVisitedCol="visited")
+    if nprobe is not None:
+        est.setNprobe(nprobe)
+    broadcast = est.fit(train)
+    distributed = est.copy({est.maxBroadcastBytes: 0}).fit(train)
+    assert (broadcast.storage, distributed.storage) == ("broadcast", "distributed")
+    a = broadcast.kneighbors(queries).orderBy("qid").toPandas()
+    b = distributed.kneighbors(queries).orderBy("qid").toPandas()
+    pd.testing.assert_frame_equal(a, b)
+    if algorithm == "brute" and nprobe is None:
+        _check(b.rename(columns={"neighbor_ids": NIDS_TMP, "distances": NDIST_TMP}), q, x, ids)
+        assert b["visited"].mean() < SHARDS / 2  # pruning works on the clustered data
