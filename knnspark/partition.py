@@ -344,7 +344,8 @@ ROUTED_SCHEMA = T.StructType(
         T.StructField(KEY_HI, T.LongType(), False),
         T.StructField(KEY_LO, T.IntegerType(), False),
         T.StructField(ROUTE_KEY, T.IntegerType(), False),
-        T.StructField(FEATURES_TMP, T.ArrayType(T.FloatType(), False), True),
+        # Null entries are missing coordinates (nan_euclidean): they read as NaN.
+        T.StructField(FEATURES_TMP, T.ArrayType(T.FloatType(), True), True),
         T.StructField("ids", T.ArrayType(T.LongType(), False), True),
         T.StructField("dist", T.ArrayType(T.DoubleType(), False), True),
         T.StructField("labels", T.ArrayType(T.DoubleType(), True), True),
@@ -355,7 +356,7 @@ _ROUTED_ARROW = pa.schema(
         pa.field(KEY_HI, pa.int64()),
         pa.field(KEY_LO, pa.int32()),
         pa.field(ROUTE_KEY, pa.int32()),
-        pa.field(FEATURES_TMP, pa.list_(pa.field("element", pa.float32(), False))),
+        pa.field(FEATURES_TMP, pa.list_(pa.float32())),
         pa.field("ids", LIST_I64),
         pa.field("dist", LIST_F64),
         pa.field("labels", LIST_F64_NULLS),
@@ -368,22 +369,29 @@ class Routing:
     """Where the shard-major path sends each query, as plain values.
 
     ``shards`` are the index's shard numbers (all searched when ``settings.router`` is
-    None) and ``partition_keys[s]`` the key that lands shard ``s``'s partition.
+    None), ``sizes[s]`` the rows of shard ``s`` and ``partition_keys[s]`` the key that
+    lands in shard ``s``'s partition.
     """
 
     shards: tuple[int, ...]
+    sizes: tuple[int, ...]
     partition_keys: tuple[int, ...]
 
     def first_round(self, queries: np.ndarray, settings: SearchSettings) -> np.ndarray:
-        """(n_queries, m) shard numbers each query visits first (or only)."""
+        """(n_queries, m) shard numbers each query visits first (or only); -1 for none."""
         router = settings.router
         if router is None:
             return np.broadcast_to(np.asarray(self.shards), (queries.shape[0], len(self.shards)))
-        if settings.nprobe is not None:
-            return router.nearest(queries, settings.nprobe)
-        if not router.can_prune:
-            return router.nearest(queries, router.num_shards)  # every non-empty shard
-        return router.nearest(queries, 1)
+        if settings.nprobe is None:
+            return router.nearest(queries, 1 if router.can_prune else router.num_shards)
+        # The nprobe nearest shards, and the next nearest while they hold fewer than k rows
+        # (as the broadcast path's kernels.routed does).
+        order = router.nearest(queries, router.num_shards)
+        rows_before = (
+            np.cumsum(np.asarray(self.sizes)[order], axis=1) - np.asarray(self.sizes)[order]
+        )
+        keep = (np.arange(order.shape[1])[None, :] < settings.nprobe) | (rows_before < settings.k)
+        return np.where(keep, order, -1)
 
     def pruned(self, settings: SearchSettings) -> bool:
         """Whether a second round visits the shards the first one's k-th distance keeps."""

@@ -119,6 +119,7 @@ def _shard_major_plan(
     queries = keyed.select(KEY_HI, KEY_LO, FEATURES_TMP)
     routing = Routing(
         shards=tuple(index.shard_sizes),
+        sizes=tuple(index.shard_sizes.get(s, 0) for s in range(index.shard_partitions)),
         partition_keys=tuple(shard_partition_keys(index.shard_partitions)),
     )
     shard_side = index.distributed_data(settings.kind).groupBy(PARTITION_KEY)

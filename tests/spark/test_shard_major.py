@@ -229,3 +229,23 @@ def test_kmeans_models_give_identical_output_on_both_paths(spark, clustered, alg
     if algorithm == "brute" and nprobe is None:
         _check(b.rename(columns={"neighbor_ids": NIDS_TMP, "distances": NDIST_TMP}), q, x, ids)
         assert b["visited"].mean() < SHARDS / 2  # pruning works on the clustered data
+
+
+def test_nprobe_shards_with_fewer_than_k_rows_extend_to_the_next_nearest(spark):
+    """nprobe=1 over shards of 3 rows with k=4: both paths visit the next nearest shard too."""
+    centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
+    x = np.repeat(centres, 3, axis=0) + np.tile([[0.0, 0.0], [0.5, 0.0], [0.0, 0.5]], (4, 1))
+    train = spark.createDataFrame(pd.DataFrame({"id": np.arange(12), "features": list(x)}))
+    queries = spark.createDataFrame(
+        pd.DataFrame({"qid": np.arange(4), "features": list(centres + 0.1)})
+    )
+    est = NearestNeighbors(
+        k=4, numShards=4, idCol="id", partitioning="kmeans", nprobe=1, shardsVisitedCol="visited"
+    )
+    broadcast = est.fit(train)
+    distributed = est.copy({est.maxBroadcastBytes: 0}).fit(train)
+    a = broadcast.kneighbors(queries).orderBy("qid").toPandas()
+    b = distributed.kneighbors(queries).orderBy("qid").toPandas()
+    pd.testing.assert_frame_equal(a, b)
+    assert (b["visited"] >= 2).all()
+    assert all(len(ids) == 4 for ids in b["neighbor_ids"])
