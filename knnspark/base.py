@@ -14,6 +14,7 @@ from pyspark.sql import functions as F
 from knnspark.errors import InvalidInputError
 from knnspark.index import EXACT_KIND, IndexSpec, TrainingIndex, build_index, kind_param_names
 from knnspark.leave_out import check_exclude_self, exclude_self
+from knnspark.kmeans_sharding import check_partitioning, search_router
 from knnspark.partition import (
     CLASSIFICATION,
     NDIST_TMP,
@@ -25,6 +26,7 @@ from knnspark.partition import (
     PROBA_TMP,
     RAW_TMP,
     REGRESSION,
+    SHARDS_TMP,
     SearchSettings,
 )
 from knnspark.schema import check_output_columns, column, feature_array_expr
@@ -45,6 +47,13 @@ class _KNNEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable):
     def _fit(self, dataset: DataFrame) -> _KNNModel:
         self._check_params()
         num_shards = self.getNumShards() or dataset.sparkSession.sparkContext.defaultParallelism
+        check_partitioning(
+            self.getPartitioning(),
+            self.getNprobe(),
+            int(num_shards),
+            self.getMetric(),
+            self.getImputeStrategy(),
+        )
         spec = IndexSpec(
             features_col=self.getFeaturesCol(),
             label_col=self.getLabelCol() if self._task != NEIGHBORS else None,
@@ -61,6 +70,10 @@ class _KNNEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable):
             max_shard_bytes=self.getMaxShardBytes(),
             impute_strategy=self.getImputeStrategy(),
             standardization=self.getStandardization(),
+            p=float(self.getP()),
+            partitioning=self.getPartitioning(),
+            seed=int(self.getSeed()),
+            nprobe=self.getNprobe(),
         )
         index = build_index(dataset, spec)
         model = self._copyValues(self._create_model(index))
@@ -249,6 +262,10 @@ class _KNNModel(Model, MLWritable, MLReadable):
                 feature_array_expr(dataset.schema, self.getFeaturesCol())
             )
         kind = self._search_kind()
+        visited_col = self.getShardsVisitedCol()
+        if visited_col is not None:
+            check_output_columns(dataset.schema, {"shardsVisitedCol": visited_col})
+        router = search_router(index.router, self.getNprobe(), self.getMetric(), self.getP())
         settings = SearchSettings(
             task=task,
             kind=kind,
@@ -266,11 +283,17 @@ class _KNNModel(Model, MLWritable, MLReadable):
             classes=tuple(float(c) for c in index.classes) if index.classes is not None else (),
             class_weights=self._class_weights(),
             with_neighbors=with_neighbors,
+            router=router,
+            nprobe=self.getNprobe(),
+            shards_visited=visited_col is not None,
         )
         bc = None
         if index.storage == "broadcast":
             bc = self._shards_broadcast(dataset, kind)
-        return search_dataframe(dataset, index, settings, bc, features)
+        searched = search_dataframe(dataset, index, settings, bc, features)
+        if visited_col is not None:
+            searched = searched.withColumnRenamed(SHARDS_TMP, visited_col)
+        return searched
 
     def _class_weights(self) -> tuple[float, ...]:
         """Per-class vote weights aligned with the classes; () when unweighted."""

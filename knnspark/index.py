@@ -5,8 +5,8 @@ built in its own task (``groupBy(shard).applyInArrow``) into the kind's
 :class:`~knnspark.kernels.shard.Shard`, returned as one row of plain buffers
 (:mod:`knnspark.shard_codec`).  An index that fits ``maxBroadcastBytes`` comes back to
 the driver and is broadcast at search time; a larger one stays in Spark as persisted
-DataFrames that the distributed-reduce path joins against (:func:`choose_storage`, the
-one place that rule lives).
+DataFrames, one shard per partition, that the shard-major path searches in place
+(:func:`choose_storage`, the one place that rule lives).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,13 +23,16 @@ import pyarrow as pa
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from knnspark._faults import maybe_fail
+from knnspark.arrow_columns import list_matrix
 from knnspark.errors import InvalidInputError
-from knnspark.kernels.distances import METRICS
+from knnspark.kernels.distances import METRICS, pair_distances
 from knnspark.kernels.exact import ExactShard
 from knnspark.kernels.hnsw import HnswShard
 from knnspark.kernels.kinds import SHARD_KINDS, shard_kind
+from knnspark.kernels.routing import Router, shard_radius
 from knnspark.kernels.shard import Shard
 from knnspark.preprocessing import Preprocessing
 from knnspark.shard_codec import (
@@ -43,13 +47,19 @@ from knnspark.training import check_unique_ids, prepare_training
 __all__ = [
     "EXACT_KIND",
     "IndexSpec",
+    "PARTITION_KEY",
     "TrainingIndex",
+    "MAX_ROW_BYTES",
+    "blob_row_bytes",
     "broadcast_bytes",
     "build_index",
+    "check_blob_row",
     "choose_algorithm",
     "choose_storage",
     "index_size_bytes",
     "kind_param_names",
+    "shard_major_layout",
+    "shard_partition_keys",
 ]
 
 logger = logging.getLogger("knnspark")
@@ -57,6 +67,12 @@ logger = logging.getLogger("knnspark")
 #: The kind every index keeps besides its own: its rows as exact blocks, so any model
 #: can be searched exactly (``algorithm='brute'`` on a fitted model).
 EXACT_KIND = ExactShard.kind
+
+#: The column the build and the persisted distributed index are hash partitioned on.
+PARTITION_KEY = "__knnspark_partition_key"
+
+# Hash sharding is uneven: the size rules allow the largest shard 20% above the mean.
+_UNEVEN_SHARDS = 1.2
 
 # Exact search uses BLAS, which evaluates a distance about this many times
 # faster than HNSW's scattered memory reads; see choose_algorithm.
@@ -125,6 +141,10 @@ class IndexSpec:
     max_shard_bytes: int = 1 << 30
     impute_strategy: str | None = None
     standardization: str = "none"
+    p: float = 2.0
+    partitioning: str = "hash"
+    seed: int = 0
+    nprobe: int | None = None
 
 
 @dataclass
@@ -137,7 +157,10 @@ class TrainingIndex:
     built one, and :data:`EXACT_KIND`), one :class:`Shard` per shard number.
     Distributed storage keeps ``shard_rows`` (a DataFrame of
     :data:`~knnspark.shard_codec.SHARD_ROWS_SCHEMA`) and, for kinds with a payload,
-    ``shard_blobs`` (:data:`~knnspark.shard_codec.SHARD_BLOB_SCHEMA`).
+    ``shard_blobs`` (:data:`~knnspark.shard_codec.SHARD_BLOB_SCHEMA`), both persisted in
+    :func:`shard_major_layout` over ``shard_partitions`` partitions.
+    ``router`` holds the centroids and radii of a ``partitioning="kmeans"`` index (None
+    for hash partitioning).
     """
 
     n_features: int
@@ -154,6 +177,12 @@ class TrainingIndex:
     shards: dict[str, list[Shard]] | None = None
     shard_rows: DataFrame | None = None
     shard_blobs: DataFrame | None = None
+    shard_partitions: int = 0
+    router: Router | None = None
+
+    @property
+    def partitioning(self) -> str:
+        return "hash" if self.router is None else "kmeans"
 
     @property
     def storage(self) -> str:
@@ -174,24 +203,41 @@ class TrainingIndex:
 
 
 def choose_algorithm(
-    requested: str, metric: str, n_rows: int, num_shards: int, ef_construction: int, ef: int, m: int
+    requested: str,
+    metric: str,
+    n_rows: int,
+    num_shards: int,
+    ef_construction: int,
+    ef: int,
+    m: int,
+    visited_shards: int | None = None,
 ) -> str:
     """The index kind ``fit`` builds.  ``"auto"`` weighs build cost against search savings.
 
-    Exact search costs about ``n_rows`` distance evaluations per query (done by
-    BLAS, ``_BLAS_ADVANTAGE`` = 10 times cheaper each).  HNSW costs about
-    ``ef_construction`` evaluations per row to build and ``ef * M`` per query
-    and shard to search.  Assuming a model scores at least as many rows as it
-    was trained on, HNSW pays off when
-    ``n_rows > 10 * (ef_construction + num_shards * ef * M)`` — with the
-    defaults and 2 shards, from about 22,500 training rows.  Metrics HNSW
-    cannot serve (no hnswlib space in the metric table) always use exact search.
+    A query visits ``v = visited_shards`` of the ``S = num_shards`` shards (``nprobe`` with
+    ``partitioning="kmeans"``; all of them otherwise).  Exact search costs about
+    ``n_rows * v / S`` distance evaluations per query (done by BLAS, ``_BLAS_ADVANTAGE`` =
+    10 times cheaper each).  HNSW costs about ``ef_construction`` evaluations per row to
+    build and ``ef * M`` per query and visited shard to search.  Assuming a model scores at
+    least as many rows as it was trained on, HNSW pays off when
+    ``n_rows > 10 * (ef_construction * S / v + S * ef * M)`` — with the defaults, every
+    shard visited and 2 shards, from about 22,500 training rows; with 16 shards and
+    ``nprobe=4``, from about 139,000.  Metrics HNSW cannot serve (no hnswlib space in the
+    metric table) always use exact search.
+
+    Examples
+    --------
+    >>> choose_algorithm("auto", "euclidean", 30_000, 2, 200, 64, 16)
+    'hnsw'
+    >>> choose_algorithm("auto", "euclidean", 100_000, 16, 200, 64, 16, visited_shards=4)
+    'brute'
     """
     if requested != "auto":
         return requested
     if not HnswShard.supports_metric(metric):
         return EXACT_KIND
-    threshold = _BLAS_ADVANTAGE * (ef_construction + num_shards * ef * m)
+    visited = num_shards if visited_shards is None else max(1, min(visited_shards, num_shards))
+    threshold = _BLAS_ADVANTAGE * (ef_construction * num_shards / visited + num_shards * ef * m)
     return HnswShard.kind if n_rows > threshold else EXACT_KIND
 
 
@@ -211,6 +257,8 @@ def build_index(df: DataFrame, spec: IndexSpec) -> TrainingIndex:
         impute_strategy=spec.impute_strategy,
         standardization=spec.standardization,
         metric=spec.metric,
+        partitioning=spec.partitioning,
+        seed=spec.seed,
     )
     n_rows, n_features = prepared.n_rows, prepared.n_features
     values = spec.kind_values
@@ -222,6 +270,7 @@ def build_index(df: DataFrame, spec: IndexSpec) -> TrainingIndex:
         values.get("efConstruction", 200),
         spec.ef,
         values.get("M", 16),
+        spec.nprobe,
     )
     kind_cls = shard_kind(kind)
     params = kind_cls.build_params(spec.metric, values)
@@ -238,19 +287,31 @@ def build_index(df: DataFrame, spec: IndexSpec) -> TrainingIndex:
         model_id=uuid.uuid4().hex,
         kind_params=params,
     )
-    blobs = _shard_blobs(prepared.rows, spec.label_col is not None, kind, params, spec.num_shards)
+    routing = None
+    if prepared.centroids is not None:
+        routing = (prepared.centroids, spec.metric, spec.p)
+    blobs = _shard_blobs(
+        prepared.rows, spec.label_col is not None, kind, params, spec.num_shards, routing
+    )
     size = broadcast_bytes(n_rows, n_features, payload_estimate)
+    if (
+        not kind_cls.stores_features
+        or choose_storage(size, spec.max_broadcast_bytes) == "broadcast"
+    ):
+        check_blob_row(kind_cls, params, n_rows, n_features, spec.num_shards)
     try:
         if choose_storage(size, spec.max_broadcast_bytes) == "broadcast":
-            _collect_shards(index, blobs)
+            radii = _collect_shards(index, blobs)
         else:
-            _keep_distributed(index, prepared.rows, blobs)
+            radii = _keep_distributed(index, prepared.rows, blobs, spec.num_shards, routing)
     except Exception:
         # The build (or the shard count) fails on repeated ids; only then does a job look
         # for one, so that the message names it (a fit without them runs no extra job).
         if spec.id_col is not None:
             check_unique_ids(prepared.rows, spec.id_col)
         raise
+    if routing is not None:
+        index.router = _router(routing, radii)
     _check_row_count(index)
     logger.info(
         "indexed %d training rows x %d features in %d shards (%s, %s, %.1f MiB)",
@@ -264,8 +325,20 @@ def build_index(df: DataFrame, spec: IndexSpec) -> TrainingIndex:
     return index
 
 
-def _collect_shards(index: TrainingIndex, blobs: DataFrame) -> None:
-    """Broadcast storage: every built shard comes to the driver (through Arrow)."""
+def _router(routing: tuple[np.ndarray, str, float], radii: dict[int, float]) -> Router:
+    """The k-means router: centroids, and the radius of each shard (-inf when empty)."""
+    centroids, metric, p = routing
+    radius = np.full(centroids.shape[0], -np.inf)
+    for shard, value in radii.items():
+        radius[shard] = value
+    return Router(centroids=centroids, radii=radius, metric=metric, p=float(p))
+
+
+def _collect_shards(index: TrainingIndex, blobs: DataFrame) -> dict[int, float]:
+    """Broadcast storage: every built shard comes to the driver (through Arrow).
+
+    Returns each shard's radius (k-means partitioning; empty otherwise).
+    """
     collected = blobs.toArrow().sort_by("shard").to_pylist()
     index.shard_sizes = {int(b["shard"]): int(b["n_rows"]) for b in collected}
     kinds = dict.fromkeys([EXACT_KIND, index.kind])
@@ -275,29 +348,102 @@ def _collect_shards(index: TrainingIndex, blobs: DataFrame) -> None:
     }
     if index.kind != EXACT_KIND:
         index.payload_bytes = sum(s.size_bytes for s in index.shards[index.kind])
+    return {int(b["shard"]): float(b[RADIUS]) for b in collected if RADIUS in b}
 
 
-def _keep_distributed(index: TrainingIndex, rows: DataFrame, blobs: DataFrame) -> None:
-    """Distributed storage: rows (and payload blobs) stay in Spark, persisted."""
-    index.shard_rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
+def shard_major_layout(data: DataFrame, partitions: int) -> DataFrame:
+    """``data`` (a ``shard`` column) placed one shard per partition, for the shard-major path.
+
+    Hash partitioned on :data:`PARTITION_KEY`, the key :func:`shard_partition_keys` picks
+    to land shard ``s`` in partition ``s``, and sorted by it. Persisted, the DataFrame keeps
+    that partitioning and order in its plan, so the search's ``cogroup`` on the key
+    neither shuffles nor sorts this side again: the index stays where it is.
+    """
+    keyed = _with_partition_key(data, partitions).repartition(partitions, PARTITION_KEY)
+    return keyed.sortWithinPartitions(PARTITION_KEY)
+
+
+def _with_partition_key(data: DataFrame, partitions: int) -> DataFrame:
+    keys = F.array(*[F.lit(k) for k in shard_partition_keys(partitions)])
+    return data.withColumn(PARTITION_KEY, F.element_at(keys, F.col("shard") + 1))
+
+
+def _keep_distributed(
+    index: TrainingIndex,
+    rows: DataFrame,
+    blobs: DataFrame,
+    num_shards: int,
+    routing: tuple[np.ndarray, str, float] | None = None,
+) -> dict[int, float]:
+    """Distributed storage: rows (and payload blobs) stay in Spark, persisted.
+
+    Returns each shard's radius (k-means partitioning; empty otherwise), measured in the
+    job that counts the shards.
+    """
+    index.shard_partitions = num_shards
+    radii: dict[int, float] = {}
+    level = StorageLevel.MEMORY_AND_DISK
+    index.shard_rows = shard_major_layout(rows, num_shards).persist(level)
     if shard_kind(index.kind).stores_features:
-        counts = index.shard_rows.groupBy("shard").agg(
-            F.count(F.lit(1)).alias("count"), F.count_distinct("id").alias("ids")
-        )
-        counts = counts.collect()
+        measured = index.shard_rows
+        aggs = [F.count(F.lit(1)).alias("count"), F.count_distinct("id").alias("ids")]
+        if routing is not None:
+            measured = measured.select("shard", "id", "features").mapInArrow(
+                _distance_fn(*routing, index.n_features), _DISTANCE_SCHEMA
+            )
+            aggs.append(F.max(RADIUS).alias(RADIUS))
+        counts = measured.groupBy("shard").agg(*aggs).collect()
+        if routing is not None:
+            radii = {int(r["shard"]): float(r[RADIUS]) for r in counts}
         repeated = [int(r["shard"]) for r in counts if r["count"] != r["ids"]]
         if repeated:
             # With an idCol, build_index's handler names the id first.
             raise InvalidInputError(repeated_id_message(f"A training id of shard {repeated[0]}"))
         sizes = {int(r["shard"]): int(r["count"]) for r in counts}
     else:
-        index.shard_blobs = blobs.drop("features").persist(StorageLevel.MEMORY_AND_DISK)
-        built = index.shard_blobs.select(
-            "shard", "n_rows", F.length("payload").alias("payload_bytes")
-        ).collect()
+        index.shard_blobs = shard_major_layout(blobs.drop("features"), num_shards).persist(level)
+        columns = ["shard", "n_rows", F.length("payload").alias("payload_bytes")]
+        if routing is not None:
+            columns.append(RADIUS)
+        built = index.shard_blobs.select(*columns).collect()
         sizes = {int(r["shard"]): int(r["n_rows"]) for r in built}
         index.payload_bytes = sum(int(r["payload_bytes"]) for r in built)
+        if routing is not None:
+            radii = {int(r["shard"]): float(r[RADIUS]) for r in built}
     index.shard_sizes = dict(sorted(sizes.items()))
+    return radii
+
+
+#: Column of a shard's radius (k-means partitioning), and of a row's distance to its centroid.
+RADIUS = "radius"
+_DISTANCE_SCHEMA = T.StructType(
+    [
+        T.StructField("shard", T.IntegerType(), False),
+        T.StructField("id", T.LongType(), True),
+        T.StructField(RADIUS, T.DoubleType(), False),
+    ]
+)
+
+
+def _distance_fn(
+    centroids: np.ndarray, metric: str, p: float, n_features: int
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """mapInArrow function: each training row's distance to its shard's centroid."""
+
+    def measure(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            shard = batch.column("shard").to_numpy(zero_copy_only=False)
+            features, _ = list_matrix(batch.column("features"), n_features, np.float32)
+            dist = np.empty(batch.num_rows)
+            for no in np.unique(shard):
+                rows = shard == no
+                dist[rows] = pair_distances(centroids[no][None, :], features[rows], metric, p)[0]
+            yield pa.RecordBatch.from_arrays(
+                [batch.column("shard"), batch.column("id"), pa.array(dist)],
+                names=["shard", "id", RADIUS],
+            )
+
+    return measure
 
 
 def _check_row_count(index: TrainingIndex) -> None:
@@ -336,13 +482,14 @@ def _check_shard_memory(
     """
     if not kind_cls.max_shard_bytes_applies:
         return 0
-    # Hash sharding is uneven; allow the largest shard 20% above the mean.
-    rows_per_shard = math.ceil(1.2 * n_rows / spec.num_shards)
+    # Balanced k-means caps shards at about 1.5 times the mean.
+    skew = 1.5 if spec.partitioning == "kmeans" else _UNEVEN_SHARDS
+    rows_per_shard = math.ceil(skew * n_rows / spec.num_shards)
     per_shard = kind_cls.estimate_bytes(rows_per_shard, n_features, params)
     if per_shard > spec.max_shard_bytes:
         per_row = max(1.0, per_shard / max(1, rows_per_shard))
         rows_that_fit = max(1, int(spec.max_shard_bytes // per_row))
-        needed = math.ceil(1.2 * n_rows / rows_that_fit)
+        needed = math.ceil(skew * n_rows / rows_that_fit)
         size_params = " or ".join(f"a smaller {name}" for name in kind_cls.size_params)
         raise InvalidInputError(
             f"An {kind_cls.kind.upper()} shard would take about {per_shard / 2**20:.0f} MiB "
@@ -350,14 +497,48 @@ def _check_shard_memory(
             f"over maxShardBytes={spec.max_shard_bytes} "
             f"({spec.max_shard_bytes / 2**20:.0f} MiB). Use more shards (numShards >= "
             f"{needed}), {size_params}, or raise maxShardBytes if the Python workers have the "
-            "memory. An index over maxBroadcastBytes is not broadcast: the distributed-reduce "
+            "memory. An index over maxBroadcastBytes is not broadcast: the shard-major "
             "path searches it shard by shard."
         )
     return kind_cls.estimate_bytes(n_rows, n_features, params)
 
 
+#: Spark's limit on one row (a Java byte array); a built shard is one row of binary cells.
+MAX_ROW_BYTES = (1 << 31) - 1
+
+
+def blob_row_bytes(
+    kind_cls: type[Shard], params: dict, n_rows: int, n_features: int, num_shards: int
+) -> int:
+    """Bytes of the largest built shard's row: its exact rows plus the kind's payload."""
+    rows = math.ceil(_UNEVEN_SHARDS * n_rows / num_shards)
+    payload = 0 if kind_cls is ExactShard else kind_cls.estimate_bytes(rows, n_features, params)
+    return ExactShard.estimate_bytes(rows, n_features, {}) + payload
+
+
+def check_blob_row(
+    kind_cls: type[Shard], params: dict, n_rows: int, n_features: int, num_shards: int
+) -> None:
+    """Fail before building when a built shard's row would pass :data:`MAX_ROW_BYTES`."""
+    row = blob_row_bytes(kind_cls, params, n_rows, n_features, num_shards)
+    if row <= MAX_ROW_BYTES:
+        return
+    needed = math.ceil(num_shards * row / MAX_ROW_BYTES)
+    raise InvalidInputError(
+        f"A built {kind_cls.kind.upper()} shard would be one Spark row of about "
+        f"{row / 2**20:.0f} MiB ({math.ceil(_UNEVEN_SHARDS * n_rows / num_shards)} rows of "
+        f"{n_features} features, with ids, labels and the kind's payload), over Spark's "
+        f"2 GiB limit on a row. Use more shards (numShards >= {needed})."
+    )
+
+
 def _shard_blobs(
-    rows: DataFrame, has_labels: bool, kind: str, params: dict, num_shards: int
+    rows: DataFrame,
+    has_labels: bool,
+    kind: str,
+    params: dict,
+    num_shards: int,
+    routing: tuple[np.ndarray, str, float] | None = None,
 ) -> DataFrame:
     """One row per shard, built on the executors, each shard in a task of its own.
 
@@ -365,6 +546,7 @@ def _shard_blobs(
     partition are built one after the other (HNSW builds take long). So the rows are hash
     partitioned on a key chosen per shard to land in partition ``shard``
     (:func:`shard_partition_keys`), which the grouping reuses without a second shuffle.
+    With ``routing`` (centroids, metric, p) each task also measures its shard's radius.
     """
 
     def build(table: pa.Table) -> pa.Table:
@@ -373,16 +555,21 @@ def _shard_blobs(
         timer.count(table.num_rows)
         with timer.stage("build"):
             out = build_blob_table(table, has_labels, kind, params)
+            if routing is not None:
+                centroids, metric, p = routing
+                shard = int(table.column("shard")[0].as_py())
+                features = np.frombuffer(out.column("features")[0].as_py(), dtype=np.float32)
+                features = features.reshape(table.num_rows, -1)
+                radius = shard_radius(features, centroids[shard], metric, p)
+                out = out.append_column(RADIUS, pa.array([radius], type=pa.float64()))
         timer.flush()
         return out
 
-    keys = F.array(*[F.lit(k) for k in shard_partition_keys(num_shards)])
-    keyed = rows.withColumn(_PARTITION_KEY, F.element_at(keys, F.col("shard") + 1))
-    keyed = keyed.repartition(num_shards, _PARTITION_KEY)
-    return keyed.groupBy(_PARTITION_KEY, "shard").applyInArrow(build, SHARD_BLOB_SCHEMA)
-
-
-_PARTITION_KEY = "__knnspark_partition_key"
+    keyed = _with_partition_key(rows, num_shards).repartition(num_shards, PARTITION_KEY)
+    schema = SHARD_BLOB_SCHEMA
+    if routing is not None:
+        schema = T.StructType([*schema.fields, T.StructField(RADIUS, T.DoubleType(), False)])
+    return keyed.groupBy(PARTITION_KEY, "shard").applyInArrow(build, schema)
 
 
 def spark_hash_partition(key: int, num_partitions: int) -> int:

@@ -60,6 +60,9 @@ class NearestNeighbors(_KNNEstimator, _NearestNeighborsParams):
         maxShardBytes: int = DEFAULT_MAX_SHARD_BYTES,
         standardization: str = "none",
         imputeStrategy: str | None = None,
+        partitioning: str = "hash",
+        nprobe: int | None = None,
+        shardsVisitedCol: str | None = None,
     ) -> None:
         super().__init__()
         self._set(**self._input_kwargs)

@@ -32,6 +32,7 @@ __all__ = [
     "DEFAULT_MAX_BROADCAST_BYTES",
     "HANDLE_INVALID_OPTIONS",
     "METRICS",
+    "PARTITIONINGS",
 ]
 
 #: Valid values of ``algorithm``: "auto" or an index kind.
@@ -42,6 +43,8 @@ METRICS = EXACT_METRICS
 HANDLE_INVALID_OPTIONS = ("error", "skip", "keep")
 #: Default of ``maxBroadcastBytes``: 256 MiB of training features, ids, labels and graphs.
 DEFAULT_MAX_BROADCAST_BYTES = 256 * 1024 * 1024
+#: Valid values of ``partitioning``: how ``fit`` assigns training rows to shards.
+PARTITIONINGS = ("hash", "kmeans")
 #: Default of ``maxShardBytes``: 1 GiB of HNSW graph per shard.
 DEFAULT_MAX_SHARD_BYTES = 1024 * 1024 * 1024
 
@@ -92,7 +95,7 @@ class _KNNSharedParams(HasFeaturesCol, HasSeed, HasHandleInvalid):
         Params._dummy(),
         "maxBroadcastBytes",
         "largest training set (features, ids and labels, in bytes, an integer >= 0) that is "
-        "broadcast to every executor; a larger one is searched by a distributed reduce. "
+        "broadcast to every executor; a larger one is searched by the shard-major path. "
         f"Default {DEFAULT_MAX_BROADCAST_BYTES} (256 MiB)",
         typeConverter=conv.int_at_least("maxBroadcastBytes", 0),
     )
@@ -149,10 +152,38 @@ class _KNNSharedParams(HasFeaturesCol, HasSeed, HasHandleInvalid):
         typeConverter=conv.int_at_least("maxShardBytes", 1),
     )
 
+    partitioning: Param[str] = Param(
+        Params._dummy(),
+        "partitioning",
+        "how fit assigns training rows to shards: 'hash' (by id, even sizes) or 'kmeans' "
+        "(balanced k-means on a sample: each shard holds nearby rows, so a search can skip "
+        "shards, see nprobe)",
+        typeConverter=conv.one_of("partitioning", PARTITIONINGS),
+    )
+    nprobe: Param[Any] = Param(
+        Params._dummy(),
+        "nprobe",
+        "partitioning='kmeans' only: each query searches its nprobe nearest shards "
+        "(approximate), an integer >= 1 and <= numShards; None (default) searches exactly, "
+        "skipping the shards that cannot hold a neighbor (true metrics; other metrics visit "
+        "every shard)",
+        typeConverter=conv.int_at_least("nprobe", 1, optional=True),
+    )
+    shardsVisitedCol: Param[Any] = Param(
+        Params._dummy(),
+        "shardsVisitedCol",
+        "optional output column (int): the number of shards each query searched (null for "
+        "invalid rows); None (default) leaves it out",
+        typeConverter=conv.optional_string("shardsVisitedCol"),
+    )
+
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self._setDefault(
             k=5,
+            partitioning="hash",
+            nprobe=None,
+            shardsVisitedCol=None,
             metric="euclidean",
             p=2.0,
             algorithm="auto",
@@ -177,6 +208,24 @@ class _KNNSharedParams(HasFeaturesCol, HasSeed, HasHandleInvalid):
 
     def getK(self) -> int:
         return self.getOrDefault(self.k)
+
+    def getPartitioning(self) -> str:
+        return self.getOrDefault(self.partitioning)
+
+    def setPartitioning(self, value: str) -> Any:
+        return self._set(partitioning=value)
+
+    def getNprobe(self) -> int | None:
+        return self.getOrDefault(self.nprobe)
+
+    def setNprobe(self, value: int | None) -> Any:
+        return self._set(nprobe=value)
+
+    def getShardsVisitedCol(self) -> str | None:
+        return self.getOrDefault(self.shardsVisitedCol)
+
+    def setShardsVisitedCol(self, value: str | None) -> Any:
+        return self._set(shardsVisitedCol=value)
 
     def getMetric(self) -> str:
         return self.getOrDefault(self.metric)

@@ -5,40 +5,62 @@ Two plans give identical results:
 * **broadcast** — the shards are broadcast once; one ``mapInArrow`` pass
   searches every shard for each Arrow batch and merges inside the task.  The
   query DataFrame keeps its partitioning and row order.
-* **distributed reduce** — for training sets past ``maxBroadcastBytes``.  Each
-  block of queries (one input partition) meets one shard in a ``cogroup``,
-  every pair emits partial top-k lists, a ``groupBy`` on the query's row key
-  gathers them, and the same numpy merge runs in a final ``mapInArrow``.
-  The result is joined back to the queries on a hash of their features, so
-  no row is lost: rows without neighbors (invalid input under
-  ``handleInvalid='keep'``) get nulls, and equal queries are searched once.
+* **shard-major** — for indexes past ``maxBroadcastBytes``.  The shards stay
+  where ``fit`` persisted them, one per partition (hash partitioned on a key
+  chosen per shard); only queries travel.  A ``mapInArrow`` routes each query
+  to the shards it must visit (every shard, its ``nprobe`` nearest, or, for
+  pruned exact search, its nearest and then those its k-th distance cannot
+  exclude), a ``cogroup`` per round meets each shard with all queries routed
+  to it (Spark shuffles only the query side), a ``groupBy`` on the query's
+  key gathers the partial top-k lists, and the same numpy merge runs in a
+  final ``mapInArrow``.  Shuffle bytes grow with queries x shards visited,
+  not with the query DataFrame's partitioning.  The result is joined back to
+  the queries on a hash of their features, so no row is lost: rows without
+  neighbors (invalid input under ``handleInvalid='keep'``) get nulls, and
+  equal queries are searched once per shard.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import Any
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from knnspark.index import TrainingIndex
+from knnspark.index import PARTITION_KEY, TrainingIndex, shard_partition_keys
 from knnspark.partition import (
-    BLOCK_KEY,
     FEATURES_TMP,
     KEY_HI,
     KEY_LO,
-    PARTIAL_SCHEMA,
-    SHARD_KEY,
+    ROUTE_KEY,
+    ROUTED_SCHEMA,
+    SHARDS_TMP,
+    Routing,
     SearchSettings,
     broadcast_search_fn,
     merge_partials_fn,
     output_fields,
-    pair_search_fn,
+    route_queries_fn,
+    shard_search_fn,
 )
 from knnspark.schema import column
 
-__all__ = ["search_dataframe"]
+__all__ = [
+    "QUERY_BYTES_CONF",
+    "QUERY_BYTES_PER_TASK",
+    "rounds_for",
+    "routed_row_bytes",
+    "search_dataframe",
+    "search_rounds",
+]
+
+#: Bytes of routed queries one search task may hold at once (the shard-major path).
+QUERY_BYTES_PER_TASK = 512 << 20
+#: Spark conf that overrides :data:`QUERY_BYTES_PER_TASK` for a session.
+QUERY_BYTES_CONF = "spark.knnspark.search.queryBytesPerTask"
 
 #: Prefix of the plain names the query columns pass through ``mapInArrow`` under.
 _PASS_THROUGH = "__knn_in_"
@@ -60,7 +82,7 @@ def search_dataframe(
     _check_no_reserved_columns(df)
     if index.storage == "broadcast":
         return _broadcast_plan(df, features, settings, shards_broadcast)
-    return _reduce_plan(df, features, index, settings)
+    return _shard_major_plan(df, features, index, settings)
 
 
 def _check_no_reserved_columns(df: DataFrame) -> None:
@@ -85,38 +107,41 @@ def _broadcast_plan(
     return searched.mapInArrow(fn, schema)
 
 
-def _reduce_plan(
+def _shard_major_plan(
     df: DataFrame, features: Any, index: TrainingIndex, settings: SearchSettings
 ) -> DataFrame:
-    spark = df.sparkSession
     # Keys from the features' content: every evaluation of the plan agrees on them.
     keyed = df.withColumn(FEATURES_TMP, features).select(
         "*",
         F.xxhash64(FEATURES_TMP).alias(KEY_HI),
         F.hash(FEATURES_TMP).alias(KEY_LO),
     )
-    n_blocks = max(1, df.rdd.getNumPartitions())
-    queries = keyed.select(
-        KEY_HI,
-        KEY_LO,
-        FEATURES_TMP,
-        F.spark_partition_id().alias(BLOCK_KEY),
+    queries = keyed.select(KEY_HI, KEY_LO, FEATURES_TMP)
+    routing = Routing(
+        shards=tuple(index.shard_sizes),
+        sizes=tuple(index.shard_sizes.get(s, 0) for s in range(index.shard_partitions)),
+        partition_keys=tuple(shard_partition_keys(index.shard_partitions)),
     )
-    shard_keys = spark.createDataFrame(
-        [(int(s),) for s in index.shard_sizes],
-        T.StructType([T.StructField(SHARD_KEY, T.IntegerType())]),
-    )
-    block_keys = spark.range(n_blocks).select(F.col("id").cast("int").alias(BLOCK_KEY))
-    query_side = queries.crossJoin(F.broadcast(shard_keys))
-    shard_data = index.distributed_data(settings.kind)
-    shard_side = shard_data.withColumnRenamed("shard", SHARD_KEY).crossJoin(F.broadcast(block_keys))
-    partials = (
-        query_side.groupBy(SHARD_KEY, BLOCK_KEY)
-        .cogroup(shard_side.groupBy(SHARD_KEY, BLOCK_KEY))
-        .applyInArrow(pair_search_fn(settings), PARTIAL_SCHEMA)
-    )
-    gathered = partials.groupBy(KEY_HI, KEY_LO).agg(
-        F.collect_list(F.struct("ids", "dist", "labels")).alias("parts")
+    shard_side = index.distributed_data(settings.kind).groupBy(PARTITION_KEY)
+    rounds = search_rounds(df, settings)
+
+    def search(routed: DataFrame, route_next: bool) -> DataFrame:
+        # The shard side is persisted hash partitioned on PARTITION_KEY, one shard per
+        # partition: the cogroup shuffles the routed queries to it and leaves it in place.
+        fn = shard_search_fn(settings, routing, route_next)
+        return routed.groupBy(ROUTE_KEY).cogroup(shard_side).applyInArrow(fn, ROUTED_SCHEMA)
+
+    partials = []
+    for r in range(rounds):
+        part = queries if rounds == 1 else queries.filter(F.pmod(KEY_LO, rounds) == r)
+        routed = part.mapInArrow(route_queries_fn(settings, routing), ROUTED_SCHEMA)
+        if routing.pruned(settings):
+            routed = search(routed, route_next=True)  # lists, and queries for round two
+        partials.append(search(routed, route_next=False))
+    gathered = (
+        functools.reduce(DataFrame.unionAll, partials)
+        .groupBy(KEY_HI, KEY_LO)
+        .agg(F.collect_list(F.struct("ids", "dist", "labels")).alias("parts"))
     )
     gathered = gathered.select(
         KEY_HI,
@@ -124,9 +149,36 @@ def _reduce_plan(
         F.flatten(F.transform("parts", lambda x: x["ids"])).alias("ids"),
         F.flatten(F.transform("parts", lambda x: x["dist"])).alias("dist"),
         F.flatten(F.transform("parts", lambda x: x["labels"])).alias("labels"),
+        F.size("parts").cast("int").alias(SHARDS_TMP),  # one list per shard searched
     )
-    key_fields = [f for f in PARTIAL_SCHEMA.fields if f.name in (KEY_HI, KEY_LO)]
+    key_fields = [f for f in ROUTED_SCHEMA.fields if f.name in (KEY_HI, KEY_LO)]
     merged_schema = T.StructType(key_fields + output_fields(settings))
     merged = gathered.mapInArrow(merge_partials_fn(settings), merged_schema)
     joined = keyed.join(merged, on=[KEY_HI, KEY_LO], how="left")
     return joined.select(*[column(c) for c in df.columns], *merged.columns[2:])
+
+
+def search_rounds(df: DataFrame, settings: SearchSettings) -> int:
+    """Rounds that keep one task's queries within :data:`QUERY_BYTES_PER_TASK` (a count job).
+
+    A cogroup hands one shard's queries to one Python task at once; past the budget the
+    queries are split by key into rounds, each a cogroup of its own against the same
+    persisted shards (the query DataFrame is then read once per round: cache it).
+    Counting every query row bounds the rows routed to any one shard.
+    """
+    budget = int(df.sparkSession.conf.get(QUERY_BYTES_CONF, None) or QUERY_BYTES_PER_TASK)
+    return rounds_for(df.count(), settings.n_features, settings.k, budget)
+
+
+def routed_row_bytes(n_features: int, k: int) -> int:
+    """Bytes the shard-major path shuffles per shard a query visits (one way).
+
+    A routed query (float32 features, keys) or a partial list (k ids, distances and labels),
+    with Arrow's offsets and validity; the size model of rounds and ``scripts/scale_model.py``.
+    """
+    return 4 * int(n_features) + 24 * int(k) + 64
+
+
+def rounds_for(n_queries: int, n_features: int, k: int, budget: int) -> int:
+    """Rounds that keep ``n_queries`` routed rows of one shard within ``budget`` bytes."""
+    return max(1, math.ceil(int(n_queries) * routed_row_bytes(n_features, k) / max(1, budget)))

@@ -15,6 +15,7 @@ from pyspark.sql import functions as F
 
 from knnspark.errors import InvalidInputError
 from knnspark.kernels.distances import get_metric
+from knnspark.kmeans_sharding import kmeans_shards
 from knnspark.preprocessing import Preprocessing, fit_preprocessing
 from knnspark.schema import (
     check_id_column,
@@ -47,6 +48,8 @@ class PreparedTraining:
     classes: np.ndarray | None
     class_counts: np.ndarray | None = None
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    #: partitioning="kmeans": one centroid per shard, (num_shards, n_features) float64.
+    centroids: np.ndarray | None = None
 
 
 def prepare_training(
@@ -62,12 +65,16 @@ def prepare_training(
     impute_strategy: str | None = None,
     standardization: str = "none",
     metric: str = "euclidean",
+    partitioning: str = "hash",
+    seed: int = 0,
 ) -> PreparedTraining:
     """Check the schema and the data, number the rows and assign each to a shard.
 
     The features of the returned rows are already imputed and standardized. NaN entries are
     valid when they are imputed, or when ``metric`` skips missing coordinates (its
     ``allows_nan`` in the metric table); then a row with no present coordinate is invalid.
+    With ``partitioning="kmeans"`` the rows go to the shard of their balanced k-means
+    centroid (:mod:`knnspark.kmeans_sharding`, one more job: the sample); otherwise by id.
     """
     schema = df.schema
     feature_expr = feature_array_expr(schema, features_col)
@@ -133,6 +140,9 @@ def prepare_training(
         features.alias("features"),
         F.col("label"),
     )
+    centroids = None
+    if partitioning == "kmeans":
+        rows, centroids = kmeans_shards(rows.drop("shard"), n_valid, n_features, num_shards, seed)
     # Unique ids are checked by the build (ids hash to shards, so a repeated id meets itself
     # in one shard); check_unique_ids names the repeated id when a build fails.
     classes = counts = None
@@ -140,7 +150,7 @@ def prepare_training(
         per_class = sorted(stats["class_counts"].items())
         classes = np.array([c for c, _ in per_class], dtype=np.float64)
         counts = np.array([n for _, n in per_class], dtype=np.int64)
-    return PreparedTraining(rows, n_valid, n_features, classes, counts, preprocessing)
+    return PreparedTraining(rows, n_valid, n_features, classes, counts, preprocessing, centroids)
 
 
 def _collect_stats(

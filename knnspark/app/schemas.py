@@ -59,7 +59,9 @@ SCORED_TASKS = (*SUPERVISED_TASKS, "outliers")
 #: Params a fitted model may change without refitting: the score and evaluate jobs' model keys.
 #: The library marks no Param as search-time, so this one list is kept by hand. An outlier
 #: model takes ``algorithm`` and ``ef`` only (its threshold was fitted for its ``k``).
-SEARCH_PARAMS = ("k", "weights", "bandwidth", "algorithm", "ef")
+SEARCH_PARAMS = (
+    "k", "weights", "bandwidth", "algorithm", "ef", "nprobe", "shardsVisitedCol",
+)  # fmt: skip
 
 #: Optional grid dimensions of the tune job (``tune.<name>``, a list), by item type.
 TUNE_GRID_OPTIONAL = {"metric": str, "p": float, "standardization": str, "bandwidth": float}

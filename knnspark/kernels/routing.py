@@ -19,12 +19,14 @@ import numpy as np
 
 from knnspark.kernels.distances import get_metric, pair_distances
 
-__all__ = ["BOUND_SLACK", "Router"]
+__all__ = ["BOUND_SLACK", "Router", "shard_radius"]
 
 #: Relative slack on the lower bound: a shard is skipped only when its bound exceeds the
 #: k-th distance by more than float64 rounding of the centroid distance and the radius
 #: could explain, so a row tied with the k-th neighbor is never pruned.
 BOUND_SLACK = 1e-9
+# Rows of a shard compared with its centroid at a time (float64 copies), by bytes.
+_RADIUS_BLOCK_BYTES = 32 * 2**20
 
 
 @dataclass(frozen=True)
@@ -96,5 +98,24 @@ class Router:
             return todo
         bound = self.lower_bounds(queries)
         kth = np.asarray(kth, dtype=np.float64)[:, None]
-        slack = BOUND_SLACK * (np.abs(kth) + np.abs(bound) + 1.0)
-        return todo & ~(bound - slack > kth)
+        # inf - inf (an empty shard, a query short of k neighbors) is NaN: never "exceeds".
+        with np.errstate(invalid="ignore"):
+            slack = BOUND_SLACK * (np.abs(kth) + np.abs(bound) + 1.0)
+            return todo & ~(bound - slack > kth)
+
+
+def shard_radius(rows: np.ndarray, centroid: np.ndarray, metric: str, p: float = 2.0) -> float:
+    """Largest ``metric`` distance from ``centroid`` to one of ``rows``; -inf with no rows.
+
+    Examples
+    --------
+    >>> shard_radius(np.array([[0.0, 0.0], [3.0, 4.0]]), np.zeros(2), "euclidean")
+    5.0
+    """
+    radius = float("-inf")
+    centroid = np.asarray(centroid, dtype=np.float64)[None, :]
+    block = max(1, _RADIUS_BLOCK_BYTES // (8 * max(1, rows.shape[1])))
+    for start in range(0, rows.shape[0], block):
+        dist = pair_distances(centroid, rows[start : start + block], metric, p)
+        radius = max(radius, float(dist.max()))
+    return radius

@@ -8,6 +8,7 @@ import math
 from typing import Any
 
 import numpy as np
+from pyspark import StorageLevel
 from pyspark.ml.util import MLReader
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -15,9 +16,16 @@ from pyspark.sql.utils import AnalysisException
 
 from knnspark._version import __version__
 from knnspark.errors import ModelLoadError
-from knnspark.index import EXACT_KIND, TrainingIndex, broadcast_bytes, choose_storage
+from knnspark.index import (
+    EXACT_KIND,
+    TrainingIndex,
+    broadcast_bytes,
+    choose_storage,
+    shard_major_layout,
+)
 from knnspark.kernels.exact import ExactShard
 from knnspark.kernels.kinds import shard_kind
+from knnspark.kmeans_sharding import routing_from_json
 from knnspark.persistence.layout import (
     FORMAT_VERSION,
     class_name,
@@ -194,7 +202,8 @@ def _read_index(
         raise ModelLoadError(
             f"The model at '{path}' has no training data folder ({error_line(exc)})."
         ) from None
-    sizes = {int(k): int(v) for k, v in info["shard_sizes"].items()}
+    # In shard order (JSON sorts the keys as text): the shard lists follow it.
+    sizes = dict(sorted((int(k), int(v)) for k, v in info["shard_sizes"].items()))
     n_rows, n_features = int(info["n_rows"]), int(info["n_features"])
     classes = info.get("classes")
     common = dict(
@@ -216,13 +225,27 @@ def _read_index(
         kind_params=info.get("index_params") or info.get("hnsw_params") or {},
         payload_bytes=int(info.get("payload_bytes") or info.get("graph_bytes") or 0),
         preprocessing=Preprocessing.from_json(info.get("preprocessing")),
+        router=_read_router(path, info, n_features, sizes),
     )
     payloads = None if shard_kind(kind).stores_features else _read_payloads(spark, path, sizes)
     size = broadcast_bytes(n_rows, n_features, common["payload_bytes"])
     if choose_storage(size, max_broadcast_bytes) == "distributed":
         _check_distributed_rows(rows, path, n_rows, n_features)
         shard_rows = rows.select(*SHARD_ROWS_SCHEMA.fieldNames()).filter(F.lit(True))
-        return TrainingIndex(shard_rows=shard_rows, shard_blobs=payloads, **common)
+        # Placed one shard per partition and persisted: the first search moves the index
+        # there, later searches find it in place.
+        partitions = max(sizes, default=0) + 1
+        level = StorageLevel.MEMORY_AND_DISK
+        return TrainingIndex(
+            shard_rows=shard_major_layout(shard_rows, partitions).persist(level),
+            shard_blobs=(
+                None
+                if payloads is None
+                else shard_major_layout(payloads, partitions).persist(level)
+            ),
+            shard_partitions=partitions,
+            **common,
+        )
     index = TrainingIndex(**common)
     exact = _exact_shards(rows, path, sizes, n_rows, n_features, has_labels)
     _check_labels(path, exact, index.classes)
@@ -234,6 +257,16 @@ def _read_index(
             shard_from_blob(by_shard[s], kind, index.kind_params, index.model_id) for s in sizes
         ]
     return index
+
+
+def _read_router(path: str, info: dict, n_features: int, sizes: dict[int, int]) -> Any:
+    """The k-means router saved in the metadata (None for hash partitioning)."""
+    try:
+        return routing_from_json(info.get("routing"), n_features, sizes)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ModelLoadError(
+            f"The model at '{path}' has damaged metadata: {type(exc).__name__}: {exc}."
+        ) from None
 
 
 def _check_distributed_rows(rows: DataFrame, path: str, n_rows: int, n_features: int) -> None:

@@ -15,6 +15,7 @@ from pyspark.sql import types as T
 from knnspark._version import __version__
 from knnspark.index import EXACT_KIND, TrainingIndex
 from knnspark.kernels.kinds import shard_kind
+from knnspark.kmeans_sharding import routing_to_json
 from knnspark.partition import NEIGHBORS
 from knnspark.persistence.layout import (
     FORMAT_VERSION,
@@ -88,6 +89,7 @@ def _metadata(model: Any, index: TrainingIndex) -> dict[str, Any]:
             "index_params": index.kind_params,
             "payload_bytes": index.payload_bytes,
             "preprocessing": index.preprocessing.to_json(),
+            "routing": routing_to_json(index.router),
         },
     }
 

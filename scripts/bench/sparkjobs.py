@@ -22,11 +22,12 @@ from .data import REPO_ROOT
 _UDF_PROFILER = "spark.sql.pyspark.udf.profiler"
 
 
-def build_spark(cores: int, batch_size: int, driver_memory: str) -> SparkSession:
+def build_spark(cores: int, batch_size: int, driver_memory: str, ui: bool = False) -> SparkSession:
     """A session like the tests' (conftest.py), with large Arrow batches for speed.
 
     The Python workers import this checkout's knnspark and the benchmark's own functions
-    (the Spark floor) from the repository root, put on their ``PYTHONPATH``.
+    (the Spark floor) from the repository root, put on their ``PYTHONPATH``. With ``ui``
+    the Spark UI (and its REST API, which reports shuffle bytes per stage) runs.
     """
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
@@ -39,7 +40,7 @@ def build_spark(cores: int, batch_size: int, driver_memory: str) -> SparkSession
         .config("spark.default.parallelism", str(cores))
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_size))
-        .config("spark.ui.enabled", "false")
+        .config("spark.ui.enabled", str(ui).lower())
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.memory", driver_memory)
         .config("spark.sql.adaptive.enabled", "false")

@@ -269,3 +269,39 @@ def test_injected_faults_on_the_cluster_change_nothing(spark, cluster, clean_run
     assert faulty.count() == N_TEST
     assert faulty.select("id").distinct().count() == N_TEST
     assert_df_equality(faulty.select(*COMPARED), clean.select(*COMPARED), ignore_row_order=True)
+
+
+#: The shard-major path with k-means shards: the index stays on the executors, queries travel.
+SHARD_MAJOR = {"maxBroadcastBytes": 0, "partitioning": "kmeans", "shardsVisitedCol": "visited"}
+
+
+def test_shard_major_path_on_the_cluster_equals_local_mode(spark, cluster, tmp_path):
+    """Fit and score with a distributed k-means index; then again with injected task failures."""
+    folder = cluster.root / "shard-major"
+    fit, score = write_configs(folder, **SHARD_MAJOR)
+    submit(cluster, "fit", "--config", str(fit))
+    assert KNNClassificationModel.load(str(folder / "model")).storage == "distributed"
+    score_out, _ = submit(cluster, "score", "--config", str(score), "--run-date", RUN_DATE)
+    assert f"score: {N_TEST} rows in, {N_TEST} rows out" in score_out
+
+    local_fit, local_score = write_configs(tmp_path, **SHARD_MAJOR)
+    assert run_job("fit", ["--config", str(local_fit)]) == 0
+    assert run_job("score", ["--config", str(local_score), "--run-date", RUN_DATE]) == 0
+    compared = [*COMPARED, "visited"]
+    on_cluster = spark.read.parquet(str(folder / "scores")).select(*compared)
+    local = spark.read.parquet(str(tmp_path / "scores")).select(*compared)
+    assert on_cluster.count() == N_TEST
+    assert on_cluster.select("id").distinct().count() == N_TEST
+    assert_df_equality(on_cluster, local, ignore_row_order=True)
+
+    faulty_fit, faulty_score = write_configs(cluster.root / "shard-major-faulty", **SHARD_MAJOR)
+    retries = {"spark.task.maxFailures": "2"}
+    faults = {**retries, "spark.knnspark.test.injectFaults": "build,search"}
+    submit(cluster, "fit", "--config", str(faulty_fit), conf=faults)
+    submit(cluster, "score", "--config", str(faulty_score), "--run-date", RUN_DATE, conf=faults)
+    logs = "".join(
+        log.read_text(errors="replace") for log in cluster.root.glob("work*/app-*/*/stderr")
+    )
+    assert "knnspark injected fault: search task" in logs
+    faulty = spark.read.parquet(str(cluster.root / "shard-major-faulty" / "scores"))
+    assert_df_equality(faulty.select(*compared), on_cluster, ignore_row_order=True)

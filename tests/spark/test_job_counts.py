@@ -1,10 +1,12 @@
 """How many Spark jobs fit, transform and kneighbors run (counted, never timed).
 
 A small scoring job pays 0.1-0.3 s per Spark job before any search, so the counts are pinned:
-at most two jobs per ``fit`` (the checks and numbering, then the shard builds) and one per
-broadcast-path ``transform`` / ``kneighbors``.  Jobs are counted with a job group and the status
-tracker (tests may use ``sparkContext``; the library does not).  The test session runs without
-adaptive query execution; with it, Spark runs each shuffle's map stage as a job of its own.
+at most two jobs per ``fit`` (the checks and numbering, then the shard builds), one more with
+``partitioning="kmeans"`` (the sample the centroids are fitted on), and one per
+broadcast-path ``transform`` / ``kneighbors``, routed or not.  Jobs are counted with a job
+group and the status tracker (tests may use ``sparkContext``; the library does not).  The test
+session runs without adaptive query execution; with it, Spark runs each shuffle's map stage as
+a job of its own.
 """
 
 from __future__ import annotations
@@ -73,6 +75,21 @@ def test_broadcast_transform_runs_one_job(spark, frames, name):
     jobs, rows = count_jobs(spark, lambda: model.transform(queries).collect())
     assert len(rows) == 40
     assert jobs == 1
+
+
+@pytest.mark.parametrize("algorithm", ["brute", "hnsw"])
+def test_kmeans_fit_runs_one_more_job_and_search_one(spark, frames, algorithm):
+    train, queries = frames
+    estimator = KNNClassifier(k=3, numShards=3, partitioning="kmeans", algorithm=algorithm)
+    jobs, model = count_jobs(spark, lambda: estimator.fit(train))
+    assert model.index.router is not None
+    assert jobs == 3
+    model.setShardsVisitedCol("visited")
+    for nprobe in (None, 2):
+        model.setNprobe(nprobe)
+        jobs, rows = count_jobs(spark, lambda: model.transform(queries).collect())
+        assert len(rows) == 40
+        assert jobs == 1
 
 
 def test_broadcast_kneighbors_runs_one_job(spark, frames):

@@ -1,4 +1,4 @@
-"""The broadcast and distributed-reduce paths give identical output.
+"""The broadcast and shard-major paths give identical output.
 
 Also: the number of shards and the query partitioning change nothing, and
 no query row is ever lost or duplicated.

@@ -40,6 +40,8 @@ SAMPLES = {
     "neighborsCol": "neighbors",
     "classWeights": "balanced",
     "bandwidth": 0.5,
+    "nprobe": 2,
+    "shardsVisitedCol": "shards_visited",
 }
 
 

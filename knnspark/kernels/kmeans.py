@@ -1,0 +1,153 @@
+"""Balanced k-means for ``partitioning="kmeans"``: fitted on a driver sample, applied per row.
+
+The driver fits centroids on a bounded sample of the training rows (in the space the index
+searches) and one additive offset per centroid, so that the row rule
+
+    shard(x) = argmin_j ( ||x - c_j||^2 + b_j )     (ties: the smaller j)
+
+puts at most about ``cap_ratio`` times the mean number of rows in any shard of the sample.
+The rule is a plain function of one row, evaluated in float64 one centroid at a time (no
+BLAS blocking), so a retried task or a second evaluation of the plan assigns every row to
+the same shard.  Equal rows always share a shard, so a training set of identical rows fills
+one shard whatever the offsets: the cap holds for distinct rows only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["assign_shards", "fit_balanced_kmeans", "kmeans_sample_size"]
+
+#: Rows of the driver sample per shard, at least ``_MIN_SAMPLE`` and at most about 64 MiB.
+_SAMPLE_PER_SHARD = 100
+_MIN_SAMPLE = 10_000
+_MAX_SAMPLE_BYTES = 64 * 2**20
+#: Shard sizes on the sample are capped below the promised 1.5x the mean: the full data
+#: spreads a little differently from its sample.
+CAP_RATIO = 1.25
+
+
+def kmeans_sample_size(n_rows: int, n_clusters: int, n_features: int) -> int:
+    """Rows of the driver sample: ``100 * numShards`` (at least 10,000), at most 64 MiB.
+
+    Examples
+    --------
+    >>> kmeans_sample_size(200_000, 16, 64)
+    10000
+    >>> kmeans_sample_size(5_000, 16, 64)
+    5000
+    """
+    by_bytes = _MAX_SAMPLE_BYTES // (8 * max(1, n_features))
+    wanted = max(_MIN_SAMPLE, _SAMPLE_PER_SHARD * n_clusters)
+    return int(min(n_rows, max(n_clusters, min(wanted, by_bytes))))
+
+
+def _squared_distances(rows: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """(n_rows, n_centroids) float64 squared euclidean distances, one centroid at a time."""
+    rows = np.asarray(rows, dtype=np.float64)
+    out = np.empty((rows.shape[0], centroids.shape[0]), dtype=np.float64)
+    for j, centroid in enumerate(centroids):
+        diff = rows - centroid
+        out[:, j] = np.einsum("ij,ij->i", diff, diff)
+    return out
+
+
+def assign_shards(rows: np.ndarray, centroids: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Shard of each row: ``argmin_j ||x - c_j||^2 + b_j`` (ties: the smaller j), int32.
+
+    Examples
+    --------
+    >>> c = np.array([[0.0], [10.0]])
+    >>> assign_shards(np.array([[1.0], [9.0], [5.0]]), c, np.zeros(2)).tolist()
+    [0, 1, 0]
+    """
+    cost = _squared_distances(rows, centroids) + offsets[None, :]
+    return np.argmin(cost, axis=1).astype(np.int32)
+
+
+def fit_balanced_kmeans(
+    sample: np.ndarray, n_clusters: int, seed: int, n_iter: int = 20
+) -> tuple[np.ndarray, np.ndarray]:
+    """Centroids and offsets of a balanced k-means fitted on ``sample``.
+
+    k-means++ seeding (deterministic under ``seed``), Lloyd iterations, then balanced
+    iterations: offsets fitted so no cluster holds more than ``CAP_RATIO`` times the mean,
+    centroids moved to the mean of the rows the offset rule gives them.
+
+    Returns
+    -------
+    centroids : ndarray of shape (n_clusters, n_features), float64
+    offsets : ndarray of shape (n_clusters,), float64
+    """
+    sample = np.asarray(sample, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    centroids = _kmeans_plus_plus(sample, n_clusters, rng)
+    offsets = np.zeros(n_clusters)
+    cap = math.ceil(CAP_RATIO * sample.shape[0] / n_clusters)
+    for it in range(n_iter):
+        balanced = it >= n_iter // 2
+        d2 = _squared_distances(sample, centroids)
+        if balanced:
+            offsets = _balance_offsets(d2, offsets, cap)
+        labels = np.argmin(d2 + offsets[None, :], axis=1)
+        moved = _move_centroids(sample, labels, centroids)
+        if np.array_equal(moved, centroids) and balanced:
+            break
+        centroids = moved
+    offsets = _balance_offsets(_squared_distances(sample, centroids), offsets, cap)
+    return centroids, offsets
+
+
+def _kmeans_plus_plus(sample: np.ndarray, n_clusters: int, rng: np.random.Generator) -> np.ndarray:
+    n = sample.shape[0]
+    chosen = [int(rng.integers(n))]
+    closest = _squared_distances(sample, sample[chosen])[:, 0]
+    for _ in range(1, n_clusters):
+        total = closest.sum()
+        # All rows already sit on a centroid (fewer distinct rows than clusters): repeat one.
+        pick = int(rng.integers(n)) if total <= 0 else int(rng.choice(n, p=closest / total))
+        chosen.append(pick)
+        closest = np.minimum(closest, _squared_distances(sample, sample[[pick]])[:, 0])
+    return sample[chosen].copy()
+
+
+def _move_centroids(sample: np.ndarray, labels: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Mean of each cluster's rows; a cluster with no row keeps its centroid."""
+    k = centroids.shape[0]
+    counts = np.bincount(labels, minlength=k).astype(np.float64)
+    sums = np.zeros_like(centroids)
+    np.add.at(sums, labels, sample)
+    moved = centroids.copy()
+    filled = counts > 0
+    moved[filled] = sums[filled] / counts[filled, None]
+    return moved
+
+
+def _balance_offsets(d2: np.ndarray, offsets: np.ndarray, cap: int) -> np.ndarray:
+    """Raise the offsets of over-full clusters until each holds at most ``cap`` rows.
+
+    Each step takes the fullest cluster and raises its offset just past the margin of its
+    ``excess``-th most movable row (the gap to that row's next best cluster).  Equal rows
+    cannot be split, so the loop stops after a bounded number of steps.
+    """
+    k = d2.shape[1]
+    offsets = offsets.copy()
+    for _ in range(max(100, 4 * k)):
+        cost = d2 + offsets[None, :]
+        labels = np.argmin(cost, axis=1)
+        counts = np.bincount(labels, minlength=k)
+        j = int(np.argmax(counts))
+        excess = int(counts[j]) - cap
+        if excess <= 0:
+            break
+        members = cost[labels == j]
+        other = members.copy()
+        other[:, j] = np.inf
+        margin = other.min(axis=1) - members[:, j]
+        step = float(np.partition(margin, excess - 1)[excess - 1])
+        if not np.isfinite(step):
+            break
+        offsets[j] += step + 1e-9 * (1.0 + abs(step) + abs(offsets[j]))
+    return offsets

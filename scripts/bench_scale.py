@@ -1,0 +1,304 @@
+"""Search at scale: throughput and shuffle bytes against query partitions, in one run (issue 11).
+
+On clustered data (``scripts/bench/data.py``), ``--shards`` hash shards, ``local[2]``:
+
+* **paths**: for exact (``brute``) and HNSW models, the broadcast path and the shard-major
+  path (``maxBroadcastBytes=0``) search the same queries split in 2, 8 and 32 partitions;
+  throughput (best of ``--repeats`` after a warm-up) and shuffle bytes (``shuffleWriteBytes``
+  of every stage the search ran, from Spark's REST API). Targets: shard-major shuffle bytes
+  at 32 partitions within 1.25x of those at 2, and its throughput at 32 >= 0.7x broadcast's.
+* **kmeans** (``--kmeans-shards``; skipped with ``--no-kmeans``): the shard-major path of
+  ``partitioning="kmeans"`` models: recall@10 (against faiss ``IndexFlatL2``), throughput,
+  shards visited and shuffle bytes against ``nprobe``, for ``brute`` and ``hnsw``, with the
+  pruned exact search (``nprobe=None``) against faiss's throughput (2 threads).
+
+A section is a function ``(Bench) -> dict`` in :data:`SECTIONS` with a markdown renderer;
+add one there. Writes JSON, markdown and a plot.
+
+    .venv/bin/python scripts/bench_scale.py            # 100k x 64, 20k queries, 4 shards
+    .venv/bin/python scripts/bench_scale.py --quick    # 20k x 32, 4k queries
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import faiss
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from knnspark import NearestNeighbors  # noqa: E402
+from scripts.bench.baselines import faiss_flat  # noqa: E402
+from scripts.bench.data import Data, Frames, clustered_data  # noqa: E402
+from scripts.bench.report import mib  # noqa: E402
+from scripts.bench.sparkjobs import build_spark, noop, release_model  # noqa: E402
+from scripts.bench.targets import recall_at_k  # noqa: E402
+
+K = 10
+_GROUPS = itertools.count()
+
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    spark: object
+    data: Data
+    train: object
+    queries: dict[int, object]  # query DataFrames by partition count, cached
+    results: dict = field(default_factory=dict)
+
+    def stage_shuffle_bytes(self, stage_ids: list[int]) -> int:
+        """shuffleWriteBytes summed over the stages' attempts (Spark's REST API)."""
+        sc = self.spark.sparkContext
+        base = f"{sc.uiWebUrl}/api/v1/applications/{sc.applicationId}/stages"
+        total = 0
+        for stage in stage_ids:
+            with urllib.request.urlopen(f"{base}/{stage}") as reply:
+                total += sum(int(a.get("shuffleWriteBytes", 0)) for a in json.load(reply))
+        return total
+
+    def run(self, action: Callable[[], object]) -> tuple[float, int, object]:
+        """Wall seconds, shuffle bytes written and the result of one ``action``."""
+        sc = self.spark.sparkContext
+        group = f"bench-scale-{next(_GROUPS)}"
+        sc.setJobGroup(group, "bench_scale")
+        start = time.perf_counter()
+        try:
+            out = action()
+        finally:
+            wall = time.perf_counter() - start
+            sc.setLocalProperty("spark.jobGroup.id", None)
+        tracker = sc.statusTracker()
+        stages = [
+            s for j in tracker.getJobIdsForGroup(group) for s in tracker.getJobInfo(j).stageIds
+        ]
+        time.sleep(0.5)  # the UI's listener catches up with the finished stages
+        return wall, self.stage_shuffle_bytes(sorted(set(stages))), out
+
+    def best(self, action: Callable[[], object]) -> dict:
+        """Best wall time of ``--repeats`` runs after a warm-up, and the shuffle bytes."""
+        self.run(action)
+        runs = [self.run(action) for _ in range(self.args.repeats)]
+        wall = min(r[0] for r in runs)
+        return {"wall_s": wall, "shuffle_bytes": runs[0][1], "out": runs[0][2]}
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+def release(model: object) -> None:
+    """Free a model's broadcast or persisted shards before the next one is fitted."""
+    release_model(model)
+    for persisted in (model.index.shard_rows, model.index.shard_blobs):
+        if persisted is not None:
+            persisted.unpersist()
+
+
+def section_paths(bench: Bench) -> dict:
+    args, n_queries = bench.args, bench.data.queries.shape[0]
+    rows = []
+    for kind, path in itertools.product(args.kinds, ("broadcast", "shard-major")):
+        est = NearestNeighbors(k=K, numShards=args.shards, algorithm=kind, idCol="id")
+        if path == "shard-major":
+            est.setMaxBroadcastBytes(0)
+        model = est.fit(bench.train)
+        assert model.storage == ("broadcast" if path == "broadcast" else "distributed")
+        for parts, queries in bench.queries.items():
+            m = bench.best(lambda model=model, queries=queries: noop(model.kneighbors(queries)))
+            row = {"kind": kind, "path": path, "partitions": parts, "wall_s": m["wall_s"]}
+            row |= {"queries_per_s": n_queries / m["wall_s"], "shuffle_bytes": m["shuffle_bytes"]}
+            print(row, flush=True)
+            rows.append(row)
+        release(model)
+    lo, hi = min(bench.queries), max(bench.queries)
+    at = {(r["kind"], r["path"], r["partitions"]): r for r in rows}
+    targets = []
+    for kind in args.kinds:
+        sm_lo, sm_hi = at[(kind, "shard-major", lo)], at[(kind, "shard-major", hi)]
+        shuffle = sm_hi["shuffle_bytes"] / max(1, sm_lo["shuffle_bytes"])
+        speed = sm_hi["queries_per_s"] / at[(kind, "broadcast", hi)]["queries_per_s"]
+        targets += [
+            {"what": f"{kind}: shard-major shuffle bytes, {hi} / {lo} partitions", "value": shuffle}
+            | {"target": "<= 1.25", "met": shuffle <= 1.25},
+            {"what": f"{kind}: shard-major / broadcast q/s at {hi} partitions", "value": speed}
+            | {"target": ">= 0.7", "met": speed >= 0.7},
+        ]
+    return {"rows": rows, "targets": targets}
+
+
+def markdown_paths(result: dict) -> list[str]:
+    lines = ["| index | path | query partitions | q/s | MiB shuffled |", "|---|---|---:|---:|---:|"]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['kind']} | {r['path']} | {r['partitions']} | {r['queries_per_s']:,.0f} "
+            f"| {mib(r['shuffle_bytes'])} |"
+        )
+    return lines + ["", *_targets_table(result["targets"])]
+
+
+def section_kmeans(bench: Bench) -> dict:
+    args, data = bench.args, bench.data
+    queries = bench.queries[max(bench.queries)]
+    build_s, flat = faiss_flat(data.train)
+    faiss.omp_set_num_threads(args.cores)
+    start = time.perf_counter()
+    ref_dist, ref_ids = flat.search(data.queries, K)
+    faiss_qps = data.queries.shape[0] / (time.perf_counter() - start)
+    rows = []
+    for kind in args.kinds:
+        est = NearestNeighbors(
+            k=K,
+            numShards=args.kmeans_shards,
+            algorithm=kind,
+            idCol="id",
+            partitioning="kmeans",
+            maxBroadcastBytes=0,
+            shardsVisitedCol="visited",
+        )
+        model = est.fit(bench.train)
+        for nprobe in [*args.nprobe, None]:
+            model.setNprobe(nprobe)
+
+            def search(model=model):
+                table = model.kneighbors(queries).select("id", "neighbor_ids", "visited")
+                return table.toArrow().sort_by("id")
+
+            m = bench.best(search)
+            table = m["out"]
+            ids = table.column("neighbor_ids").combine_chunks().flatten().to_numpy()
+            found = ids.reshape(-1, K)
+            row = {"kind": kind, "nprobe": nprobe, "recall": recall_at_k(found, ref_ids)}
+            row |= {"queries_per_s": data.queries.shape[0] / m["wall_s"]}
+            row |= {"visited": float(np.mean(table.column("visited").to_numpy()))}
+            row |= {"shuffle_bytes": m["shuffle_bytes"]}
+            print(row, flush=True)
+            rows.append(row)
+        release(model)
+    return {"rows": rows, "faiss_flat_qps": faiss_qps, "faiss_build_s": build_s}
+
+
+def markdown_kmeans(result: dict) -> list[str]:
+    lines = [
+        f"faiss `IndexFlatL2` ({result['faiss_flat_qps']:,.0f} q/s) is the recall reference.",
+        "",
+        "| index | nprobe | recall@10 | q/s | / faiss | shards visited | MiB shuffled |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["rows"]:
+        nprobe = "pruned exact" if r["nprobe"] is None else r["nprobe"]
+        lines.append(
+            f"| {r['kind']} | {nprobe} | {r['recall']:.3f} | {r['queries_per_s']:,.0f} "
+            f"| {r['queries_per_s'] / result['faiss_flat_qps']:.2f} | {r['visited']:.2f} "
+            f"| {mib(r['shuffle_bytes'])} |"
+        )
+    return lines
+
+
+#: Each section: (title, run, markdown).
+SECTIONS: dict[str, tuple[str, Callable, Callable]] = {
+    "paths": ("Throughput and shuffle against query partitions", section_paths, markdown_paths),
+    "kmeans": ("k-means shards on the shard-major path", section_kmeans, markdown_kmeans),
+}
+
+
+def _targets_table(targets: list[dict]) -> list[str]:
+    lines = ["| target | value | wanted | met |", "|---|---:|---:|---|"]
+    for t in targets:
+        lines.append(f"| {t['what']} | {t['value']:.2f} | {t['target']} | {t['met']} |")
+    return lines
+
+
+def plot(result: dict, path: Path) -> None:
+    fig, (speed, shuffled) = plt.subplots(1, 2, figsize=(10, 4))
+    rows = result["rows"]
+    for kind, way in sorted({(r["kind"], r["path"]) for r in rows}):
+        line = [r for r in rows if (r["kind"], r["path"]) == (kind, way)]
+        parts = [r["partitions"] for r in line]
+        style = "o-" if way == "broadcast" else "s--"
+        speed.plot(parts, [r["queries_per_s"] for r in line], style, label=f"{kind} {way}")
+        shuffled.plot(
+            parts, [r["shuffle_bytes"] / 2**20 for r in line], style, label=f"{kind} {way}"
+        )
+    for ax, label in ((speed, "queries/s"), (shuffled, "MiB shuffled per search")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("query partitions")
+        ax.set_ylabel(label)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ints = lambda s: [int(v) for v in s.split(",")]  # noqa: E731
+    parser.add_argument("--quick", action="store_true", help="20k x 32, 4k queries")
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=20_000)
+    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--shards", type=int, default=4)
+    parser.add_argument("--partitions", type=ints, default=[2, 8, 32])
+    parser.add_argument("--kinds", type=lambda s: s.split(","), default=["brute", "hnsw"])
+    parser.add_argument("--kmeans-shards", type=int, default=16)
+    parser.add_argument("--nprobe", type=ints, default=[1, 2, 4])
+    parser.add_argument("--no-kmeans", action="store_true")
+    parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("bench-results/scale.json"))
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rows, args.queries, args.dim = 20_000, 4_000, 32
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    spark = build_spark(args.cores, batch_size=10_000, driver_memory="4g", ui=True)
+    data = clustered_data(args.rows, args.queries, args.dim, 64, 10, args.seed)
+    frames = Frames(spark, partitions=args.cores)
+    train = frames.rows("train", data.train, data.train_labels, "id")
+    base = frames.rows("queries", data.queries, data.query_labels, "id")
+    queries = {}
+    for parts in args.partitions:
+        queries[parts] = base.repartition(parts).cache()
+        queries[parts].count()
+    bench = Bench(args, spark, data, train, queries)
+    names = [n for n in SECTIONS if not (n == "kmeans" and args.no_kmeans)]
+    lines = [
+        f"# Search at scale ({args.rows:,} x {args.dim} clustered rows, {args.queries:,} "
+        f"queries, k={K}, local[{args.cores}])",
+        "",
+    ]
+    for name in names:
+        title, run, render = SECTIONS[name]
+        bench.results[name] = run(bench)
+        lines += [f"## {title}", "", *render(bench.results[name]), ""]
+    bench.results["meta"] = vars(args) | {"wall_s": time.perf_counter() - started}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(bench.results, indent=2, default=str))
+    args.out.with_suffix(".md").write_text("\n".join(lines))
+    plot(bench.results["paths"], args.out.with_suffix(".png"))
+    print("\n".join(lines))
+    print(f"wrote {args.out}, {args.out.with_suffix('.md')}, {args.out.with_suffix('.png')}")
+    frames.close()
+    spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
