@@ -13,8 +13,8 @@ from pyspark.sql import functions as F
 
 from knnspark.errors import InvalidInputError
 from knnspark.index import EXACT_KIND, IndexSpec, TrainingIndex, build_index, kind_param_names
-from knnspark.leave_out import check_exclude_self, exclude_self
 from knnspark.kmeans_sharding import check_partitioning, search_router
+from knnspark.leave_out import check_exclude_self, exclude_self
 from knnspark.partition import (
     CLASSIFICATION,
     NDIST_TMP,
