@@ -18,7 +18,16 @@ import math
 
 import numpy as np
 
-__all__ = ["assign_shards", "fit_balanced_kmeans", "kmeans_sample_size"]
+from knnspark.kernels.routing import shard_radius
+
+__all__ = [
+    "SUBS_PER_SHARD",
+    "assign_shards",
+    "fit_balanced_kmeans",
+    "fit_sub_centroids",
+    "kmeans_sample_size",
+    "sub_radii",
+]
 
 #: Rows of the driver sample per shard, at least ``_MIN_SAMPLE`` and at most about 64 MiB.
 _SAMPLE_PER_SHARD = 100
@@ -27,6 +36,9 @@ _MAX_SAMPLE_BYTES = 64 * 2**20
 #: Shard sizes on the sample are capped below the promised 1.5x the mean: the full data
 #: spreads a little differently from its sample.
 CAP_RATIO = 1.25
+#: Finer centroids per shard (plain k-means on the shard's part of the sample): their balls
+#: bound a shard made of several clusters much more tightly than its one ball.
+SUBS_PER_SHARD = 8
 
 
 def kmeans_sample_size(n_rows: int, n_clusters: int, n_features: int) -> int:
@@ -151,3 +163,51 @@ def _balance_offsets(d2: np.ndarray, offsets: np.ndarray, cap: int) -> np.ndarra
             break
         offsets[j] += step + 1e-9 * (1.0 + abs(step) + abs(offsets[j]))
     return offsets
+
+
+def fit_sub_centroids(
+    sample: np.ndarray, centroids: np.ndarray, offsets: np.ndarray, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``SUBS_PER_SHARD`` k-means centroids inside each shard, fitted on its sample rows.
+
+    A shard without sample rows gets its own centroid as its one sub-centroid, so every
+    shard has at least one.
+
+    Returns
+    -------
+    sub_centroids : ndarray of shape (n_sub, n_features), float64
+    sub_shards : ndarray of shape (n_sub,), int32, sorted
+    """
+    sample = np.asarray(sample, dtype=np.float64)
+    labels = assign_shards(sample, centroids, offsets)
+    subs, shards = [], []
+    for shard in range(centroids.shape[0]):
+        rows = sample[labels == shard]
+        n_sub = min(SUBS_PER_SHARD, rows.shape[0])
+        if n_sub == 0:
+            found = centroids[shard : shard + 1]
+        else:
+            rng = np.random.default_rng([seed, shard])
+            found = _kmeans_plus_plus(rows, n_sub, rng)
+            for _ in range(10):
+                found = _move_centroids(rows, _squared_distances(rows, found).argmin(1), found)
+        subs.append(found)
+        shards.append(np.full(found.shape[0], shard, dtype=np.int32))
+    return np.concatenate(subs), np.concatenate(shards)
+
+
+def sub_radii(
+    rows: np.ndarray, sub_centroids: np.ndarray, metric: str, p: float = 2.0
+) -> np.ndarray:
+    """Radius of each of one shard's balls over its rows (nearest ball by squared euclidean).
+
+    -inf for a ball no row is nearest to.  Any assignment of rows to balls gives valid
+    bounds; the nearest keeps them tight.
+    """
+    nearest = assign_shards(rows, sub_centroids, np.zeros(sub_centroids.shape[0]))
+    return np.array(
+        [
+            shard_radius(rows[nearest == s], sub_centroids[s], metric, p)
+            for s in range(len(sub_centroids))
+        ]
+    )
