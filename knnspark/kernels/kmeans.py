@@ -66,6 +66,16 @@ def _squared_distances(rows: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     return out
 
 
+def _gemm_squared_distances(rows: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Like :func:`_squared_distances` through one GEMM: fast, for the driver's fit only.
+
+    Its rounding depends on BLAS blocking, so the row rule never uses it.
+    """
+    rows = np.asarray(rows, dtype=np.float64)
+    sq = (rows * rows).sum(axis=1)[:, None] - 2.0 * rows @ centroids.T
+    return np.maximum(sq + (centroids * centroids).sum(axis=1)[None, :], 0.0)
+
+
 def assign_shards(rows: np.ndarray, centroids: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Shard of each row: ``argmin_j ||x - c_j||^2 + b_j`` (ties: the smaller j), int32.
 
@@ -80,7 +90,7 @@ def assign_shards(rows: np.ndarray, centroids: np.ndarray, offsets: np.ndarray) 
 
 
 def fit_balanced_kmeans(
-    sample: np.ndarray, n_clusters: int, seed: int, n_iter: int = 20
+    sample: np.ndarray, n_clusters: int, seed: int, n_iter: int = 14
 ) -> tuple[np.ndarray, np.ndarray]:
     """Centroids and offsets of a balanced k-means fitted on ``sample``.
 
@@ -100,7 +110,7 @@ def fit_balanced_kmeans(
     cap = math.ceil(CAP_RATIO * sample.shape[0] / n_clusters)
     for it in range(n_iter):
         balanced = it >= n_iter // 2
-        d2 = _squared_distances(sample, centroids)
+        d2 = _gemm_squared_distances(sample, centroids)
         if balanced:
             offsets = _balance_offsets(d2, offsets, cap)
         labels = np.argmin(d2 + offsets[None, :], axis=1)
@@ -108,6 +118,7 @@ def fit_balanced_kmeans(
         if np.array_equal(moved, centroids) and balanced:
             break
         centroids = moved
+    # The final offsets balance the row rule's own distances.
     offsets = _balance_offsets(_squared_distances(sample, centroids), offsets, cap)
     return centroids, offsets
 
@@ -129,10 +140,12 @@ def _move_centroids(sample: np.ndarray, labels: np.ndarray, centroids: np.ndarra
     """Mean of each cluster's rows; a cluster with no row keeps its centroid."""
     k = centroids.shape[0]
     counts = np.bincount(labels, minlength=k).astype(np.float64)
+    order = np.argsort(labels, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     sums = np.zeros_like(centroids)
-    np.add.at(sums, labels, sample)
-    moved = centroids.copy()
     filled = counts > 0
+    sums[filled] = np.add.reduceat(sample[order], starts[filled], axis=0)
+    moved = centroids.copy()
     moved[filled] = sums[filled] / counts[filled, None]
     return moved
 
@@ -190,7 +203,8 @@ def fit_sub_centroids(
             rng = np.random.default_rng([seed, shard])
             found = _kmeans_plus_plus(rows, n_sub, rng)
             for _ in range(10):
-                found = _move_centroids(rows, _squared_distances(rows, found).argmin(1), found)
+                nearest = _gemm_squared_distances(rows, found).argmin(1)
+                found = _move_centroids(rows, nearest, found)
         subs.append(found)
         shards.append(np.full(found.shape[0], shard, dtype=np.int32))
     return np.concatenate(subs), np.concatenate(shards)
