@@ -140,9 +140,9 @@ def search_router(
     """The router a search uses, after checking ``nprobe`` against the fitted index.
 
     A search with another metric (or ``p``) than the radii were measured with routes by that
-    metric's centroid distances but cannot bound them: its radii become +inf (every shard
-    visited unless ``nprobe`` is set).  Metrics that are not true metrics visit every shard
-    (``nprobe=None``); both are logged.
+    metric's centroid distances but cannot bound them: its radii become the largest float
+    and its finer balls are dropped (every shard visited unless ``nprobe`` is set).  Metrics
+    that are not true metrics visit every shard (``nprobe=None``); both are logged.
     """
     if router is None:
         if nprobe is not None:
@@ -156,8 +156,12 @@ def search_router(
         raise ValueError(f"Param nprobe must be <= numShards ({router.num_shards}); got {nprobe}.")
     fitted_metric, fitted_p = router.metric, float(router.p)
     if (metric, float(p)) != (fitted_metric, fitted_p):
-        unbounded = np.where(router.nonempty, np.inf, -np.inf)
-        router = dataclasses.replace(router, radii=unbounded, metric=metric, p=float(p))
+        # The largest finite radius: no bound excludes a shard, and non-empty stays finite.
+        unbounded = np.where(router.nonempty, np.finfo(np.float64).max, -np.inf)
+        router = dataclasses.replace(
+            router, radii=unbounded, metric=metric, p=float(p), sub_centroids=None,
+            sub_radii=None, sub_shards=None,
+        )  # fmt: skip
         if nprobe is None:
             logger.info(
                 "the shard radii were measured with metric=%r (p=%g); a search with metric=%r "

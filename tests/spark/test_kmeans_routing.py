@@ -301,3 +301,17 @@ def test_repeated_ids_are_named_by_the_sample_job(spark, frames):
     repeated = train.union(moved)
     with pytest.raises(InvalidInputError, match=r"must hold unique ids; id 3 appears 2 times"):
         NearestNeighbors(k=2, idCol="id", numShards=3, partitioning="kmeans").fit(repeated)
+
+
+def test_a_search_with_another_metric_than_the_radii_visits_every_shard(frames, data):
+    # The radii bound euclidean distances only: a manhattan search must not prune with them.
+    x, _, q = data
+    train, queries = frames
+    model = NearestNeighbors(
+        k=K, idCol="id", numShards=SHARDS, partitioning="kmeans", algorithm="brute",
+        shardsVisitedCol="visited",
+    ).fit(train)  # fmt: skip
+    model.setMetric("manhattan")
+    _, ids, out = neighbors(model, queries)
+    np.testing.assert_array_equal(ids, reference(x, q, "manhattan")[1])
+    np.testing.assert_array_equal(out["visited"], len(model.shardSizes))
