@@ -11,6 +11,7 @@ DataFrames, one shard per partition, that the shard-major path searches in place
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import uuid
@@ -26,14 +27,15 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from knnspark._faults import maybe_fail
-from knnspark.arrow_columns import list_matrix
+from knnspark.arrow_columns import LIST_F64, list_matrix
 from knnspark.errors import InvalidInputError
-from knnspark.kernels.distances import METRICS, pair_distances
+from knnspark.kernels.distances import METRICS
 from knnspark.kernels.exact import ExactShard
 from knnspark.kernels.hnsw import HnswShard
 from knnspark.kernels.kinds import SHARD_KINDS, shard_kind
-from knnspark.kernels.routing import Router, shard_radius
+from knnspark.kernels.routing import Router
 from knnspark.kernels.shard import Shard
+from knnspark.kmeans_sharding import ShardRouting
 from knnspark.preprocessing import Preprocessing
 from knnspark.shard_codec import (
     SHARD_BLOB_SCHEMA,
@@ -288,8 +290,8 @@ def build_index(df: DataFrame, spec: IndexSpec) -> TrainingIndex:
         kind_params=params,
     )
     routing = None
-    if prepared.centroids is not None:
-        routing = (prepared.centroids, spec.metric, spec.p)
+    if prepared.routing is not None:  # radii measured with the model's metric
+        routing = dataclasses.replace(prepared.routing, metric=spec.metric, p=spec.p)
     blobs = _shard_blobs(
         prepared.rows, spec.label_col is not None, kind, params, spec.num_shards, routing
     )
@@ -311,7 +313,7 @@ def build_index(df: DataFrame, spec: IndexSpec) -> TrainingIndex:
             check_unique_ids(prepared.rows, spec.id_col)
         raise
     if routing is not None:
-        index.router = _router(routing, radii)
+        index.router = routing.router(*radii)
     _check_row_count(index)
     logger.info(
         "indexed %d training rows x %d features in %d shards (%s, %s, %.1f MiB)",
@@ -325,19 +327,10 @@ def build_index(df: DataFrame, spec: IndexSpec) -> TrainingIndex:
     return index
 
 
-def _router(routing: tuple[np.ndarray, str, float], radii: dict[int, float]) -> Router:
-    """The k-means router: centroids, and the radius of each shard (-inf when empty)."""
-    centroids, metric, p = routing
-    radius = np.full(centroids.shape[0], -np.inf)
-    for shard, value in radii.items():
-        radius[shard] = value
-    return Router(centroids=centroids, radii=radius, metric=metric, p=float(p))
-
-
-def _collect_shards(index: TrainingIndex, blobs: DataFrame) -> dict[int, float]:
+def _collect_shards(index: TrainingIndex, blobs: DataFrame) -> _Radii:
     """Broadcast storage: every built shard comes to the driver (through Arrow).
 
-    Returns each shard's radius (k-means partitioning; empty otherwise).
+    Returns each shard's radius and its balls' radii (k-means partitioning; empty otherwise).
     """
     collected = blobs.toArrow().sort_by("shard").to_pylist()
     index.shard_sizes = {int(b["shard"]): int(b["n_rows"]) for b in collected}
@@ -348,7 +341,11 @@ def _collect_shards(index: TrainingIndex, blobs: DataFrame) -> dict[int, float]:
     }
     if index.kind != EXACT_KIND:
         index.payload_bytes = sum(s.size_bytes for s in index.shards[index.kind])
-    return {int(b["shard"]): float(b[RADIUS]) for b in collected if RADIUS in b}
+    routed = [b for b in collected if RADIUS in b]
+    return (
+        {int(b["shard"]): float(b[RADIUS]) for b in routed},
+        {int(b["shard"]): list(b[SUB_RADII]) for b in routed},
+    )
 
 
 def shard_major_layout(data: DataFrame, partitions: int) -> DataFrame:
@@ -373,74 +370,96 @@ def _keep_distributed(
     rows: DataFrame,
     blobs: DataFrame,
     num_shards: int,
-    routing: tuple[np.ndarray, str, float] | None = None,
-) -> dict[int, float]:
+    routing: ShardRouting | None = None,
+) -> _Radii:
     """Distributed storage: rows (and payload blobs) stay in Spark, persisted.
 
-    Returns each shard's radius (k-means partitioning; empty otherwise), measured in the
-    job that counts the shards.
+    Returns each shard's radius and its balls' radii (k-means partitioning; empty
+    otherwise), measured in the job that counts the shards.
     """
     index.shard_partitions = num_shards
-    radii: dict[int, float] = {}
+    radii: _Radii = ({}, {})
     level = StorageLevel.MEMORY_AND_DISK
     index.shard_rows = shard_major_layout(rows, num_shards).persist(level)
     if shard_kind(index.kind).stores_features:
-        measured = index.shard_rows
+        measured, keys = index.shard_rows, ["shard"]
         aggs = [F.count(F.lit(1)).alias("count"), F.count_distinct("id").alias("ids")]
         if routing is not None:
             measured = measured.select("shard", "id", "features").mapInArrow(
-                _distance_fn(*routing, index.n_features), _DISTANCE_SCHEMA
+                _distance_fn(routing, index.n_features), _DISTANCE_SCHEMA
             )
-            aggs.append(F.max(RADIUS).alias(RADIUS))
-        counts = measured.groupBy("shard").agg(*aggs).collect()
-        if routing is not None:
-            radii = {int(r["shard"]): float(r[RADIUS]) for r in counts}
+            keys = ["shard", "sub"]
+            aggs += [F.max(RADIUS).alias(RADIUS), F.max(SUB_RADII).alias(SUB_RADII)]
+        counts = measured.groupBy(*keys).agg(*aggs).collect()
         repeated = [int(r["shard"]) for r in counts if r["count"] != r["ids"]]
         if repeated:
             # With an idCol, build_index's handler names the id first.
             raise InvalidInputError(repeated_id_message(f"A training id of shard {repeated[0]}"))
-        sizes = {int(r["shard"]): int(r["count"]) for r in counts}
+        sizes: dict[int, int] = {}
+        for r in counts:
+            sizes[int(r["shard"])] = sizes.get(int(r["shard"]), 0) + int(r["count"])
+        if routing is not None:
+            radii = _fold_radii(routing, counts)
     else:
         index.shard_blobs = shard_major_layout(blobs.drop("features"), num_shards).persist(level)
         columns = ["shard", "n_rows", F.length("payload").alias("payload_bytes")]
         if routing is not None:
-            columns.append(RADIUS)
+            columns += [RADIUS, SUB_RADII]
         built = index.shard_blobs.select(*columns).collect()
         sizes = {int(r["shard"]): int(r["n_rows"]) for r in built}
         index.payload_bytes = sum(int(r["payload_bytes"]) for r in built)
         if routing is not None:
-            radii = {int(r["shard"]): float(r[RADIUS]) for r in built}
+            radii = (
+                {int(r["shard"]): float(r[RADIUS]) for r in built},
+                {int(r["shard"]): list(r[SUB_RADII]) for r in built},
+            )
     index.shard_sizes = dict(sorted(sizes.items()))
     return radii
 
 
-#: Column of a shard's radius (k-means partitioning), and of a row's distance to its centroid.
+def _fold_radii(routing: ShardRouting, counts: list) -> _Radii:
+    """Per-(shard, ball) maxima -> each shard's radius and its balls' radii."""
+    radius: dict[int, float] = {}
+    balls: dict[int, list[float]] = {}
+    for r in counts:
+        shard = int(r["shard"])
+        radius[shard] = max(radius.get(shard, -math.inf), float(r[RADIUS]))
+        subs = routing.subs_of(shard).tolist()
+        mine = balls.setdefault(shard, [-math.inf] * len(subs))
+        mine[subs.index(int(r["sub"]))] = float(r[SUB_RADII])
+    return radius, balls
+
+
+#: Columns of a shard's radius and its balls' radii (k-means partitioning); per row of the
+#: distributed measurement, the row's distance to its shard's centroid and to its ball's.
 RADIUS = "radius"
+SUB_RADII = "sub_radii"
+_Radii = tuple[dict[int, float], dict[int, list[float]]]
 _DISTANCE_SCHEMA = T.StructType(
     [
         T.StructField("shard", T.IntegerType(), False),
+        T.StructField("sub", T.IntegerType(), False),
         T.StructField("id", T.LongType(), True),
         T.StructField(RADIUS, T.DoubleType(), False),
+        T.StructField(SUB_RADII, T.DoubleType(), False),
     ]
 )
 
 
 def _distance_fn(
-    centroids: np.ndarray, metric: str, p: float, n_features: int
+    routing: ShardRouting, n_features: int
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """mapInArrow function: each training row's distance to its shard's centroid."""
+    """mapInArrow function: each training row's distances to its centroid and its ball."""
 
     def measure(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             shard = batch.column("shard").to_numpy(zero_copy_only=False)
             features, _ = list_matrix(batch.column("features"), n_features, np.float32)
-            dist = np.empty(batch.num_rows)
-            for no in np.unique(shard):
-                rows = shard == no
-                dist[rows] = pair_distances(centroids[no][None, :], features[rows], metric, p)[0]
+            to_centroid, ball, to_ball = routing.row_distances(shard, features)
             yield pa.RecordBatch.from_arrays(
-                [batch.column("shard"), batch.column("id"), pa.array(dist)],
-                names=["shard", "id", RADIUS],
+                [batch.column("shard"), pa.array(ball), batch.column("id")]
+                + [pa.array(to_centroid), pa.array(to_ball)],
+                names=["shard", "sub", "id", RADIUS, SUB_RADII],
             )
 
     return measure
@@ -538,7 +557,7 @@ def _shard_blobs(
     kind: str,
     params: dict,
     num_shards: int,
-    routing: tuple[np.ndarray, str, float] | None = None,
+    routing: ShardRouting | None = None,
 ) -> DataFrame:
     """One row per shard, built on the executors, each shard in a task of its own.
 
@@ -546,7 +565,7 @@ def _shard_blobs(
     partition are built one after the other (HNSW builds take long). So the rows are hash
     partitioned on a key chosen per shard to land in partition ``shard``
     (:func:`shard_partition_keys`), which the grouping reuses without a second shuffle.
-    With ``routing`` (centroids, metric, p) each task also measures its shard's radius.
+    With ``routing`` (k-means partitioning) each task also measures its shard's radii.
     """
 
     def build(table: pa.Table) -> pa.Table:
@@ -556,19 +575,24 @@ def _shard_blobs(
         with timer.stage("build"):
             out = build_blob_table(table, has_labels, kind, params)
             if routing is not None:
-                centroids, metric, p = routing
                 shard = int(table.column("shard")[0].as_py())
                 features = np.frombuffer(out.column("features")[0].as_py(), dtype=np.float32)
-                features = features.reshape(table.num_rows, -1)
-                radius = shard_radius(features, centroids[shard], metric, p)
+                radius, balls = routing.measure(shard, features.reshape(table.num_rows, -1))
                 out = out.append_column(RADIUS, pa.array([radius], type=pa.float64()))
+                out = out.append_column(SUB_RADII, pa.array([balls], LIST_F64))
         timer.flush()
         return out
 
     keyed = _with_partition_key(rows, num_shards).repartition(num_shards, PARTITION_KEY)
     schema = SHARD_BLOB_SCHEMA
     if routing is not None:
-        schema = T.StructType([*schema.fields, T.StructField(RADIUS, T.DoubleType(), False)])
+        schema = T.StructType(
+            [
+                *schema.fields,
+                T.StructField(RADIUS, T.DoubleType(), False),
+                T.StructField(SUB_RADII, T.ArrayType(T.DoubleType(), False), False),
+            ]
+        )
     return keyed.groupBy(PARTITION_KEY, "shard").applyInArrow(build, schema)
 
 

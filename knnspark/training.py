@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 
 from knnspark.errors import InvalidInputError
 from knnspark.kernels.distances import get_metric
-from knnspark.kmeans_sharding import kmeans_shards
+from knnspark.kmeans_sharding import ShardRouting, kmeans_shards
 from knnspark.preprocessing import Preprocessing, fit_preprocessing
 from knnspark.schema import (
     check_id_column,
@@ -48,8 +48,8 @@ class PreparedTraining:
     classes: np.ndarray | None
     class_counts: np.ndarray | None = None
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
-    #: partitioning="kmeans": one centroid per shard, (num_shards, n_features) float64.
-    centroids: np.ndarray | None = None
+    #: partitioning="kmeans": the centroids (radii are measured by the build).
+    routing: ShardRouting | None = None
 
 
 def prepare_training(
@@ -140,9 +140,11 @@ def prepare_training(
         features.alias("features"),
         F.col("label"),
     )
-    centroids = None
+    routing = None
     if partitioning == "kmeans":
-        rows, centroids = kmeans_shards(rows.drop("shard"), n_valid, n_features, num_shards, seed)
+        rows, routing = kmeans_shards(
+            rows.drop("shard"), n_valid, n_features, num_shards, seed, id_col
+        )
     # Unique ids are checked by the build (ids hash to shards, so a repeated id meets itself
     # in one shard); check_unique_ids names the repeated id when a build fails.
     classes = counts = None
@@ -150,7 +152,7 @@ def prepare_training(
         per_class = sorted(stats["class_counts"].items())
         classes = np.array([c for c, _ in per_class], dtype=np.float64)
         counts = np.array([n for _, n in per_class], dtype=np.int64)
-    return PreparedTraining(rows, n_valid, n_features, classes, counts, preprocessing, centroids)
+    return PreparedTraining(rows, n_valid, n_features, classes, counts, preprocessing, routing)
 
 
 def _collect_stats(

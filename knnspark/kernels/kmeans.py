@@ -18,7 +18,16 @@ import math
 
 import numpy as np
 
-__all__ = ["assign_shards", "fit_balanced_kmeans", "kmeans_sample_size"]
+from knnspark.kernels.routing import shard_radius
+
+__all__ = [
+    "SUBS_PER_SHARD",
+    "assign_shards",
+    "fit_balanced_kmeans",
+    "fit_sub_centroids",
+    "kmeans_sample_size",
+    "sub_radii",
+]
 
 #: Rows of the driver sample per shard, at least ``_MIN_SAMPLE`` and at most about 64 MiB.
 _SAMPLE_PER_SHARD = 100
@@ -27,6 +36,9 @@ _MAX_SAMPLE_BYTES = 64 * 2**20
 #: Shard sizes on the sample are capped below the promised 1.5x the mean: the full data
 #: spreads a little differently from its sample.
 CAP_RATIO = 1.25
+#: Finer centroids per shard (plain k-means on the shard's part of the sample): their balls
+#: bound a shard made of several clusters much more tightly than its one ball.
+SUBS_PER_SHARD = 8
 
 
 def kmeans_sample_size(n_rows: int, n_clusters: int, n_features: int) -> int:
@@ -54,6 +66,16 @@ def _squared_distances(rows: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     return out
 
 
+def _gemm_squared_distances(rows: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Like :func:`_squared_distances` through one GEMM: fast, for the driver's fit only.
+
+    Its rounding depends on BLAS blocking, so the row rule never uses it.
+    """
+    rows = np.asarray(rows, dtype=np.float64)
+    sq = (rows * rows).sum(axis=1)[:, None] - 2.0 * rows @ centroids.T
+    return np.maximum(sq + (centroids * centroids).sum(axis=1)[None, :], 0.0)
+
+
 def assign_shards(rows: np.ndarray, centroids: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Shard of each row: ``argmin_j ||x - c_j||^2 + b_j`` (ties: the smaller j), int32.
 
@@ -68,7 +90,7 @@ def assign_shards(rows: np.ndarray, centroids: np.ndarray, offsets: np.ndarray) 
 
 
 def fit_balanced_kmeans(
-    sample: np.ndarray, n_clusters: int, seed: int, n_iter: int = 20
+    sample: np.ndarray, n_clusters: int, seed: int, n_iter: int = 14
 ) -> tuple[np.ndarray, np.ndarray]:
     """Centroids and offsets of a balanced k-means fitted on ``sample``.
 
@@ -88,7 +110,7 @@ def fit_balanced_kmeans(
     cap = math.ceil(CAP_RATIO * sample.shape[0] / n_clusters)
     for it in range(n_iter):
         balanced = it >= n_iter // 2
-        d2 = _squared_distances(sample, centroids)
+        d2 = _gemm_squared_distances(sample, centroids)
         if balanced:
             offsets = _balance_offsets(d2, offsets, cap)
         labels = np.argmin(d2 + offsets[None, :], axis=1)
@@ -96,6 +118,7 @@ def fit_balanced_kmeans(
         if np.array_equal(moved, centroids) and balanced:
             break
         centroids = moved
+    # The final offsets balance the row rule's own distances.
     offsets = _balance_offsets(_squared_distances(sample, centroids), offsets, cap)
     return centroids, offsets
 
@@ -117,10 +140,12 @@ def _move_centroids(sample: np.ndarray, labels: np.ndarray, centroids: np.ndarra
     """Mean of each cluster's rows; a cluster with no row keeps its centroid."""
     k = centroids.shape[0]
     counts = np.bincount(labels, minlength=k).astype(np.float64)
+    order = np.argsort(labels, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     sums = np.zeros_like(centroids)
-    np.add.at(sums, labels, sample)
-    moved = centroids.copy()
     filled = counts > 0
+    sums[filled] = np.add.reduceat(sample[order], starts[filled], axis=0)
+    moved = centroids.copy()
     moved[filled] = sums[filled] / counts[filled, None]
     return moved
 
@@ -151,3 +176,52 @@ def _balance_offsets(d2: np.ndarray, offsets: np.ndarray, cap: int) -> np.ndarra
             break
         offsets[j] += step + 1e-9 * (1.0 + abs(step) + abs(offsets[j]))
     return offsets
+
+
+def fit_sub_centroids(
+    sample: np.ndarray, centroids: np.ndarray, offsets: np.ndarray, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``SUBS_PER_SHARD`` k-means centroids inside each shard, fitted on its sample rows.
+
+    A shard without sample rows gets its own centroid as its one sub-centroid, so every
+    shard has at least one.
+
+    Returns
+    -------
+    sub_centroids : ndarray of shape (n_sub, n_features), float64
+    sub_shards : ndarray of shape (n_sub,), int32, sorted
+    """
+    sample = np.asarray(sample, dtype=np.float64)
+    labels = assign_shards(sample, centroids, offsets)
+    subs, shards = [], []
+    for shard in range(centroids.shape[0]):
+        rows = sample[labels == shard]
+        n_sub = min(SUBS_PER_SHARD, rows.shape[0])
+        if n_sub == 0:
+            found = centroids[shard : shard + 1]
+        else:
+            rng = np.random.default_rng([seed, shard])
+            found = _kmeans_plus_plus(rows, n_sub, rng)
+            for _ in range(10):
+                nearest = _gemm_squared_distances(rows, found).argmin(1)
+                found = _move_centroids(rows, nearest, found)
+        subs.append(found)
+        shards.append(np.full(found.shape[0], shard, dtype=np.int32))
+    return np.concatenate(subs), np.concatenate(shards)
+
+
+def sub_radii(
+    rows: np.ndarray, sub_centroids: np.ndarray, metric: str, p: float = 2.0
+) -> np.ndarray:
+    """Radius of each of one shard's balls over its rows (nearest ball by squared euclidean).
+
+    -inf for a ball no row is nearest to.  Any assignment of rows to balls gives valid
+    bounds; the nearest keeps them tight.
+    """
+    nearest = assign_shards(rows, sub_centroids, np.zeros(sub_centroids.shape[0]))
+    return np.array(
+        [
+            shard_radius(rows[nearest == s], sub_centroids[s], metric, p)
+            for s in range(len(sub_centroids))
+        ]
+    )

@@ -42,12 +42,24 @@ class Router:
         an empty shard, which no query visits.
     metric, p : str, float
         The metric and Minkowski power the radii were measured with.
+    sub_centroids : ndarray of shape (n_sub, n_features), float64, optional
+        Finer balls inside the shards (several k-means centroids per shard): every row of
+        shard ``sub_shards[s]`` lies within ``sub_radii[s]`` of some ``sub_centroids[s]`` of
+        its shard, so the nearest of a shard's balls bounds it too.  A shard made of several
+        far-apart clusters gets a tight bound this way where its one ball is loose.
+    sub_radii : ndarray of shape (n_sub,), float64, optional
+        ``-inf`` for a ball without rows.
+    sub_shards : ndarray of shape (n_sub,), int, optional
+        The shard of each ball; every non-empty shard has at least one.
     """
 
     centroids: np.ndarray
     radii: np.ndarray
     metric: str
     p: float = 2.0
+    sub_centroids: np.ndarray | None = None
+    sub_radii: np.ndarray | None = None
+    sub_shards: np.ndarray | None = None
 
     @property
     def num_shards(self) -> int:
@@ -81,9 +93,18 @@ class Router:
     def lower_bounds(self, queries: np.ndarray) -> np.ndarray:
         """(n_queries, num_shards): no row of shard j is nearer query i than ``[i, j]``.
 
-        Only meaningful when :attr:`can_prune`; +inf for empty shards.
+        Only meaningful when :attr:`can_prune`; +inf for empty shards.  With sub-centroids,
+        the larger of the shard's ball bound and the smallest bound of its finer balls.
         """
-        return self.centroid_distances(queries) - self.radii[None, :]
+        bound = self.centroid_distances(queries) - self.radii[None, :]
+        if self.sub_centroids is None:
+            return bound
+        sub = pair_distances(queries, self.sub_centroids, self.metric, self.p)
+        sub = sub - self.sub_radii[None, :]  # a ball without rows: +inf
+        finer = np.full_like(bound, -np.inf)  # a shard without balls keeps its own bound
+        for shard in np.unique(self.sub_shards):
+            finer[:, shard] = sub[:, self.sub_shards == shard].min(axis=1)
+        return np.maximum(bound, finer)
 
     def must_visit(self, queries: np.ndarray, kth: np.ndarray, visited: np.ndarray) -> np.ndarray:
         """(n_queries, num_shards) mask of the shards still to search exactly.

@@ -77,10 +77,15 @@ def test_broadcast_transform_runs_one_job(spark, frames, name):
     assert jobs == 1
 
 
-@pytest.mark.parametrize("algorithm", ["brute", "hnsw"])
-def test_kmeans_fit_runs_one_more_job_and_search_one(spark, frames, algorithm):
+@pytest.mark.parametrize(
+    ("algorithm", "id_col"), [("brute", None), ("hnsw", None), ("brute", "id")]
+)
+def test_kmeans_fit_runs_one_more_job_and_search_one(spark, frames, algorithm, id_col):
+    # With an idCol the sample job also looks for repeated ids: still one job.
     train, queries = frames
-    estimator = KNNClassifier(k=3, numShards=3, partitioning="kmeans", algorithm=algorithm)
+    estimator = KNNClassifier(
+        k=3, numShards=3, partitioning="kmeans", algorithm=algorithm, idCol=id_col
+    )
     jobs, model = count_jobs(spark, lambda: estimator.fit(train))
     assert model.index.router is not None
     assert jobs == 3

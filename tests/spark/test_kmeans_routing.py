@@ -181,6 +181,8 @@ def test_save_and_load_keep_the_routing_and_the_results(spark, frames, tmp_path)
     loaded = NearestNeighborsModel.load(path)
     np.testing.assert_array_equal(loaded.index.router.centroids, model.index.router.centroids)
     np.testing.assert_array_equal(loaded.index.router.radii, model.index.router.radii)
+    np.testing.assert_array_equal(loaded.index.router.sub_radii, model.index.router.sub_radii)
+    np.testing.assert_array_equal(loaded.index.router.sub_shards, model.index.router.sub_shards)
     assert loaded.getNprobe() == 2 and loaded.getPartitioning() == "kmeans"
     before, after = neighbors(model, queries), neighbors(loaded, queries)
     np.testing.assert_array_equal(before[1], after[1])
@@ -196,6 +198,7 @@ def test_distributed_storage_measures_the_same_radii(frames, data):
     assert distributed.storage == "distributed"
     assert distributed.shardSizes == broadcast.shardSizes
     np.testing.assert_allclose(distributed.index.router.radii, broadcast.index.router.radii)
+    np.testing.assert_allclose(distributed.index.router.sub_radii, broadcast.index.router.sub_radii)
     distributed.setShardsVisitedCol("visited")
     _, ids, out = neighbors(distributed, queries)
     np.testing.assert_array_equal(ids, reference(x, q, "euclidean")[1])
@@ -289,3 +292,26 @@ def test_identical_training_rows_share_one_shard(spark):
     assert int(np.isfinite(model.index.router.radii).sum()) == 1
     out = model.kneighbors(spark.createDataFrame([([1.0, 2.0],)], ["features"])).first()
     assert out["neighbor_ids"] == [0, 1, 2] and out["n"] == 1
+
+
+def test_repeated_ids_are_named_by_the_sample_job(spark, frames):
+    # Rows go to shards by content: the build cannot see a repeated id meet itself.
+    train, _ = frames
+    moved = train.filter("id = 3").selectExpr("id", "transform(features, x -> x + 50)", "label")
+    repeated = train.union(moved)
+    with pytest.raises(InvalidInputError, match=r"must hold unique ids; id 3 appears 2 times"):
+        NearestNeighbors(k=2, idCol="id", numShards=3, partitioning="kmeans").fit(repeated)
+
+
+def test_a_search_with_another_metric_than_the_radii_visits_every_shard(frames, data):
+    # The radii bound euclidean distances only: a manhattan search must not prune with them.
+    x, _, q = data
+    train, queries = frames
+    model = NearestNeighbors(
+        k=K, idCol="id", numShards=SHARDS, partitioning="kmeans", algorithm="brute",
+        shardsVisitedCol="visited",
+    ).fit(train)  # fmt: skip
+    model.setMetric("manhattan")
+    _, ids, out = neighbors(model, queries)
+    np.testing.assert_array_equal(ids, reference(x, q, "manhattan")[1])
+    np.testing.assert_array_equal(out["visited"], len(model.shardSizes))

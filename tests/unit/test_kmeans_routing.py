@@ -7,10 +7,11 @@ import pytest
 from sklearn.metrics import pairwise_distances
 
 from knnspark.kernels.exact import ExactShard
-from knnspark.kernels.kmeans import assign_shards, fit_balanced_kmeans
+from knnspark.kernels.kmeans import assign_shards, fit_balanced_kmeans, fit_sub_centroids
 from knnspark.kernels.routed import routed_search
 from knnspark.kernels.routing import Router, shard_radius
 from knnspark.kernels.shard import SearchOptions
+from knnspark.kmeans_sharding import ShardRouting
 
 K = 5
 
@@ -159,3 +160,30 @@ def test_metrics_that_cannot_prune_visit_every_shard(metric):
     if metric == "cosine":
         ref_ids, _ = brute(x, x[:30], "cosine", 2.0)
         np.testing.assert_array_equal(ids, ref_ids)
+
+
+def test_finer_balls_give_valid_and_tighter_bounds():
+    x = clustered(2000, 8, 24, seed=12)  # several clusters per shard
+    centroids, offsets = fit_balanced_kmeans(x.astype(np.float64), 4, seed=0)
+    subs, sub_shards = fit_sub_centroids(x, centroids, offsets, seed=0)
+    routing = ShardRouting(centroids, subs, sub_shards)
+    shard_of = assign_shards(x, centroids, offsets)
+    measured = {s: routing.measure(s, x[shard_of == s]) for s in np.unique(shard_of)}
+    router = routing.router(
+        {s: m[0] for s, m in measured.items()}, {s: m[1] for s, m in measured.items()}
+    )
+    q = clustered(200, 8, 24, seed=13)
+    bounds = router.lower_bounds(q)
+    coarse = router.centroid_distances(q) - router.radii
+    full = pairwise_distances(q.astype(np.float64), x.astype(np.float64))
+    for s in np.unique(shard_of):
+        true_min = full[:, shard_of == s].min(axis=1)
+        assert np.all(bounds[:, s] <= true_min + 1e-9)
+    assert np.mean(bounds > coarse + 1e-9) > 0.5  # the balls tighten most bounds
+    # The distributed measurement (per row) agrees with the build's (per shard).
+    to_centroid, ball, to_ball = routing.row_distances(shard_of, x)
+    for s, (radius, balls) in measured.items():
+        assert np.isclose(to_centroid[shard_of == s].max(), radius)
+        for i, sub in enumerate(routing.subs_of(s)):
+            inside = to_ball[ball == sub]
+            assert (inside.max() if inside.size else -np.inf) == pytest.approx(balls[i])
