@@ -11,8 +11,20 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable, MLRead
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from knnspark import classic
+from knnspark.classic import is_connect
 from knnspark.errors import InvalidInputError
-from knnspark.index import EXACT_KIND, IndexSpec, TrainingIndex, build_index, kind_param_names
+from knnspark.index import (
+    CONNECT_SHIPPED_BYTES,
+    EXACT_KIND,
+    IndexSpec,
+    TrainingIndex,
+    broadcast_bytes,
+    build_index,
+    choose_storage,
+    default_num_shards,
+    kind_param_names,
+)
 from knnspark.partition import (
     CLASSIFICATION,
     NDIST_TMP,
@@ -28,6 +40,7 @@ from knnspark.partition import (
 )
 from knnspark.schema import check_output_columns, feature_array_expr
 from knnspark.search import search_dataframe
+from knnspark.shipped import ShippedShards
 
 __all__: list[str] = []
 
@@ -43,7 +56,8 @@ class _KNNEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable):
 
     def _fit(self, dataset: DataFrame) -> _KNNModel:
         self._check_params()
-        num_shards = self.getNumShards() or dataset.sparkSession.sparkContext.defaultParallelism
+        session = dataset.sparkSession
+        num_shards = self.getNumShards() or default_num_shards(session)
         spec = IndexSpec(
             features_col=self.getFeaturesCol(),
             label_col=self.getLabelCol() if self._task != NEIGHBORS else None,
@@ -60,6 +74,7 @@ class _KNNEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable):
             max_shard_bytes=self.getMaxShardBytes(),
             impute_strategy=self.getImputeStrategy(),
             standardization=self.getStandardization(),
+            connect=is_connect(session),
         )
         index = build_index(dataset, spec)
         model = self._copyValues(self._create_model(index))
@@ -216,10 +231,10 @@ class _KNNModel(Model, MLWritable, MLReadable):
             class_weights=self._class_weights(),
             with_neighbors=with_neighbors,
         )
-        bc = None
+        shipped = None
         if index.storage == "broadcast":
-            bc = self._shards_broadcast(dataset, kind)
-        return search_dataframe(dataset, index, settings, bc, features)
+            shipped = self._shipped_shards(dataset.sparkSession, kind)
+        return search_dataframe(dataset, index, settings, shipped, features)
 
     def _class_weights(self) -> tuple[float, ...]:
         """Per-class vote weights aligned with the classes; () when unweighted."""
@@ -245,13 +260,32 @@ class _KNNModel(Model, MLWritable, MLReadable):
             )
         return built
 
-    def _shards_broadcast(self, dataset: DataFrame, kind: str) -> Any:
-        """Broadcast the shards once per SparkContext and reuse it across transforms."""
-        sc = dataset.sparkSession.sparkContext
+    def _shipped_shards(self, session: Any, kind: str) -> Any:
+        """The shards of ``kind`` as every search task reaches them, made once per session.
+
+        A classic session broadcasts them; Spark Connect has no broadcast variables, so
+        they travel inside the search function (:class:`knnspark.shipped.ShippedShards`).
+        """
         cached = self._broadcast
-        if cached is None or cached[0] is not sc or cached[1] != kind or sc._jsc is None:
-            self._broadcast = (sc, kind, sc.broadcast(self.index.shards[kind]))
-        return self._broadcast[2]
+        if cached is not None and cached[0] is session and cached[1] == kind:
+            if is_connect(session) or classic.is_alive(session):
+                return cached[2]
+        shards = self.index.shards[kind]
+        if is_connect(session):
+            index = self.index
+            size = broadcast_bytes(index.n_rows, index.n_features, index.payload_bytes)
+            if choose_storage(size, self.getMaxBroadcastBytes(), connect=True) != "broadcast":
+                raise InvalidInputError(
+                    f"This model holds its shards on the driver ({size / 2**20:.0f} MiB), over "
+                    f"the {CONNECT_SHIPPED_BYTES / 2**20:.0f} MiB a search may ship on Spark "
+                    "Connect; save it and load it in the Connect session (a loaded model that "
+                    "large is searched by the distributed path), or refit it there."
+                )
+            handle: Any = ShippedShards(self.index.model_id, kind, shards)
+        else:
+            handle = classic.broadcast(session, shards)
+        self._broadcast = (session, kind, handle)
+        return handle
 
     def _supervised_transform(self, dataset: DataFrame, classify: bool) -> DataFrame:
         outputs = {"predictionCol": self.getPredictionCol()}

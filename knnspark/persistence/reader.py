@@ -14,6 +14,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.utils import AnalysisException
 
 from knnspark._version import __version__
+from knnspark.classic import is_connect
 from knnspark.errors import ModelLoadError
 from knnspark.index import EXACT_KIND, TrainingIndex, broadcast_bytes, choose_storage
 from knnspark.kernels.exact import ExactShard
@@ -219,7 +220,7 @@ def _read_index(
     )
     payloads = None if shard_kind(kind).stores_features else _read_payloads(spark, path, sizes)
     size = broadcast_bytes(n_rows, n_features, common["payload_bytes"])
-    if choose_storage(size, max_broadcast_bytes) == "distributed":
+    if choose_storage(size, max_broadcast_bytes, is_connect(spark)) == "distributed":
         _check_distributed_rows(rows, path, n_rows, n_features)
         shard_rows = rows.select(*SHARD_ROWS_SCHEMA.fieldNames()).filter(F.lit(True))
         return TrainingIndex(shard_rows=shard_rows, shard_blobs=payloads, **common)
