@@ -30,7 +30,7 @@ from knnspark import (
     NearestNeighborsModel,
 )
 from knnspark.classic import is_connect
-from knnspark.errors import InvalidInputError
+from knnspark.errors import InvalidInputError, reraise_worker_errors
 from knnspark.index import CONNECT_MAX_DEFAULT_SHARDS, default_num_shards
 from knnspark.tuning import KNNCrossValidator
 
@@ -180,13 +180,19 @@ def test_regressor_and_neighbors_round_trip_on_connect(connect, wine, tmp_path):
 # ------------------------------------------------------------ bad input, budget
 
 
-def test_bad_input_messages_are_the_same(connect, wine):
+def test_bad_input_messages_are_the_same(any_spark, wine):
     x_train, y_train, _, _ = wine
-    train = _frame(connect, x_train, y_train)
+    train = _frame(any_spark, x_train, y_train)
     with pytest.raises(ValueError, match="Param k must be <= the number of training rows"):
         KNNClassifier(k=1000).fit(train).transform(train)
-    with pytest.raises(Exception, match="featuresCol"):
+    with pytest.raises(InvalidInputError, match=r"^Column 'nope' \(param featuresCol\) does not"):
         KNNClassifier(featuresCol="nope").fit(train)
+    # Raised inside a search task: a Connect client gets the task's error back too.
+    queries = any_spark.createDataFrame([([float("nan"), 0.0],)], ["features"])
+    neighbors = NearestNeighbors(k=1).fit(any_spark.createDataFrame([([0.0, 0.0],)], ["features"]))
+    with pytest.raises(InvalidInputError, match="^Column 'features' .param featuresCol. holds NaN"):
+        with reraise_worker_errors():
+            neighbors.kneighbors(queries).collect()
 
 
 def test_a_driver_held_index_over_the_connect_budget_is_refused(spark, connect, mode, monkeypatch):
