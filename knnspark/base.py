@@ -11,8 +11,20 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable, MLRead
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from knnspark import classic
+from knnspark.classic import is_connect
 from knnspark.errors import InvalidInputError
-from knnspark.index import EXACT_KIND, IndexSpec, TrainingIndex, build_index, kind_param_names
+from knnspark.index import (
+    CONNECT_SHIPPED_BYTES,
+    EXACT_KIND,
+    IndexSpec,
+    TrainingIndex,
+    broadcast_bytes,
+    build_index,
+    choose_storage,
+    default_num_shards,
+    kind_param_names,
+)
 from knnspark.kmeans_sharding import check_partitioning, search_router
 from knnspark.leave_out import check_exclude_self, exclude_self
 from knnspark.partition import (
@@ -31,6 +43,7 @@ from knnspark.partition import (
 )
 from knnspark.schema import check_output_columns, column, feature_array_expr
 from knnspark.search import search_dataframe
+from knnspark.shipped import ShippedShards
 
 __all__: list[str] = []
 
@@ -46,7 +59,8 @@ class _KNNEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable):
 
     def _fit(self, dataset: DataFrame) -> _KNNModel:
         self._check_params()
-        num_shards = self.getNumShards() or dataset.sparkSession.sparkContext.defaultParallelism
+        session = dataset.sparkSession
+        num_shards = self.getNumShards() or default_num_shards(session)
         check_partitioning(
             self.getPartitioning(),
             self.getNprobe(),
@@ -74,6 +88,7 @@ class _KNNEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable):
             partitioning=self.getPartitioning(),
             seed=int(self.getSeed()),
             nprobe=self.getNprobe(),
+            connect=is_connect(session),
         )
         index = build_index(dataset, spec)
         model = self._copyValues(self._create_model(index))
@@ -287,10 +302,10 @@ class _KNNModel(Model, MLWritable, MLReadable):
             nprobe=self.getNprobe(),
             shards_visited=visited_col is not None,
         )
-        bc = None
+        shipped = None
         if index.storage == "broadcast":
-            bc = self._shards_broadcast(dataset, kind)
-        searched = search_dataframe(dataset, index, settings, bc, features)
+            shipped = self._shipped_shards(dataset.sparkSession, kind)
+        searched = search_dataframe(dataset, index, settings, shipped, features)
         if visited_col is not None:
             searched = searched.withColumnRenamed(SHARDS_TMP, visited_col)
         return searched
@@ -319,13 +334,32 @@ class _KNNModel(Model, MLWritable, MLReadable):
             )
         return built
 
-    def _shards_broadcast(self, dataset: DataFrame, kind: str) -> Any:
-        """Broadcast the shards once per SparkContext and reuse it across transforms."""
-        sc = dataset.sparkSession.sparkContext
+    def _shipped_shards(self, session: Any, kind: str) -> Any:
+        """The shards of ``kind`` as every search task reaches them, made once per session.
+
+        A classic session broadcasts them; Spark Connect has no broadcast variables, so
+        they travel inside the search function (:class:`knnspark.shipped.ShippedShards`).
+        """
         cached = self._broadcast
-        if cached is None or cached[0] is not sc or cached[1] != kind or sc._jsc is None:
-            self._broadcast = (sc, kind, sc.broadcast(self.index.shards[kind]))
-        return self._broadcast[2]
+        if cached is not None and cached[0] is session and cached[1] == kind:
+            if is_connect(session) or classic.is_alive(session):
+                return cached[2]
+        shards = self.index.shards[kind]
+        if is_connect(session):
+            index = self.index
+            size = broadcast_bytes(index.n_rows, index.n_features, index.payload_bytes)
+            if choose_storage(size, self.getMaxBroadcastBytes(), connect=True) != "broadcast":
+                raise InvalidInputError(
+                    f"This model holds its shards on the driver ({size / 2**20:.0f} MiB), over "
+                    f"the {CONNECT_SHIPPED_BYTES / 2**20:.0f} MiB a search may ship on Spark "
+                    "Connect; save it and load it in the Connect session (a loaded model that "
+                    "large is searched by the distributed path), or refit it there."
+                )
+            handle: Any = ShippedShards(self.index.model_id, kind, shards)
+        else:
+            handle = classic.broadcast(session, shards)
+        self._broadcast = (session, kind, handle)
+        return handle
 
     def _supervised_transform(self, dataset: DataFrame, classify: bool) -> DataFrame:
         outputs = {"predictionCol": self.getPredictionCol()}

@@ -26,8 +26,10 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from knnspark import classic
 from knnspark._faults import maybe_fail
 from knnspark.arrow_columns import LIST_F64, list_matrix
+from knnspark.classic import is_connect
 from knnspark.errors import InvalidInputError
 from knnspark.kernels.distances import METRICS
 from knnspark.kernels.exact import ExactShard
@@ -47,6 +49,7 @@ from knnspark.timing import TaskTimer
 from knnspark.training import check_unique_ids, prepare_training
 
 __all__ = [
+    "CONNECT_SHIPPED_BYTES",
     "EXACT_KIND",
     "IndexSpec",
     "PARTITION_KEY",
@@ -58,6 +61,7 @@ __all__ = [
     "check_blob_row",
     "choose_algorithm",
     "choose_storage",
+    "default_num_shards",
     "index_size_bytes",
     "kind_param_names",
     "shard_major_layout",
@@ -112,12 +116,47 @@ def broadcast_bytes(n_rows: int, n_features: int, payload_bytes: int = 0) -> int
     return max(exact, int(payload_bytes) + 16 * int(n_rows))
 
 
-def choose_storage(size_bytes: int, max_broadcast_bytes: int) -> str:
+#: Spark Connect's budget for the shards a search ships inside its function (Connect has no
+#: broadcast variables; see :mod:`knnspark.shipped`).  The function travels in the query plan,
+#: a gRPC message of at most ``spark.connect.grpc.maxInboundMessageSize`` (128 MiB by
+#: default), and reaches every task, so the budget stays well below that limit.
+CONNECT_SHIPPED_BYTES = 32 * 1024 * 1024
+
+
+def choose_storage(size_bytes: int, max_broadcast_bytes: int, connect: bool = False) -> str:
     """``"broadcast"`` when ``size_bytes`` (:func:`broadcast_bytes`) fits ``maxBroadcastBytes``.
 
+    On Spark Connect (``connect``) the shards must also fit :data:`CONNECT_SHIPPED_BYTES`.
     Otherwise ``"distributed"``.
+
+    Examples
+    --------
+    >>> choose_storage(50 * 2**20, 256 * 2**20), choose_storage(50 * 2**20, 256 * 2**20, True)
+    ('broadcast', 'distributed')
     """
-    return "broadcast" if size_bytes <= max_broadcast_bytes else "distributed"
+    limit = min(max_broadcast_bytes, CONNECT_SHIPPED_BYTES) if connect else max_broadcast_bytes
+    return "broadcast" if size_bytes <= limit else "distributed"
+
+
+#: On Spark Connect, the most shards ``numShards=None`` gives (see default_num_shards).
+CONNECT_MAX_DEFAULT_SHARDS = 32
+
+
+def default_num_shards(session: Any) -> int:
+    """The shard count of ``numShards=None``.
+
+    A classic session: the SparkContext's default parallelism (its executors' cores).  Spark
+    Connect, which does not expose it: ``spark.default.parallelism`` when the server sets
+    it, else ``spark.sql.shuffle.partitions`` capped at :data:`CONNECT_MAX_DEFAULT_SHARDS`
+    (32), both read through ``spark.conf``.
+    """
+    if not is_connect(session):
+        return classic.default_parallelism(session)
+    configured = session.conf.get("spark.default.parallelism", None)
+    if configured:
+        return max(1, int(configured))
+    shuffle = int(session.conf.get("spark.sql.shuffle.partitions"))
+    return max(1, min(shuffle, CONNECT_MAX_DEFAULT_SHARDS))
 
 
 @dataclass(frozen=True)
@@ -147,6 +186,7 @@ class IndexSpec:
     partitioning: str = "hash"
     seed: int = 0
     nprobe: int | None = None
+    connect: bool = False  # fit runs on Spark Connect: see choose_storage
 
 
 @dataclass
@@ -296,13 +336,11 @@ def build_index(df: DataFrame, spec: IndexSpec) -> TrainingIndex:
         prepared.rows, spec.label_col is not None, kind, params, spec.num_shards, routing
     )
     size = broadcast_bytes(n_rows, n_features, payload_estimate)
-    if (
-        not kind_cls.stores_features
-        or choose_storage(size, spec.max_broadcast_bytes) == "broadcast"
-    ):
+    storage = choose_storage(size, spec.max_broadcast_bytes, spec.connect)
+    if not kind_cls.stores_features or storage == "broadcast":
         check_blob_row(kind_cls, params, n_rows, n_features, spec.num_shards)
     try:
-        if choose_storage(size, spec.max_broadcast_bytes) == "broadcast":
+        if storage == "broadcast":
             radii = _collect_shards(index, blobs)
         else:
             radii = _keep_distributed(index, prepared.rows, blobs, spec.num_shards, routing)

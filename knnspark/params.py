@@ -81,7 +81,9 @@ class _KNNSharedParams(HasFeaturesCol, HasSeed, HasHandleInvalid):
     numShards: Param[int] = Param(
         Params._dummy(),
         "numShards",
-        "number of training shards, an integer >= 1, or None for the cluster's default parallelism",
+        "number of training shards, an integer >= 1, or None for the cluster's default "
+        "parallelism (on Spark Connect: spark.default.parallelism if set, else "
+        "spark.sql.shuffle.partitions capped at 32)",
         typeConverter=conv.int_at_least("numShards", 1, optional=True),
     )
     idCol: Param[str] = Param(

@@ -418,6 +418,7 @@ PROFILE_SCHEMA: Schema = {
     "spark": {
         "app_name": Field(str, default=None),
         "master": Field(str, default=None),
+        "remote": Field(str, default=None),
         "conf": OpenTable(),
     },
 }

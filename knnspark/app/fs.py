@@ -1,16 +1,25 @@
 """Small file-system operations on any Hadoop path (local, HDFS, S3, ...), done on the driver.
 
 The jobs check inputs, list and remove output folders and write small reports through the
-session's Hadoop configuration, so the same code works on a laptop and on a cluster.
+session's Hadoop configuration, so the same code works on a laptop and on a cluster.  A
+Spark Connect client has no JVM to reach Hadoop through: there, paths are resolved by
+pyarrow's file systems (local, ``s3://``, ``gs://``, ``abfs://``, ``hdfs://`` with libhdfs),
+with the client's own credentials.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs as pafs
 from pyspark.sql import SparkSession
+
+from knnspark import classic
+from knnspark.classic import is_connect
 
 __all__ = [
     "Entry",
@@ -25,10 +34,55 @@ __all__ = [
 
 
 def _resolve(spark: SparkSession, path: str) -> tuple[Any, Any]:
-    jvm = spark.sparkContext._jvm
-    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
-    fs = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    return fs, hadoop_path
+    return classic.hadoop_file_system(spark, path)
+
+
+def _arrow(path: str) -> tuple[pafs.FileSystem, str]:
+    """pyarrow's file system for ``path`` (Spark Connect), and the path inside it."""
+    if path.startswith("file:"):
+        path = "/" + path[len("file:") :].lstrip("/")
+    if "://" not in path:
+        return pafs.LocalFileSystem(), os.path.abspath(path)
+    return pafs.FileSystem.from_uri(path)
+
+
+def _arrow_info(path: str) -> tuple[pafs.FileSystem, pafs.FileInfo]:
+    fs, inner = _arrow(path)
+    return fs, fs.get_file_info(inner)
+
+
+def _arrow_exists(path: str) -> bool:
+    if not any(c in path for c in "*?["):
+        return _arrow_info(path)[1].type != pafs.FileType.NotFound
+    fs, inner = _arrow(path)
+    parts = inner.split("/")
+    fixed = next(i for i, part in enumerate(parts) if any(c in part for c in "*?["))
+    base = "/".join(parts[:fixed]) or "/"
+    if fs.get_file_info(base).type != pafs.FileType.Directory:
+        return False
+    depth = len(parts) - fixed
+    selector = pafs.FileSelector(base, recursive=depth > 1)
+    return any(
+        fnmatch.fnmatchcase(info.path, inner) and info.path.count("/") == inner.count("/")
+        for info in fs.get_file_info(selector)
+    )
+
+
+def _arrow_entries(path: str) -> list[Entry]:
+    fs, info = _arrow_info(path)
+    if info.type != pafs.FileType.Directory:
+        return []
+    return sorted(
+        (
+            Entry(
+                e.base_name,
+                e.type == pafs.FileType.Directory,
+                int((e.mtime_ns or 0) // 1_000_000),
+            )
+            for e in fs.get_file_info(pafs.FileSelector(info.path))
+        ),
+        key=lambda e: e.name,
+    )
 
 
 def path_exists(spark: SparkSession, path: str) -> bool:
@@ -49,6 +103,8 @@ def path_exists(spark: SparkSession, path: str) -> bool:
     bool
         True if at least one file or folder matches.
     """
+    if is_connect(spark):
+        return _arrow_exists(path)
     fs, hadoop_path = _resolve(spark, path)
     matches = fs.globStatus(hadoop_path)
     return matches is not None and len(matches) > 0
@@ -56,6 +112,8 @@ def path_exists(spark: SparkSession, path: str) -> bool:
 
 def list_names(spark: SparkSession, path: str) -> list[str]:
     """Names of the entries of folder ``path``; [] if it does not exist or is a file."""
+    if is_connect(spark):
+        return [e.name for e in _arrow_entries(path)]
     fs, hadoop_path = _resolve(spark, path)
     if not fs.exists(hadoop_path) or not fs.getFileStatus(hadoop_path).isDirectory():
         return []
@@ -77,6 +135,8 @@ def list_entries(spark: SparkSession, path: str) -> list[Entry]:
     ``modified_ms`` is the file system's modification time in milliseconds since the epoch
     (object stores report 0 for a folder).
     """
+    if is_connect(spark):
+        return _arrow_entries(path)
     fs, hadoop_path = _resolve(spark, path)
     if not fs.exists(hadoop_path) or not fs.getFileStatus(hadoop_path).isDirectory():
         return []
@@ -92,6 +152,17 @@ def file_in_the_way(spark: SparkSession, path: str) -> str | None:
 
     A folder cannot be written at ``path`` when it is a file, or when a parent of it is one.
     """
+    if is_connect(spark):
+        fs, inner = _arrow(path)
+        current = inner
+        while fs.get_file_info(current).type == pafs.FileType.NotFound:
+            parent = current.rsplit("/", 1)[0]
+            if parent == current or not parent:
+                return None
+            current = parent
+        if fs.get_file_info(current).type != pafs.FileType.File:
+            return None
+        return path if current == inner else current
     fs, hadoop_path = _resolve(spark, path)
     first = hadoop_path
     while hadoop_path is not None and not fs.exists(hadoop_path):
@@ -103,6 +174,13 @@ def file_in_the_way(spark: SparkSession, path: str) -> str | None:
 
 def delete_path(spark: SparkSession, path: str) -> None:
     """Remove ``path`` and everything below it, if it exists."""
+    if is_connect(spark):
+        fs, info = _arrow_info(path)
+        if info.type == pafs.FileType.Directory:
+            fs.delete_dir(info.path)
+        elif info.type == pafs.FileType.File:
+            fs.delete_file(info.path)
+        return
     fs, hadoop_path = _resolve(spark, path)
     fs.delete(hadoop_path, True)
 
@@ -123,6 +201,14 @@ def write_bytes(spark: SparkSession, path: str, data: bytes, overwrite: bool = T
     FileExistsError
         If ``path`` exists and ``overwrite`` is false.
     """
+    if is_connect(spark):
+        fs, info = _arrow_info(path)
+        if not overwrite and info.type != pafs.FileType.NotFound:
+            raise FileExistsError(f"{path} already exists and overwrite is false")
+        fs.create_dir(info.path.rsplit("/", 1)[0], recursive=True)
+        with fs.open_output_stream(info.path) as stream:
+            stream.write(data)
+        return
     fs, hadoop_path = _resolve(spark, path)
     if not overwrite and fs.exists(hadoop_path):
         raise FileExistsError(f"{path} already exists and overwrite is false")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -28,6 +29,7 @@ from typing import Any
 
 from knnspark.app.config import ConfigError, load_config
 from knnspark.app.errors import unreadable_file
+from knnspark.classic import CONNECT_MODE_VAR
 
 __all__ = ["FAULTS_CONF", "JOBS", "USER_ERRORS", "Job", "run_job"]
 
@@ -175,6 +177,11 @@ def _parser(name: str, job: Job, prog: str | None) -> argparse.ArgumentParser:
         metavar="TOML",
         help="Spark profile laid over the config's [spark] table, e.g. conf/spark-cluster.toml",
     )
+    parser.add_argument(
+        "--remote",
+        metavar="URL",
+        help="run against a Spark Connect server, e.g. sc://host:15002 (same as spark.remote)",
+    )
     if job.run_date:
         parser.add_argument(
             "--run-date",
@@ -208,19 +215,24 @@ def _one_line(exc: BaseException) -> str:
 
 @contextmanager
 def _test_faults(spark: Any) -> Iterator[None]:
+    from knnspark import classic
     from knnspark._faults import FAULTS_PROPERTY
+    from knnspark.classic import is_connect
 
     stages = spark.conf.get(FAULTS_CONF, None)
     if not stages:
         yield
         return
-    sc = spark.sparkContext
+    if is_connect(spark):  # local properties are a SparkContext's
+        logger.warning("test-only fault injection needs a classic session; ignored")
+        yield
+        return
     logger.warning("test-only fault injection is on for: %s", stages)
-    sc.setLocalProperty(FAULTS_PROPERTY, stages)
+    classic.set_local_property(spark, FAULTS_PROPERTY, stages)
     try:
         yield
     finally:
-        sc.setLocalProperty(FAULTS_PROPERTY, None)  # type: ignore[arg-type]
+        classic.set_local_property(spark, FAULTS_PROPERTY, None)
 
 
 def run_job(name: str, argv: Sequence[str] | None = None, prog: str | None = None) -> int:
@@ -254,8 +266,11 @@ def run_job(name: str, argv: Sequence[str] | None = None, prog: str | None = Non
     overrides = list(args.overrides)
     if getattr(args, "run_date", None) is not None:
         overrides.append(f"output.run_date={args.run_date}")
+    if args.remote is not None:
+        overrides.append(f"spark.remote={args.remote}")
 
     spark, started = None, False
+    connect_mode = os.environ.get(CONNECT_MODE_VAR)
     try:
         # Imported here: the schemas import the estimators, hence pyspark, which --help skips.
         from knnspark.app import schemas
@@ -264,15 +279,17 @@ def run_job(name: str, argv: Sequence[str] | None = None, prog: str | None = Non
             args.config, getattr(schemas, job.schema), overrides, profile=args.profile
         )
         runner = _runner(job)
-        from pyspark import SparkContext
-
         from knnspark.app.output import RowCountError
-        from knnspark.app.session import build_session
+        from knnspark.app.session import build_session, session_running
 
         spark_config = config["spark"]
-        started = SparkContext._active_spark_context is None
+        remote = spark_config["remote"]
+        started = not session_running(remote)
         spark = build_session(
-            spark_config["app_name"], spark_config["conf"], spark_config["master"]
+            spark_config["app_name"],
+            spark_config["conf"],
+            spark_config["master"],
+            remote=remote,
         )
         try:
             with _test_faults(spark):
@@ -294,6 +311,11 @@ def run_job(name: str, argv: Sequence[str] | None = None, prog: str | None = Non
     finally:
         if spark is not None and started:
             spark.stop()
+        # A Connect job switched this process's DataFrame functions to Connect; switch back
+        # for the caller (a test's or a notebook's classic session).
+        os.environ.pop(CONNECT_MODE_VAR, None)
+        if connect_mode is not None:
+            os.environ[CONNECT_MODE_VAR] = connect_mode
     for line in job.summary(summary):
         print(line)
     return 0

@@ -141,6 +141,8 @@ _SPARK = {
     "app_name": Field(str, default="knnspark"),
     # Used only when spark-submit (or an active SparkContext) did not set a master.
     "master": Field(str, default="local[*]"),
+    # A Spark Connect URL (sc://host:port): the job runs as a client of that server.
+    "remote": Field(str, default=None),
     "conf": OpenTable(),
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import sys
@@ -11,7 +12,12 @@ from pathlib import Path
 from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 
-__all__ = ["DEFAULT_LOG_CONFIG", "build_session"]
+from knnspark import classic
+from knnspark.classic import CONNECT_MODE_VAR
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DEFAULT_LOG_CONFIG", "build_session", "session_running"]
 
 #: log4j2 config applied when the job itself starts the JVM (plain ``python jobs/...``):
 #: ``conf/log4j2.properties`` of the working directory, else of the checkout this package
@@ -44,11 +50,37 @@ def _spark_string(value: object) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
+def session_running(remote: str | None) -> bool:
+    """Whether a session of the kind ``remote`` asks for (Connect or classic) already runs."""
+    if remote:
+        from pyspark.sql.connect.session import SparkSession as ConnectSession
+
+        return ConnectSession.getActiveSession() is not None
+    return SparkContext._active_spark_context is not None
+
+
+def _connect_session(app_name: str, conf: Mapping[str, str], remote: str) -> SparkSession:
+    # The Connect client's own builder: pyspark.sql.SparkSession.builder.remote refuses to
+    # start while a classic session runs in the process (a test's, a notebook's).
+    from pyspark.sql.connect.session import SparkSession as ConnectSession
+
+    os.environ[CONNECT_MODE_VAR] = "1"
+    spark = ConnectSession.builder.remote(remote).getOrCreate()
+    for key, value in {"spark.app.name": app_name, **conf}.items():
+        try:
+            spark.conf.set(key, value)
+        except Exception as exc:  # a static setting: the server's own configuration applies
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            logger.warning("spark.conf.%s is not set on the Connect session: %s", key, first)
+    return spark
+
+
 def build_session(
     app_name: str,
     spark_conf: Mapping[str, object],
     master: str | None,
     log_config: str | Path | None = DEFAULT_LOG_CONFIG,
+    remote: str | None = None,
 ) -> SparkSession:
     """Build (or get) the SparkSession of a job.
 
@@ -70,6 +102,11 @@ def build_session(
         log4j2 file, applied only when this call starts the driver JVM in local mode (under
         spark-submit the JVM is already running, and its own options apply). Ignored if missing.
 
+    remote : str or None
+        Spark Connect URL (``sc://host:port``); the job then runs as a Connect client, with
+        ``spark_conf``'s runtime settings applied to its session (``master`` and
+        ``log_config`` do not apply).
+
     Returns
     -------
     SparkSession
@@ -78,6 +115,8 @@ def build_session(
     """
     conf = {key: _spark_string(value) for key, value in spark_conf.items()}
     conf["spark.sql.execution.arrow.pyspark.enabled"] = "true"
+    if remote:
+        return _connect_session(app_name, conf, remote)
     submitted = _submitted_master()
     effective_master = submitted or master or "local[*]"
     # Under spark-submit, or with a SparkContext already running, the JVM exists already.
@@ -107,5 +146,5 @@ def build_session(
     started = SparkContext._active_spark_context is None
     spark = builder.getOrCreate()
     if started:
-        spark.sparkContext.setLogLevel("WARN")
+        classic.set_log_level(spark, "WARN")
     return spark

@@ -15,6 +15,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.utils import AnalysisException
 
 from knnspark._version import __version__
+from knnspark.classic import is_connect
 from knnspark.errors import ModelLoadError
 from knnspark.index import (
     EXACT_KIND,
@@ -229,7 +230,7 @@ def _read_index(
     )
     payloads = None if shard_kind(kind).stores_features else _read_payloads(spark, path, sizes)
     size = broadcast_bytes(n_rows, n_features, common["payload_bytes"])
-    if choose_storage(size, max_broadcast_bytes) == "distributed":
+    if choose_storage(size, max_broadcast_bytes, is_connect(spark)) == "distributed":
         _check_distributed_rows(rows, path, n_rows, n_features)
         shard_rows = rows.select(*SHARD_ROWS_SCHEMA.fieldNames()).filter(F.lit(True))
         # Placed one shard per partition and persisted: the first search moves the index

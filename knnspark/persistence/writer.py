@@ -13,6 +13,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
 from knnspark._version import __version__
+from knnspark.classic import is_connect
 from knnspark.index import EXACT_KIND, TrainingIndex
 from knnspark.kernels.kinds import shard_kind
 from knnspark.kmeans_sharding import routing_to_json
@@ -47,6 +48,15 @@ class KNNModelWriter(MLWriter):
     def __init__(self, instance: Any) -> None:
         super().__init__()
         self.instance = instance
+
+    def _handleOverwrite(self, path: str) -> None:
+        if not is_connect(self.sparkSession):
+            super()._handleOverwrite(path)
+            return
+        # pyspark's own removal goes through the JVM, which a Connect client cannot reach: an
+        # overwriting write of no rows has the server replace the folder by an empty one.
+        empty = self.sparkSession.createDataFrame([], "value string")
+        empty.write.mode("overwrite").text(path)
 
     def saveImpl(self, path: str) -> None:
         model = self.instance

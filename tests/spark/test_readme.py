@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -78,4 +83,24 @@ def test_join_block_runs(spark):
 
 
 def test_every_python_block_is_tested():
-    assert README.read_text().count("```python") == 6
+    assert README.read_text().count("```python") == 7
+
+
+@pytest.mark.slow
+def test_connect_quick_start_runs_in_a_process_of_its_own():
+    # builder.remote("local[2]") starts its own Connect server, which a process already running
+    # a classic session (this one) refuses; a fresh interpreter runs the block as written.
+    pytest.importorskip("grpc", reason="the Connect example needs pyspark[connect]")
+    code = _block_after("### On Spark Connect")
+    check = (
+        "\nrows = scored.orderBy('label').collect()\n"
+        "assert [r['prediction'] for r in rows] == [0.0, 0.0, 1.0, 1.0], rows\n"
+        "assert type(spark).__module__.startswith('pyspark.sql.connect'), type(spark)\n"
+        "spark.stop()\n"
+    )
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+    env.pop("SPARK_CONNECT_MODE_ENABLED", None)
+    done = subprocess.run(
+        [sys.executable, "-c", code + check], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]

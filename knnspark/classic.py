@@ -1,0 +1,97 @@
+"""Everything that needs a classic (JVM-backed) SparkSession, and the one test for it.
+
+Spark Connect sessions (``SparkSession.builder.remote(...)``, ``spark.api.mode=connect``,
+Databricks serverless and shared clusters) have no SparkContext, RDDs, broadcast variables
+or py4j gateway.  The rest of knnspark speaks DataFrames only; where a classic session has
+something better (a broadcast variable for the shards, the status tracker for progress
+lines, the Hadoop file system of the session), it is used from here, chosen by
+:func:`is_connect`.  ``tests/unit/test_connect_rules.py`` fails if any other module of
+``knnspark/`` touches those APIs.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+__all__ = [
+    "CONNECT_MODE_VAR",
+    "broadcast",
+    "default_parallelism",
+    "hadoop_file_system",
+    "is_alive",
+    "is_connect",
+    "set_job_description",
+    "set_local_property",
+    "set_log_level",
+    "stage_progress",
+]
+
+
+#: Set in a process whose DataFrame functions (``pyspark.sql.functions``) build Spark Connect
+#: columns; pyspark's ``SparkSession.builder.remote`` sets it, the functions read it at each call.
+CONNECT_MODE_VAR = "SPARK_CONNECT_MODE_ENABLED"
+
+
+def is_connect(session: Any) -> bool:
+    """Whether ``session`` is a Spark Connect session (the one place knnspark decides it).
+
+    Decided by the session's type, not by the process: a classic session and a Connect one
+    can live in one process (a test's, a notebook's), so ``pyspark.sql.utils.is_remote()``
+    cannot tell them apart.  A process that never imported the Connect client has no
+    Connect session.
+    """
+    connect = sys.modules.get("pyspark.sql.connect.session")
+    return connect is not None and isinstance(session, connect.SparkSession)
+
+
+def default_parallelism(session: Any) -> int:
+    """The SparkContext's default parallelism (total executor cores, or ``local[N]``'s N)."""
+    return int(session.sparkContext.defaultParallelism)
+
+
+def broadcast(session: Any, value: Any) -> Any:
+    """A broadcast variable holding ``value``; its ``.value`` is read once per Python worker."""
+    return session.sparkContext.broadcast(value)
+
+
+def is_alive(session: Any) -> bool:
+    """Whether the session's SparkContext still runs (a broadcast of a stopped one is dead)."""
+    return session.sparkContext._jsc is not None
+
+
+def set_local_property(session: Any, key: str, value: str | None) -> None:
+    """Set (or, with None, clear) a local property the session's next tasks inherit."""
+    session.sparkContext.setLocalProperty(key, value)  # type: ignore[arg-type]
+
+
+def set_job_description(session: Any, text: str | None) -> None:
+    """Name the next jobs in the Spark UI (None clears it)."""
+    session.sparkContext.setJobDescription(text)  # type: ignore[arg-type]
+
+
+def set_log_level(session: Any, level: str) -> None:
+    session.sparkContext.setLogLevel(level)
+
+
+def stage_progress(session: Any) -> Callable[[], list[tuple[int, int, int]]]:
+    """A function returning ``(stage id, completed tasks, tasks)`` of each running stage."""
+    tracker = session.sparkContext.statusTracker()
+
+    def running() -> list[tuple[int, int, int]]:
+        stages = []
+        for stage_id in sorted(tracker.getActiveStageIds()):
+            info = tracker.getStageInfo(stage_id)
+            if info is not None:
+                stages.append((stage_id, info.numCompletedTasks, info.numTasks))
+        return stages
+
+    return running
+
+
+def hadoop_file_system(session: Any, path: str) -> tuple[Any, Any]:
+    """The session's Hadoop ``FileSystem`` for ``path``, and ``path`` as a Hadoop ``Path``."""
+    sc = session.sparkContext
+    hadoop_path = sc._jvm.org.apache.hadoop.fs.Path(path)
+    return hadoop_path.getFileSystem(sc._jsc.hadoopConfiguration()), hadoop_path
