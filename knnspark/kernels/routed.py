@@ -7,10 +7,11 @@ the partial lists into each query's running top-k (ties by (distance, id), as ev
 
 * ``nprobe``: one round over each query's ``nprobe`` nearest shards (approximate); a query
   whose shards hold fewer than ``k`` rows visits the next nearest until it has ``k``.
-* exact (``nprobe=None``): the nearest shard first, then, while :meth:`Router.must_visit`
-  lists a shard, the nearest listed one (``SINGLE_ROUNDS`` times), then every listed shard.
-  A shard is left out only when its lower bound exceeds the query's k-th distance, which
-  only shrinks: the result equals a search of every shard.  For metrics that are not true
+* exact (``nprobe=None``): two rounds, the nearest shard first, then every shard
+  :meth:`Router.must_visit` lists given the first round's k-th distance, the schedule the
+  shard-major path follows (one shuffle per round there), so both paths visit the same
+  shards. A shard is left out only when its lower bound exceeds the query's k-th distance:
+  the result equals a search of every shard.  For metrics that are not true
   metrics ``must_visit`` lists every shard.
 """
 
@@ -22,11 +23,7 @@ from knnspark.kernels.routing import Router
 from knnspark.kernels.shard import SearchOptions, Shard
 from knnspark.kernels.topk import PAD_ID, select_topk
 
-__all__ = ["SINGLE_ROUNDS", "routed_search"]
-
-#: Rounds of pruned exact search in which each query visits one more shard (its nearest
-#: unexcluded one) before a last round visits every shard the bounds cannot exclude.
-SINGLE_ROUNDS = 2
+__all__ = ["routed_search"]
 
 
 class _RunningTopk:
@@ -103,11 +100,7 @@ def routed_search(
             visit(_nearest_of(todo, centroid_dist))
     else:
         visit(_nearest_of(np.broadcast_to(router.nonempty, (n, n_shards)), centroid_dist))
-        for round_no in range(n_shards):
-            todo = router.must_visit(queries, best.kth, visited)
-            if not todo.any():
-                break
-            visit(_nearest_of(todo, centroid_dist) if round_no < SINGLE_ROUNDS else todo)
+        visit(router.must_visit(queries, best.kth, visited))
     return best.dist, best.ids, best.labels, visited.sum(axis=1).astype(np.int32)
 
 
