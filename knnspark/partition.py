@@ -60,9 +60,11 @@ __all__ = [
     "Routing",
     "SearchSettings",
     "broadcast_search_fn",
+    "distinct_keys",
     "merge_partials_fn",
     "output_fields",
     "route_queries_fn",
+    "shard_from_table",
     "shard_search_fn",
 ]
 
@@ -455,14 +457,14 @@ def shard_search_fn(
         routed = routed.cast(_ROUTED_ARROW)
         is_query = routed.column(FEATURES_TMP).is_valid()
         passed = routed.filter(pc.invert(is_query))
-        queries = _distinct_keys(routed.filter(is_query))
+        queries = distinct_keys(routed.filter(is_query))
         if queries.num_rows == 0 or shard_rows.num_rows == 0:
             return passed
         timer = TaskTimer("shard_search")
         timer.count(queries.num_rows)
         with timer.stage("load"):
             shard_no = int(shard_rows.column("shard")[0].as_py())
-            shard = _shard_from_table(shard_rows, shard_no, settings)
+            shard = shard_from_table(shard_rows, shard_no, settings)
         with timer.stage("decode"):
             matrix, _ = list_matrix(queries.column(FEATURES_TMP), settings.n_features)
         with timer.stage("search"):
@@ -515,7 +517,7 @@ def _partial_rows(
     )
 
 
-def _shard_from_table(table: pa.Table, shard_no: int, settings: SearchSettings) -> Shard:
+def shard_from_table(table: pa.Table, shard_no: int, settings: SearchSettings) -> Shard:
     """The shard side of a cogroup: its training rows, or its one built-shard row."""
     if shard_kind(settings.kind).stores_features:
         key = (settings.model_id, shard_no)
@@ -525,7 +527,7 @@ def _shard_from_table(table: pa.Table, shard_no: int, settings: SearchSettings) 
     return shard_from_blob(blob, settings.kind, settings.kind_params, settings.model_id)
 
 
-def _distinct_keys(queries: pa.Table) -> pa.Table:
+def distinct_keys(queries: pa.Table) -> pa.Table:
     """Equal queries (equal keys) routed to one shard are searched once."""
     hi = queries.column(KEY_HI).to_numpy()
     lo = queries.column(KEY_LO).to_numpy()

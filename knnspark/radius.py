@@ -2,9 +2,10 @@
 
 Exact search only (:mod:`knnspark.kernels.radius`).  Both storages serve it, as they serve
 ``kneighbors``: a broadcast index is searched inside one ``mapInArrow`` pass (every shard,
-lists merged in the task); a distributed one pairs blocks of queries with shards in a
-``cogroup``, gathers each query's partial lists by a hash of its features, merges them and
-joins them back, so no query row is lost.
+lists merged in the task); a distributed one on the shard-major layout (:mod:`knnspark.search`):
+each query is routed to every shard, a ``cogroup`` meets each persisted shard with its queries
+without moving the shard, and each query's partial lists are gathered by a hash of its
+features, merged and joined back, so no query row is lost.
 """
 
 from __future__ import annotations
@@ -21,21 +22,24 @@ from pyspark.sql import types as T
 
 from knnspark.arrow_columns import padded_matrix
 from knnspark.converters import int_at_least, positive_float
-from knnspark.index import EXACT_KIND
+from knnspark.index import EXACT_KIND, PARTITION_KEY
 from knnspark.kernels.radius import RadiusLists, merge_radius_lists, radius_search
 from knnspark.kernels.topk import PAD_ID
 from knnspark.partition import (
-    BLOCK_KEY,
     FEATURES_TMP,
     KEY_HI,
     KEY_LO,
     NEIGHBORS,
-    SHARD_KEY,
+    ROUTE_KEY,
+    ROUTED_SCHEMA,
     SearchSettings,
+    distinct_keys,
     query_matrix,
+    route_queries_fn,
+    shard_from_table,
 )
 from knnspark.schema import check_output_columns, column, feature_array_expr
-from knnspark.shard_codec import shard_from_rows
+from knnspark.search import shard_routing
 
 __all__ = ["radius_neighbors"]
 
@@ -119,7 +123,7 @@ def radius_neighbors(
     )
     if index.storage == "broadcast":
         searched = _broadcast_plan(
-            dataset, features, settings, model._shards_broadcast(dataset, kind)
+            dataset, features, settings, model._shipped_shards(dataset.sparkSession, kind)
         )
     else:
         searched = _reduce_plan(dataset, features, index, settings)
@@ -184,19 +188,18 @@ def _broadcast_fn(
     return search
 
 
-def _pair_fn(settings: RadiusSettings) -> Callable[[pa.Table, pa.Table], pa.Table]:
-    """cogroup function: one block of distinct queries meets one shard's rows."""
+def _shard_fn(settings: RadiusSettings) -> Callable[[pa.Table, pa.Table], pa.Table]:
+    """cogroup function: the queries routed to one shard meet the shard's rows."""
     opts = settings.search
 
-    def search(queries: pa.Table, shard_rows: pa.Table) -> pa.Table:
-        if queries.num_rows == 0 or shard_rows.num_rows == 0:
+    def search(routed: pa.Table, shard_rows: pa.Table) -> pa.Table:
+        if routed.num_rows == 0 or shard_rows.num_rows == 0:
             return _PARTIAL_SCHEMA_ARROW.empty_table()
-        key = (opts.model_id, int(shard_rows.column(SHARD_KEY)[0].as_py()))
-        shard = shard_from_rows(shard_rows, opts.n_features, EXACT_KIND, {}, key)
+        queries = distinct_keys(routed)
+        shard = shard_from_table(shard_rows, int(shard_rows.column("shard")[0].as_py()), opts)
         matrix, valid = query_matrix(queries.column(FEATURES_TMP), opts)
         lists = _search_shards([shard], matrix, settings)
-        every = np.ones(matrix.shape[0], dtype=bool)
-        out = _output_arrays(lists, every)
+        out = _output_arrays(lists, np.ones(matrix.shape[0], dtype=bool))
         keys = queries.select([KEY_HI, KEY_LO]).filter(pa.array(valid))
         return pa.table({**{n: keys.column(n) for n in (KEY_HI, KEY_LO)}, **out})
 
@@ -249,30 +252,19 @@ def _broadcast_plan(
 
 
 def _reduce_plan(df: DataFrame, features: Any, index: Any, settings: RadiusSettings) -> DataFrame:
-    spark = df.sparkSession
     keyed = df.withColumn(FEATURES_TMP, features).select(
         "*", F.xxhash64(FEATURES_TMP).alias(KEY_HI), F.hash(FEATURES_TMP).alias(KEY_LO)
     )
-    # Equal queries share a key, hence a block: each is searched once per shard.
-    n_blocks = max(1, int(spark.conf.get("spark.sql.shuffle.partitions")))
-    queries = keyed.select(
-        KEY_HI, KEY_LO, FEATURES_TMP, F.pmod(F.col(KEY_LO), F.lit(n_blocks)).alias(BLOCK_KEY)
-    ).dropDuplicates([KEY_HI, KEY_LO])
-    shard_keys = spark.createDataFrame(
-        [(int(s),) for s in index.shard_sizes],
-        T.StructType([T.StructField(SHARD_KEY, T.IntegerType())]),
+    # Every query visits every shard; the shards stay where fit persisted them.
+    routed = keyed.select(KEY_HI, KEY_LO, FEATURES_TMP).mapInArrow(
+        route_queries_fn(settings.search, shard_routing(index)), ROUTED_SCHEMA
     )
-    block_keys = spark.range(n_blocks).select(F.col("id").cast("int").alias(BLOCK_KEY))
-    query_side = queries.crossJoin(F.broadcast(shard_keys))
-    shard_side = (
-        index.distributed_data(EXACT_KIND)
-        .withColumnRenamed("shard", SHARD_KEY)
-        .crossJoin(F.broadcast(block_keys))
-    )
+    shard_side = index.distributed_data(EXACT_KIND).groupBy(PARTITION_KEY)
     partials = (
-        query_side.groupBy(SHARD_KEY, BLOCK_KEY)
-        .cogroup(shard_side.groupBy(SHARD_KEY, BLOCK_KEY))
-        .applyInArrow(_pair_fn(settings), _PARTIAL_SCHEMA)
+        routed.select(KEY_HI, KEY_LO, ROUTE_KEY, FEATURES_TMP)
+        .groupBy(ROUTE_KEY)
+        .cogroup(shard_side)
+        .applyInArrow(_shard_fn(settings), _PARTIAL_SCHEMA)
     )
     gathered = partials.groupBy(KEY_HI, KEY_LO).agg(
         F.flatten(F.collect_list(_IDS)).alias(_IDS),

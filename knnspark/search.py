@@ -55,6 +55,7 @@ __all__ = [
     "routed_row_bytes",
     "search_dataframe",
     "search_rounds",
+    "shard_routing",
 ]
 
 #: Bytes of routed queries one search task may hold at once (the shard-major path).
@@ -117,11 +118,7 @@ def _shard_major_plan(
         F.hash(FEATURES_TMP).alias(KEY_LO),
     )
     queries = keyed.select(KEY_HI, KEY_LO, FEATURES_TMP)
-    routing = Routing(
-        shards=tuple(index.shard_sizes),
-        sizes=tuple(index.shard_sizes.get(s, 0) for s in range(index.shard_partitions)),
-        partition_keys=tuple(shard_partition_keys(index.shard_partitions)),
-    )
+    routing = shard_routing(index)
     shard_side = index.distributed_data(settings.kind).groupBy(PARTITION_KEY)
     rounds = search_rounds(df, settings)
 
@@ -156,6 +153,15 @@ def _shard_major_plan(
     merged = gathered.mapInArrow(merge_partials_fn(settings), merged_schema)
     joined = keyed.join(merged, on=[KEY_HI, KEY_LO], how="left")
     return joined.select(*[column(c) for c in df.columns], *merged.columns[2:])
+
+
+def shard_routing(index: TrainingIndex) -> Routing:
+    """Where the shard-major path finds each shard of a distributed ``index``."""
+    return Routing(
+        shards=tuple(index.shard_sizes),
+        sizes=tuple(index.shard_sizes.get(s, 0) for s in range(index.shard_partitions)),
+        partition_keys=tuple(shard_partition_keys(index.shard_partitions)),
+    )
 
 
 def search_rounds(df: DataFrame, settings: SearchSettings) -> int:

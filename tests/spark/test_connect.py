@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from pyspark.errors import PySparkNotImplementedError
 from pyspark.ml import Pipeline
 from pyspark.ml.evaluation import MulticlassClassificationEvaluator
 from pyspark.ml.feature import VectorAssembler
@@ -68,19 +67,11 @@ def test_default_shard_count_reads_the_conf(connect):
 
 # ------------------------------------------------------------ reference comparisons
 
-#: Until the shard-major search lands, the distributed path reads df.rdd, which Connect lacks;
-#: any other failure still fails.
-NEEDS_SHARD_MAJOR = pytest.mark.xfail(
-    strict=False,
-    raises=PySparkNotImplementedError,
-    reason="distributed path needs shard-major branch",
-)
-
 PATHS = [
     pytest.param("brute", None, id="exact-broadcast"),
-    pytest.param("brute", 0, id="exact-distributed", marks=NEEDS_SHARD_MAJOR),
+    pytest.param("brute", 0, id="exact-distributed"),
     pytest.param("hnsw", None, id="hnsw-broadcast"),
-    pytest.param("hnsw", 0, id="hnsw-distributed", marks=NEEDS_SHARD_MAJOR),
+    pytest.param("hnsw", 0, id="hnsw-distributed"),
 ]
 
 
@@ -159,7 +150,6 @@ def test_save_in_one_mode_load_in_the_other(
         assert _by_id(loaded.transform(_frame(session, x_test)), "prediction") == expected
 
 
-@NEEDS_SHARD_MAJOR
 def test_regressor_and_neighbors_round_trip_on_connect(connect, wine, tmp_path):
     x_train, y_train, x_test, _ = wine
     train, test = _frame(connect, x_train, y_train), _frame(connect, x_test)

@@ -15,9 +15,6 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "knnspark"
 CLASSIC_MODULE = PACKAGE / "classic.py"
 FORBIDDEN_NAMES = {"sparkContext", "_jvm", "_jsc", "_jsparkSession", "py4j"}
-#: Where a known use waits for another branch: the distributed search's df.rdd goes with the
-#: shard-major search (issue 12 builds on it). Remove the entry when that branch merges.
-PENDING = {("search.py", ".rdd")}
 
 
 def classic_only_uses(source: str) -> list[tuple[int, str]]:
@@ -68,8 +65,7 @@ def test_classic_only_apis_live_in_the_classic_module():
             continue
         relative = path.relative_to(PACKAGE).as_posix()
         for line, what in classic_only_uses(path.read_text()):
-            if (relative, what) not in PENDING:
-                offenders.append(f"knnspark/{relative}:{line}: {what}")
+            offenders.append(f"knnspark/{relative}:{line}: {what}")
     assert offenders == [], (
         "Spark Connect has no SparkContext, RDDs, broadcast variables or py4j; move these "
         "into knnspark/classic.py, chosen by classic.is_connect(session):\n" + "\n".join(offenders)
