@@ -52,7 +52,8 @@ def _frame(session, x, y=None):
 
 def _by_id(df, *cols):
     pdf = df.select("id", *cols).toPandas().sort_values("id")
-    return [pdf[c].tolist() for c in cols]
+    # Array columns come back as numpy arrays; lists compare element by element.
+    return [[v.tolist() if isinstance(v, np.ndarray) else v for v in pdf[c]] for c in cols]
 
 
 def test_the_fixture_is_a_connect_session(spark, connect):
