@@ -39,7 +39,7 @@ __all__ = ["OUTLIER_METHODS", "KNNOutlierDetector", "KNNOutlierModel"]
 OUTLIER_METHODS = ("largest", "mean", "median")
 
 #: The params the threshold depends on: a fitted model refuses to score with other values.
-_FITTED_PARAMS = ("k", "method", "contamination", "metric", "p")
+_FITTED_PARAMS = ("k", "method", "contamination", "metric", "p", "nprobe")
 
 
 def _contamination(value: Any) -> float:
@@ -193,8 +193,8 @@ class KNNOutlierModel(_KNNModel, _KNNOutlierParams):
 
     ``transform`` adds ``outlierScoreCol`` (double) and ``predictionCol`` (1.0 outlier,
     0.0 inlier); both are null for invalid rows under ``handleInvalid='keep'``.  ``k``,
-    ``method``, ``contamination``, ``metric`` and ``p`` are fixed by the fit (the threshold
-    depends on them): scoring with other values raises ``ValueError``; refit instead.
+    ``method``, ``contamination``, ``metric``, ``p`` and ``nprobe`` are fixed by the fit (the
+    threshold depends on them): scoring with other values raises ``ValueError``; refit instead.
     """
 
     _task = NEIGHBORS
@@ -282,6 +282,7 @@ class KNNOutlierModel(_KNNModel, _KNNOutlierParams):
         return dict(self._state)
 
     def _restore_fitted_state(self, state: dict[str, Any], path: str) -> None:
+        state = {"nprobe": None, **state}  # saved before nprobe existed: fitted without it
         threshold = state.get("threshold")
         missing = [name for name in _FITTED_PARAMS if name not in state]
         if not is_number(threshold) or not math.isfinite(threshold) or missing:

@@ -130,6 +130,9 @@ def test_scoring_with_other_fitted_params_is_refused(spark, wine):
     model.setK(3).setMethod("mean")
     with pytest.raises(ValueError, match="Param method is 'mean' .* method='largest'"):
         model.transform(df)
+    model.setMethod("largest").setNprobe(1)  # fewer shards visited: other scores
+    with pytest.raises(ValueError, match="Param nprobe is 1 .* fitted with nprobe=None"):
+        model.transform(df)
 
 
 def test_handle_invalid_keep_gives_null_outputs(spark, wine):
