@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import math
 import re
-import uuid
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -19,6 +17,7 @@ from py4j.protocol import Py4JJavaError
 from pyspark.errors import PythonException
 from pyspark.ml.linalg import DenseVector, SparseVector, Vectors, VectorUDT
 from pyspark.sql import types as T
+from spark_jobs import no_spark_job
 
 from knnspark import (
     InvalidInputError,
@@ -74,23 +73,6 @@ INVALID_QUERIES = {
 
 
 # ---------------------------------------------------------------- helpers
-
-
-@contextmanager
-def no_spark_job(spark):
-    """Fail if any Spark job starts inside the block (the block may raise)."""
-    sc = spark.sparkContext
-    group = f"knnspark-no-job-{uuid.uuid4().hex}"
-    sc.setJobGroup(group, "must not start a Spark job")
-    try:
-        yield
-    finally:
-        sc.setLocalProperty("spark.jobGroup.id", None)
-        sc.setLocalProperty("spark.job.description", None)
-    # The status tracker learns of jobs through the listener bus; let it catch up.
-    sc._jsc.sc().listenerBus().waitUntilEmpty()
-    jobs = sc.statusTracker().getJobIdsForGroup(group)
-    assert list(jobs) == [], f"expected no Spark job, but jobs {list(jobs)} ran"
 
 
 def train_rows(n: int = N_TRAIN, seed: int = 0) -> list[tuple]:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import random
 import re
-import uuid
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -23,6 +21,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from scipy.spatial.distance import cdist
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
+from spark_jobs import no_spark_job
 
 from knnspark import InvalidInputError, KNNClassifier, KNNRegressor, NearestNeighbors
 from knnspark.kernels.distances import METRICS
@@ -31,21 +30,6 @@ from knnspark.tuning import KNNCrossValidator
 
 SPARK_JOB_ERRORS = (PythonException, Py4JJavaError)
 PATHS = [pytest.param({}, id="broadcast"), pytest.param({"maxBroadcastBytes": 0}, id="distributed")]
-
-
-@contextmanager
-def no_spark_job(spark):
-    """Fail if any Spark job starts inside the block (the block may raise)."""
-    sc = spark.sparkContext
-    group = f"knnspark-no-job-{uuid.uuid4().hex}"
-    sc.setJobGroup(group, "must not start a Spark job")
-    try:
-        yield
-    finally:
-        sc.setLocalProperty("spark.jobGroup.id", None)
-        sc.setLocalProperty("spark.job.description", None)
-    sc._jsc.sc().listenerBus().waitUntilEmpty()
-    assert list(sc.statusTracker().getJobIdsForGroup(group)) == []
 
 
 # ---------------------------------------------------------------- 1. cosine + distance weights

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-from contextlib import contextmanager
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,24 +9,10 @@ from pyspark.ml.evaluation import MulticlassClassificationEvaluator
 from pyspark.ml.tuning import ParamGridBuilder
 from sklearn import datasets
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
+from spark_jobs import no_spark_job
 
 from knnspark import KNNClassifier, KNNRegressor
 from knnspark.tuning import KNNCrossValidator
-
-
-@contextmanager
-def no_spark_job(spark):
-    """Fail if any Spark job starts inside the block (the block may raise)."""
-    sc = spark.sparkContext
-    group = f"knnspark-no-job-{uuid.uuid4().hex}"
-    sc.setJobGroup(group, "must not start a Spark job")
-    try:
-        yield
-    finally:
-        sc.setLocalProperty("spark.jobGroup.id", None)
-        sc.setLocalProperty("spark.job.description", None)
-    sc._jsc.sc().listenerBus().waitUntilEmpty()
-    assert list(sc.statusTracker().getJobIdsForGroup(group)) == []
 
 
 def kernel(name, h):

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import uuid
-from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.neighbors import NearestNeighbors as SkNearestNeighbors
+from spark_jobs import no_spark_job
 
 from knnspark import (
     InvalidInputError,
@@ -22,20 +21,6 @@ from knnspark import (
 
 K = 5
 SHARDS = 6
-
-
-@contextmanager
-def no_spark_job(spark):
-    """Fail if any Spark job starts inside the block (the block may raise)."""
-    sc = spark.sparkContext
-    group = f"knnspark-no-job-{uuid.uuid4().hex}"
-    sc.setJobGroup(group, "must not start a Spark job")
-    try:
-        yield
-    finally:
-        sc.setLocalProperty("spark.jobGroup.id", None)
-    sc._jsc.sc().listenerBus().waitUntilEmpty()
-    assert list(sc.statusTracker().getJobIdsForGroup(group)) == []
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-from contextlib import contextmanager
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,26 +11,12 @@ from pyspark.sql import types as T
 from sklearn import datasets
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.neighbors import NearestNeighbors as SkNearestNeighbors
+from spark_jobs import no_spark_job
 
 from knnspark import InvalidInputError, KNNClassifier, NearestNeighbors
 
 K = 5
 NAN = float("nan")
-
-
-@contextmanager
-def no_spark_job(spark):
-    """Fail if any Spark job starts inside the block (the block may raise)."""
-    sc = spark.sparkContext
-    group = f"knnspark-no-job-{uuid.uuid4().hex}"
-    sc.setJobGroup(group, "must not start a Spark job")
-    try:
-        yield
-    finally:
-        sc.setLocalProperty("spark.jobGroup.id", None)
-        sc.setLocalProperty("spark.job.description", None)
-    sc._jsc.sc().listenerBus().waitUntilEmpty()
-    assert list(sc.statusTracker().getJobIdsForGroup(group)) == []
 
 
 def with_nans(loader, share=0.2, seed=0):

@@ -6,33 +6,16 @@ float64): the scores then agree to rounding and the labels exactly.
 
 from __future__ import annotations
 
-import uuid
-from contextlib import contextmanager
-
 import numpy as np
 import pandas as pd
 import pytest
 from pyod.models.knn import KNN
 from sklearn import datasets
+from spark_jobs import no_spark_job
 
 from knnspark import InvalidInputError, KNNOutlierDetector, KNNOutlierModel, ModelLoadError
 
 RTOL = 1e-9
-
-
-@contextmanager
-def no_spark_job(spark):
-    """Fail if any Spark job starts inside the block (the block may raise)."""
-    sc = spark.sparkContext
-    group = f"knnspark-no-job-{uuid.uuid4().hex}"
-    sc.setJobGroup(group, "must not start a Spark job")
-    try:
-        yield
-    finally:
-        sc.setLocalProperty("spark.jobGroup.id", None)
-        sc.setLocalProperty("spark.job.description", None)
-    sc._jsc.sc().listenerBus().waitUntilEmpty()
-    assert list(sc.statusTracker().getJobIdsForGroup(group)) == []
 
 
 def _load(name):
