@@ -20,31 +20,26 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from pyspark import TaskContext
 from pyspark.sql import types as T
 
 from knnspark._faults import maybe_fail
 from knnspark.arrow_columns import (
     LIST_F64,
-    LIST_F64_NULLS,
     LIST_I64,
     combined,
     list_array,
     list_lengths,
     list_matrix,
-    padded_matrix,
     scalar_array,
 )
 from knnspark.errors import InvalidInputError
 from knnspark.kernels.distances import get_metric
-from knnspark.kernels.kinds import shard_kind
 from knnspark.kernels.predict import classify_neighbors, weighted_average
 from knnspark.kernels.routed import routed_search
 from knnspark.kernels.routing import Router
 from knnspark.kernels.shard import SearchOptions, Shard
-from knnspark.kernels.topk import PAD_ID, drop_duplicate_ids, select_topk
-from knnspark.shard_codec import shard_from_blob, shard_from_rows
+from knnspark.kernels.topk import select_topk
 from knnspark.timing import TaskTimer
 
 __all__ = [
@@ -55,17 +50,12 @@ __all__ = [
     "NEIGHBORS",
     "NEIGHBOR_LABELS",
     "REGRESSION",
-    "ROUTED_SCHEMA",
-    "ROUTE_KEY",
-    "Routing",
     "SearchSettings",
     "broadcast_search_fn",
-    "distinct_keys",
-    "merge_partials_fn",
+    "output_arrays",
     "output_fields",
-    "route_queries_fn",
-    "shard_from_table",
-    "shard_search_fn",
+    "query_matrix",
+    "with_columns",
 ]
 
 #: The tasks a search serves: what a model (or the tuning path) computes from the neighbors.
@@ -294,7 +284,7 @@ def output_arrays(
     return columns
 
 
-def _with_columns(batch: pa.RecordBatch, columns: dict[str, pa.Array]) -> pa.RecordBatch:
+def with_columns(batch: pa.RecordBatch, columns: dict[str, pa.Array]) -> pa.RecordBatch:
     for name, array in columns.items():
         batch = batch.append_column(pa.field(name, array.type, nullable=True), array)
     return batch
@@ -320,248 +310,8 @@ def broadcast_search_fn(
             dist, ids, labels, visited = search_batch(shards, queries, settings, timer)
             with timer.stage("encode"):
                 out = output_arrays(dist, ids, labels, valid, settings, visited)
-                batch = _with_columns(batch.drop_columns([FEATURES_TMP]), out)
+                batch = with_columns(batch.drop_columns([FEATURES_TMP]), out)
             yield batch
         timer.flush()
 
     return search
-
-
-# ------------------------------------------------------------- shard-major path
-#
-# Queries travel, shards stay: each query row is routed to the shards it must visit,
-# shuffled to the partition holding that shard (the index side is persisted partitioned
-# one shard per partition, so Spark's cogroup leaves it in place), searched there, and the
-# partial top-k lists are merged by query.  One row layout (ROUTED_SCHEMA) carries both
-# queries on their way to a shard (features set) and partial lists on their way to the
-# merge (ids set), so pruned exact search can pass its first round's lists through the
-# second round's shuffle instead of computing the first round twice.
-
-#: The partition key of the shard a routed row goes to (see ``index.shard_partition_keys``).
-ROUTE_KEY = "__knn_route"
-
-#: A query on its way to a shard (features set), or a partial list on its way to the merge.
-ROUTED_SCHEMA = T.StructType(
-    [
-        T.StructField(KEY_HI, T.LongType(), False),
-        T.StructField(KEY_LO, T.IntegerType(), False),
-        T.StructField(ROUTE_KEY, T.IntegerType(), False),
-        # Null entries are missing coordinates (nan_euclidean): they read as NaN.
-        T.StructField(FEATURES_TMP, T.ArrayType(T.FloatType(), True), True),
-        T.StructField("ids", T.ArrayType(T.LongType(), False), True),
-        T.StructField("dist", T.ArrayType(T.DoubleType(), False), True),
-        T.StructField("labels", T.ArrayType(T.DoubleType(), True), True),
-    ]
-)
-_ROUTED_ARROW = pa.schema(
-    [
-        pa.field(KEY_HI, pa.int64()),
-        pa.field(KEY_LO, pa.int32()),
-        pa.field(ROUTE_KEY, pa.int32()),
-        pa.field(FEATURES_TMP, pa.list_(pa.float32())),
-        pa.field("ids", LIST_I64),
-        pa.field("dist", LIST_F64),
-        pa.field("labels", LIST_F64_NULLS),
-    ]
-)
-
-
-@dataclass(frozen=True)
-class Routing:
-    """Where the shard-major path sends each query, as plain values.
-
-    ``shards`` are the index's shard numbers (all searched when ``settings.router`` is
-    None), ``sizes[s]`` the rows of shard ``s`` and ``partition_keys[s]`` the key that
-    lands in shard ``s``'s partition.
-    """
-
-    shards: tuple[int, ...]
-    sizes: tuple[int, ...]
-    partition_keys: tuple[int, ...]
-
-    def first_round(self, queries: np.ndarray, settings: SearchSettings) -> np.ndarray:
-        """(n_queries, m) shard numbers each query visits first (or only); -1 for none."""
-        router = settings.router
-        if router is None:
-            return np.broadcast_to(np.asarray(self.shards), (queries.shape[0], len(self.shards)))
-        if settings.nprobe is None:
-            return router.nearest(queries, 1 if router.can_prune else router.num_shards)
-        # The nprobe nearest shards, and the next nearest while they hold fewer than k rows
-        # (as the broadcast path's kernels.routed does).
-        order = router.nearest(queries, router.num_shards)
-        rows_before = (
-            np.cumsum(np.asarray(self.sizes)[order], axis=1) - np.asarray(self.sizes)[order]
-        )
-        keep = (np.arange(order.shape[1])[None, :] < settings.nprobe) | (rows_before < settings.k)
-        return np.where(keep, order, -1)
-
-    def pruned(self, settings: SearchSettings) -> bool:
-        """Whether a second round visits the shards the first one's k-th distance keeps."""
-        router = settings.router
-        return router is not None and settings.nprobe is None and router.can_prune
-
-
-def route_queries_fn(
-    settings: SearchSettings, routing: Routing
-) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """mapInArrow function: keyed queries -> one ROUTED_SCHEMA row per shard to visit.
-
-    Invalid rows raise under ``handleInvalid='error'`` and are dropped otherwise (the
-    join back gives them null outputs).
-    """
-
-    def route(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        maybe_fail("search")
-        for batch in batches:
-            queries, valid = query_matrix(batch.column(FEATURES_TMP), settings)
-            shards = routing.first_round(queries, settings)
-            rows = pa.Table.from_batches([batch]).take(pa.array(np.flatnonzero(valid)))
-            yield from _query_rows(rows, shards, routing).to_batches()
-
-    return route
-
-
-def _query_rows(rows: pa.Table, shards: np.ndarray, routing: Routing) -> pa.Table:
-    """Row ``i`` of ``rows`` once for each shard number in ``shards[i]`` (-1: none)."""
-    which, col = np.nonzero(shards >= 0)
-    keys = np.asarray(routing.partition_keys, dtype=np.int32)[shards[which, col]]
-    taken = rows.take(pa.array(which, type=pa.int64()))
-    n = taken.num_rows
-    return pa.table(
-        {
-            KEY_HI: taken.column(KEY_HI),
-            KEY_LO: taken.column(KEY_LO),
-            ROUTE_KEY: pa.array(keys, type=pa.int32()),
-            FEATURES_TMP: taken.column(FEATURES_TMP).cast(_ROUTED_ARROW.field(FEATURES_TMP).type),
-            "ids": pa.nulls(n, LIST_I64),
-            "dist": pa.nulls(n, LIST_F64),
-            "labels": pa.nulls(n, LIST_F64_NULLS),
-        },
-        schema=_ROUTED_ARROW,
-    )
-
-
-def shard_search_fn(
-    settings: SearchSettings, routing: Routing, route_next: bool
-) -> Callable[[pa.Table, pa.Table], pa.Table]:
-    """cogroup function: the queries routed to one shard meet the shard.
-
-    Emits each distinct query's partial list from this shard and passes on the partial
-    lists that arrived with the queries.  With ``route_next`` (the first round of pruned
-    exact search) it also emits the query once for every further shard the router cannot
-    exclude given this shard's k-th distance.
-    """
-
-    def search(routed: pa.Table, shard_rows: pa.Table) -> pa.Table:
-        maybe_fail("search")
-        routed = routed.cast(_ROUTED_ARROW)
-        is_query = routed.column(FEATURES_TMP).is_valid()
-        passed = routed.filter(pc.invert(is_query))
-        queries = distinct_keys(routed.filter(is_query))
-        if queries.num_rows == 0 or shard_rows.num_rows == 0:
-            return passed
-        timer = TaskTimer("shard_search")
-        timer.count(queries.num_rows)
-        with timer.stage("load"):
-            shard_no = int(shard_rows.column("shard")[0].as_py())
-            shard = shard_from_table(shard_rows, shard_no, settings)
-        with timer.stage("decode"):
-            matrix, _ = list_matrix(queries.column(FEATURES_TMP), settings.n_features)
-        with timer.stage("search"):
-            dist, pos = shard.search(matrix, settings.k, settings.search_options)
-        with timer.stage("encode"):
-            labels = shard.labels if shard.labels is not None else np.full(shard.n_rows, np.nan)
-            out = [passed, _partial_rows(queries, shard.ids[pos], dist, labels[pos])]
-            if route_next:
-                out.append(_next_round(queries, matrix, dist, shard_no, settings, routing))
-        timer.flush()
-        return pa.concat_tables(out)
-
-    return search
-
-
-def _next_round(
-    queries: pa.Table,
-    matrix: np.ndarray,
-    dist: np.ndarray,
-    shard_no: int,
-    settings: SearchSettings,
-    routing: Routing,
-) -> pa.Table:
-    """Query rows for the shards still to search after this one (pruned exact search)."""
-    router = settings.router
-    k = settings.k
-    kth = dist[:, k - 1] if dist.shape[1] >= k else np.full(matrix.shape[0], np.inf)
-    visited = np.zeros((matrix.shape[0], router.num_shards), dtype=bool)
-    visited[:, shard_no] = True
-    todo = router.must_visit(matrix, kth, visited)
-    shards = np.where(todo, np.arange(router.num_shards)[None, :], -1)
-    return _query_rows(queries, shards, routing)
-
-
-def _partial_rows(
-    queries: pa.Table, ids: np.ndarray, dist: np.ndarray, labels: np.ndarray
-) -> pa.Table:
-    every = np.ones(queries.num_rows, dtype=bool)
-    return pa.table(
-        {
-            KEY_HI: queries.column(KEY_HI),
-            KEY_LO: queries.column(KEY_LO),
-            ROUTE_KEY: queries.column(ROUTE_KEY),
-            FEATURES_TMP: pa.nulls(queries.num_rows, _ROUTED_ARROW.field(FEATURES_TMP).type),
-            "ids": list_array(ids, every, LIST_I64),
-            "dist": list_array(dist, every, LIST_F64),
-            "labels": list_array(labels, every, LIST_F64_NULLS),
-        },
-        schema=_ROUTED_ARROW,
-    )
-
-
-def shard_from_table(table: pa.Table, shard_no: int, settings: SearchSettings) -> Shard:
-    """The shard side of a cogroup: its training rows, or its one built-shard row."""
-    if shard_kind(settings.kind).stores_features:
-        key = (settings.model_id, shard_no)
-        return shard_from_rows(table, settings.n_features, settings.kind, settings.kind_params, key)
-    blob = {name: table.column(name)[0].as_py() for name in table.column_names}
-    blob["n_features"] = settings.n_features
-    return shard_from_blob(blob, settings.kind, settings.kind_params, settings.model_id)
-
-
-def distinct_keys(queries: pa.Table) -> pa.Table:
-    """Equal queries (equal keys) routed to one shard are searched once."""
-    hi = queries.column(KEY_HI).to_numpy()
-    lo = queries.column(KEY_LO).to_numpy()
-    keys = np.stack([hi, lo.astype(np.int64)], axis=1)
-    _, first = np.unique(keys, axis=0, return_index=True)
-    if first.size == queries.num_rows:
-        return queries
-    return queries.take(pa.array(np.sort(first)))
-
-
-def merge_partials_fn(
-    settings: SearchSettings,
-) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """mapInArrow function over rows that hold all partial lists of one query.
-
-    A row's ``SHARDS_TMP`` (the number of lists, one per shard searched) passes through.
-    """
-
-    def merge(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        maybe_fail("search")
-        for batch in batches:
-            dist = padded_matrix(batch.column("dist"), np.inf, np.float64)
-            ids = padded_matrix(batch.column("ids"), PAD_ID, np.int64)
-            labels = padded_matrix(batch.column("labels"), np.nan, np.float64)
-            # A retried or repeated search of one shard must not count a row twice.
-            dist, ids = drop_duplicate_ids(dist, ids)
-            dist, ids, pos = select_topk(dist, ids, settings.k)
-            labels = np.take_along_axis(labels, pos, axis=1)
-            valid = np.ones(batch.num_rows, dtype=bool)
-            visited = None
-            if SHARDS_TMP in batch.schema.names:  # the plan counted each query's partial lists
-                visited = batch.column(SHARDS_TMP).to_numpy(zero_copy_only=False)
-            out = output_arrays(dist, ids, labels, valid, settings, visited)
-            keys = batch.select([KEY_HI, KEY_LO])
-            yield _with_columns(keys, out)
-
-    return merge

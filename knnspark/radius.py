@@ -30,16 +30,19 @@ from knnspark.partition import (
     KEY_HI,
     KEY_LO,
     NEIGHBORS,
-    ROUTE_KEY,
-    ROUTED_SCHEMA,
     SearchSettings,
-    distinct_keys,
     query_matrix,
-    route_queries_fn,
-    shard_from_table,
+    with_columns,
 )
 from knnspark.schema import check_output_columns, column, feature_array_expr
 from knnspark.search import shard_routing
+from knnspark.shard_major import (
+    ROUTE_KEY,
+    ROUTED_SCHEMA,
+    distinct_keys,
+    route_queries_fn,
+    shard_from_table,
+)
 
 __all__ = ["radius_neighbors"]
 
@@ -169,12 +172,6 @@ def _output_arrays(lists: RadiusLists, valid: np.ndarray) -> dict[str, pa.Array]
     }
 
 
-def _append(batch: pa.RecordBatch, columns: dict[str, pa.Array]) -> pa.RecordBatch:
-    for name, array in columns.items():
-        batch = batch.append_column(pa.field(name, array.type, nullable=True), array)
-    return batch
-
-
 def _broadcast_fn(
     shards_broadcast: Any, settings: RadiusSettings
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
@@ -183,7 +180,7 @@ def _broadcast_fn(
         for batch in batches:
             queries, valid = query_matrix(batch.column(FEATURES_TMP), settings.search)
             lists = _search_shards(shards, queries, settings)
-            yield _append(batch.drop_columns([FEATURES_TMP]), _output_arrays(lists, valid))
+            yield with_columns(batch.drop_columns([FEATURES_TMP]), _output_arrays(lists, valid))
 
     return search
 
@@ -222,7 +219,7 @@ def _merge_fn(
                 query[real], ids.reshape(-1)[real], dist.reshape(-1)[real], counts, settings.limit
             )
             out = _output_arrays(lists, np.ones(batch.num_rows, dtype=bool))
-            yield _append(batch.select([KEY_HI, KEY_LO]), out)
+            yield with_columns(batch.select([KEY_HI, KEY_LO]), out)
 
     return merge
 

@@ -35,18 +35,20 @@ from knnspark.partition import (
     FEATURES_TMP,
     KEY_HI,
     KEY_LO,
-    ROUTE_KEY,
-    ROUTED_SCHEMA,
     SHARDS_TMP,
-    Routing,
     SearchSettings,
     broadcast_search_fn,
-    merge_partials_fn,
     output_fields,
+)
+from knnspark.schema import column
+from knnspark.shard_major import (
+    ROUTE_KEY,
+    ROUTED_SCHEMA,
+    Routing,
+    merge_partials_fn,
     route_queries_fn,
     shard_search_fn,
 )
-from knnspark.schema import column
 
 __all__ = [
     "QUERY_BYTES_CONF",

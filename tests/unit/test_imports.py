@@ -23,7 +23,8 @@ def test_every_public_name_resolves(package):
 def test_worker_modules_do_not_import_the_estimators():
     # What a search or scoring task unpickles: no pyspark.ml, pandas or estimator modules.
     code = (
-        "import sys, knnspark.partition, knnspark.tuning.scoring, knnspark.shard_codec; "
+        "import sys, knnspark.partition, knnspark.shard_major, knnspark.tuning.scoring, "
+        "knnspark.shard_codec; "
         "print(sorted(m for m in ('pyspark.ml', 'pandas', 'knnspark.base', "
         "'knnspark.tuning.validator') if m in sys.modules))"
     )
