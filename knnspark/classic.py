@@ -11,6 +11,7 @@ lines, the Hadoop file system of the session), it is used from here, chosen by
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -21,7 +22,10 @@ __all__ = [
     "default_parallelism",
     "hadoop_file_system",
     "is_alive",
+    "context_running",
     "is_connect",
+    "jvm_master",
+    "jvm_running",
     "set_job_description",
     "set_local_property",
     "set_log_level",
@@ -44,6 +48,35 @@ def is_connect(session: Any) -> bool:
     """
     connect = sys.modules.get("pyspark.sql.connect.session")
     return connect is not None and isinstance(session, connect.SparkSession)
+
+
+def context_running() -> bool:
+    """Whether this process has a SparkContext (a classic session's) running."""
+    from pyspark import SparkContext
+
+    return SparkContext._active_spark_context is not None
+
+
+def jvm_running() -> bool:
+    """Whether this process already talks to a JVM: a SparkContext, or spark-submit's gateway."""
+    return context_running() or "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def jvm_master() -> str | None:
+    """The running SparkContext's master, or the one spark-submit gave the JVM it started.
+
+    None when no JVM runs (see :func:`jvm_running`) or spark-submit set no master.
+    """
+    from pyspark import SparkConf, SparkContext
+
+    active = SparkContext._active_spark_context
+    if active is not None:
+        return active.master
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:
+        return None
+    # spark-submit started the JVM and put --master (default local[*]) in its properties.
+    SparkContext._ensure_initialized()
+    return SparkConf().get("spark.master", None)
 
 
 def default_parallelism(session: Any) -> int:

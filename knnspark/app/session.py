@@ -9,7 +9,6 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 
 from knnspark import classic
@@ -28,13 +27,8 @@ _CHECKOUT_LOG_CONFIG = Path(__file__).resolve().parents[2] / "conf" / "log4j2.pr
 
 def _submitted_master() -> str | None:
     """The master chosen outside the job config, or None if nobody chose one."""
-    active = SparkContext._active_spark_context
-    if active is not None:
-        return active.master
-    if "PYSPARK_GATEWAY_PORT" in os.environ:
-        # spark-submit started the JVM and put --master (default local[*]) in its properties.
-        SparkContext._ensure_initialized()
-        return SparkConf().get("spark.master", None)
+    if classic.jvm_running():
+        return classic.jvm_master()
     # pyspark passes PYSPARK_SUBMIT_ARGS to the spark-submit that launches the JVM.
     args = shlex.split(os.environ.get("PYSPARK_SUBMIT_ARGS", ""))
     for position, arg in enumerate(args):
@@ -56,7 +50,7 @@ def session_running(remote: str | None) -> bool:
         from pyspark.sql.connect.session import SparkSession as ConnectSession
 
         return ConnectSession.getActiveSession() is not None
-    return SparkContext._active_spark_context is not None
+    return classic.context_running()
 
 
 def _connect_session(app_name: str, conf: Mapping[str, str], remote: str) -> SparkSession:
@@ -120,9 +114,7 @@ def build_session(
     submitted = _submitted_master()
     effective_master = submitted or master or "local[*]"
     # Under spark-submit, or with a SparkContext already running, the JVM exists already.
-    launches_jvm = SparkContext._active_spark_context is None and (
-        "PYSPARK_GATEWAY_PORT" not in os.environ
-    )
+    launches_jvm = not classic.jvm_running()
     if effective_master.startswith("local"):
         python = conf.get("spark.pyspark.python") or os.environ.get("PYSPARK_PYTHON")
         python = python or sys.executable
@@ -143,7 +135,7 @@ def build_session(
         builder = builder.master(effective_master)
     for key, value in conf.items():
         builder = builder.config(key, value)
-    started = SparkContext._active_spark_context is None
+    started = not classic.context_running()
     spark = builder.getOrCreate()
     if started:
         classic.set_log_level(spark, "WARN")
