@@ -45,6 +45,11 @@ from knnspark.shard_codec import (
     repeated_id_message,
     shard_from_blob,
 )
+from knnspark.shard_layout import (
+    PARTITION_KEY,
+    shard_major_layout,
+    with_partition_key,
+)
 from knnspark.timing import TaskTimer
 from knnspark.training import check_unique_ids, prepare_training
 
@@ -52,7 +57,6 @@ __all__ = [
     "CONNECT_SHIPPED_BYTES",
     "EXACT_KIND",
     "IndexSpec",
-    "PARTITION_KEY",
     "TrainingIndex",
     "MAX_ROW_BYTES",
     "blob_row_bytes",
@@ -64,8 +68,6 @@ __all__ = [
     "default_num_shards",
     "index_size_bytes",
     "kind_param_names",
-    "shard_major_layout",
-    "shard_partition_keys",
 ]
 
 logger = logging.getLogger("knnspark")
@@ -75,7 +77,6 @@ logger = logging.getLogger("knnspark")
 EXACT_KIND = ExactShard.kind
 
 #: The column the build and the persisted distributed index are hash partitioned on.
-PARTITION_KEY = "__knnspark_partition_key"
 
 # Hash sharding is uneven: the size rules allow the largest shard 20% above the mean.
 _UNEVEN_SHARDS = 1.2
@@ -386,23 +387,6 @@ def _collect_shards(index: TrainingIndex, blobs: DataFrame) -> _Radii:
     )
 
 
-def shard_major_layout(data: DataFrame, partitions: int) -> DataFrame:
-    """``data`` (a ``shard`` column) placed one shard per partition, for the shard-major path.
-
-    Hash partitioned on :data:`PARTITION_KEY`, the key :func:`shard_partition_keys` picks
-    to land shard ``s`` in partition ``s``, and sorted by it. Persisted, the DataFrame keeps
-    that partitioning and order in its plan, so the search's ``cogroup`` on the key
-    neither shuffles nor sorts this side again: the index stays where it is.
-    """
-    keyed = _with_partition_key(data, partitions).repartition(partitions, PARTITION_KEY)
-    return keyed.sortWithinPartitions(PARTITION_KEY)
-
-
-def _with_partition_key(data: DataFrame, partitions: int) -> DataFrame:
-    keys = F.array(*[F.lit(k) for k in shard_partition_keys(partitions)])
-    return data.withColumn(PARTITION_KEY, F.element_at(keys, F.col("shard") + 1))
-
-
 def _keep_distributed(
     index: TrainingIndex,
     rows: DataFrame,
@@ -621,7 +605,7 @@ def _shard_blobs(
         timer.flush()
         return out
 
-    keyed = _with_partition_key(rows, num_shards).repartition(num_shards, PARTITION_KEY)
+    keyed = with_partition_key(rows, num_shards).repartition(num_shards, PARTITION_KEY)
     schema = SHARD_BLOB_SCHEMA
     if routing is not None:
         schema = T.StructType(
@@ -632,44 +616,3 @@ def _shard_blobs(
             ]
         )
     return keyed.groupBy(PARTITION_KEY, "shard").applyInArrow(build, schema)
-
-
-def spark_hash_partition(key: int, num_partitions: int) -> int:
-    """The partition Spark's hash partitioning gives an ``int`` key.
-
-    Spark hashes with Murmur3 (x86, 32 bits, seed 42) and takes the non-negative remainder.
-
-    Examples
-    --------
-    >>> [spark_hash_partition(k, 4) for k in range(6)]
-    [3, 3, 2, 3, 2, 2]
-    """
-
-    def rotl(x: int, r: int) -> int:
-        return ((x << r) | (x >> (32 - r))) & 0xFFFFFFFF
-
-    k1 = (key & 0xFFFFFFFF) * 0xCC9E2D51 & 0xFFFFFFFF
-    k1 = rotl(k1, 15) * 0x1B873593 & 0xFFFFFFFF
-    h1 = rotl(42 ^ k1, 13)
-    h1 = (h1 * 5 + 0xE6546B64) & 0xFFFFFFFF
-    h1 ^= 4
-    h1 ^= h1 >> 16
-    h1 = h1 * 0x85EBCA6B & 0xFFFFFFFF
-    h1 ^= h1 >> 13
-    h1 = h1 * 0xC2B2AE35 & 0xFFFFFFFF
-    h1 ^= h1 >> 16
-    signed = h1 - (1 << 32) if h1 & 0x80000000 else h1
-    return signed % num_partitions
-
-
-def shard_partition_keys(num_shards: int) -> list[int]:
-    """For each shard, the smallest non-negative int key Spark hash-partitions into it."""
-    keys: list[int | None] = [None] * num_shards
-    missing, key = num_shards, 0
-    while missing:
-        part = spark_hash_partition(key, num_shards)
-        if keys[part] is None:
-            keys[part] = key
-            missing -= 1
-        key += 1
-    return [int(k) for k in keys if k is not None]

@@ -22,7 +22,7 @@ from pyspark.sql import types as T
 
 from knnspark.arrow_columns import padded_matrix
 from knnspark.converters import int_at_least, positive_float
-from knnspark.index import EXACT_KIND, PARTITION_KEY
+from knnspark.index import EXACT_KIND
 from knnspark.kernels.radius import RadiusLists, merge_radius_lists, radius_search
 from knnspark.kernels.topk import PAD_ID
 from knnspark.partition import (
@@ -36,6 +36,7 @@ from knnspark.partition import (
 )
 from knnspark.schema import check_output_columns, column, feature_array_expr
 from knnspark.search import shard_routing
+from knnspark.shard_layout import PARTITION_KEY
 from knnspark.shard_major import (
     ROUTE_KEY,
     ROUTED_SCHEMA,

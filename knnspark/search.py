@@ -30,7 +30,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from knnspark.index import PARTITION_KEY, TrainingIndex, shard_partition_keys
+from knnspark.index import TrainingIndex
 from knnspark.partition import (
     FEATURES_TMP,
     KEY_HI,
@@ -41,6 +41,7 @@ from knnspark.partition import (
     output_fields,
 )
 from knnspark.schema import column
+from knnspark.shard_layout import PARTITION_KEY, shard_partition_keys
 from knnspark.shard_major import (
     ROUTE_KEY,
     ROUTED_SCHEMA,

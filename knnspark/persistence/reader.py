@@ -22,7 +22,6 @@ from knnspark.index import (
     TrainingIndex,
     broadcast_bytes,
     choose_storage,
-    shard_major_layout,
 )
 from knnspark.kernels.exact import ExactShard
 from knnspark.kernels.kinds import shard_kind
@@ -43,6 +42,7 @@ from knnspark.shard_codec import (
     SHARD_ROWS_SCHEMA,
     shard_from_blob,
 )
+from knnspark.shard_layout import shard_major_layout
 
 __all__ = ["KNNModelReader"]
 

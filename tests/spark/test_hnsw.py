@@ -156,7 +156,7 @@ def test_hnsw_metric_and_memory_errors(clustered):
 
 
 def test_partition_keys_follow_sparks_hash_partitioning(spark):
-    from knnspark.index import shard_partition_keys, spark_hash_partition
+    from knnspark.shard_layout import shard_partition_keys, spark_hash_partition
 
     keys = spark.range(-50, 300).select(F.col("id").cast("int").alias("k"))
     for n in (1, 2, 3, 7, 64):
