@@ -14,17 +14,7 @@ from pyspark.sql import functions as F
 from knnspark import classic
 from knnspark.classic import is_connect
 from knnspark.errors import InvalidInputError
-from knnspark.index import (
-    CONNECT_SHIPPED_BYTES,
-    EXACT_KIND,
-    IndexSpec,
-    TrainingIndex,
-    broadcast_bytes,
-    build_index,
-    choose_storage,
-    default_num_shards,
-    kind_param_names,
-)
+from knnspark.index import EXACT_KIND, IndexSpec, TrainingIndex, build_index, kind_param_names
 from knnspark.kmeans_sharding import check_partitioning, search_router
 from knnspark.leave_out import check_exclude_self, exclude_self
 from knnspark.partition import (
@@ -44,6 +34,12 @@ from knnspark.partition import (
 from knnspark.schema import check_output_columns, column, feature_array_expr
 from knnspark.search import search_dataframe
 from knnspark.shipped import ShippedShards
+from knnspark.sizing import (
+    CONNECT_SHIPPED_BYTES,
+    broadcast_bytes,
+    choose_storage,
+    default_num_shards,
+)
 
 __all__: list[str] = []
 

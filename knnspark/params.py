@@ -75,7 +75,7 @@ class _KNNSharedParams(HasFeaturesCol, HasSeed, HasHandleInvalid):
         "algorithm",
         "search algorithm: 'brute' (exact), 'hnsw' (approximate, per-shard HNSW graphs; "
         "metrics " + ", ".join(hnsw_metrics()) + ") or 'auto' (HNSW when the training set is "
-        "large enough for the graphs to pay off, see knnspark.index.choose_algorithm)",
+        "large enough for the graphs to pay off, see knnspark.sizing.choose_algorithm)",
         typeConverter=conv.one_of("algorithm", ALGORITHMS),
     )
     numShards: Param[int] = Param(

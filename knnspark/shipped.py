@@ -1,7 +1,7 @@
 """Shards that travel inside the search function: the broadcast path on Spark Connect.
 
 Spark Connect has no broadcast variables.  An index small enough
-(:data:`knnspark.index.CONNECT_SHIPPED_BYTES`, well below Connect's 128 MiB message limit)
+(:data:`knnspark.sizing.CONNECT_SHIPPED_BYTES`, well below Connect's 128 MiB message limit)
 is pickled once on the driver into the ``mapInArrow`` function itself; every task receives
 those bytes, and each Python worker unpickles them once per model and kind, then keeps the
 shards (and what they cache: GEMM norms, loaded HNSW graphs) for the next tasks, as a

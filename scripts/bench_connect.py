@@ -11,7 +11,7 @@ Connect/classic throughput ratio (target >= 0.8).
     .venv/bin/python scripts/bench_connect.py --rows 5000,100000 --queries 20000 --dim 64
 
 The largest default size (100k x 64 float32: ~26 MiB shipped) is near Connect's 32 MiB
-budget (``knnspark.index.CONNECT_SHIPPED_BYTES``), the worst case for shipping the index in
+budget (``knnspark.sizing.CONNECT_SHIPPED_BYTES``), the worst case for shipping the index in
 the function.
 """
 

@@ -17,12 +17,7 @@ from pyspark.sql.utils import AnalysisException
 from knnspark._version import __version__
 from knnspark.classic import is_connect
 from knnspark.errors import ModelLoadError
-from knnspark.index import (
-    EXACT_KIND,
-    TrainingIndex,
-    broadcast_bytes,
-    choose_storage,
-)
+from knnspark.index import EXACT_KIND, TrainingIndex
 from knnspark.kernels.exact import ExactShard
 from knnspark.kernels.kinds import shard_kind
 from knnspark.kmeans_sharding import routing_from_json
@@ -43,6 +38,7 @@ from knnspark.shard_codec import (
     shard_from_blob,
 )
 from knnspark.shard_layout import shard_major_layout
+from knnspark.sizing import broadcast_bytes, choose_storage
 
 __all__ = ["KNNModelReader"]
 

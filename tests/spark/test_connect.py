@@ -30,7 +30,7 @@ from knnspark import (
 )
 from knnspark.classic import is_connect
 from knnspark.errors import InvalidInputError, reraise_worker_errors
-from knnspark.index import CONNECT_MAX_DEFAULT_SHARDS, default_num_shards
+from knnspark.sizing import CONNECT_MAX_DEFAULT_SHARDS, default_num_shards
 from knnspark.tuning import KNNCrossValidator
 
 K = 5
@@ -188,12 +188,12 @@ def test_bad_input_messages_are_the_same(any_spark, wine):
 
 def test_a_driver_held_index_over_the_connect_budget_is_refused(spark, connect, mode, monkeypatch):
     import knnspark.base
-    import knnspark.index
+    import knnspark.sizing
 
     with mode(connect=False):  # broadcast storage, fitted on classic
         model = KNNClassifier(k=1).fit(_frame(spark, np.eye(4), np.arange(4.0)))
     monkeypatch.setattr(knnspark.base, "CONNECT_SHIPPED_BYTES", 0)
-    monkeypatch.setattr(knnspark.index, "CONNECT_SHIPPED_BYTES", 0)
+    monkeypatch.setattr(knnspark.sizing, "CONNECT_SHIPPED_BYTES", 0)
     with pytest.raises(InvalidInputError, match="over the 0 MiB a search may ship on Spark"):
         model.transform(_frame(connect, np.eye(4)))
 

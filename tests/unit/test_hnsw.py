@@ -6,7 +6,6 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from knnspark.index import choose_algorithm
 from knnspark.kernels import hnsw
 from knnspark.kernels.exact import ExactShard, exact_search
 from knnspark.kernels.hnsw import (
@@ -17,6 +16,7 @@ from knnspark.kernels.hnsw import (
     load_count,
 )
 from knnspark.partition import FEATURES_TMP, SearchSettings, broadcast_search_fn
+from knnspark.sizing import choose_algorithm
 
 
 def _clustered(n, dim=16, n_queries=200, seed=0):

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from knnspark.errors import InvalidInputError
-from knnspark.index import MAX_ROW_BYTES, blob_row_bytes, check_blob_row
 from knnspark.kernels.exact import ExactShard
 from knnspark.kernels.hnsw import HnswShard
+from knnspark.sizing import MAX_ROW_BYTES, blob_row_bytes, check_blob_row
 
 ROOT = Path(__file__).resolve().parents[2]
 
