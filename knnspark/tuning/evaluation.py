@@ -28,7 +28,7 @@ from pyspark.ml.evaluation import (
     RegressionEvaluator,
 )
 from pyspark.ml.functions import array_to_vector
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -40,6 +40,7 @@ from knnspark.kernels.metric_sums import (
     metric_value,
 )
 from knnspark.kernels.predict import resolve_class_weights
+from knnspark.schema import column
 from knnspark.tuning.grouping import Candidate, SearchGroup
 from knnspark.tuning.scoring import (
     METRIC_PARTIALS_SCHEMA,
@@ -268,10 +269,6 @@ def _classes(model: Model) -> tuple[float, ...] | None:
     return tuple(float(c) for c in model.classes)
 
 
-def _quoted(name: str) -> Column:
-    return F.col("`" + name.replace("`", "``") + "`")
-
-
 def metrics_from_sums(
     model: Model, validation: DataFrame, group: SearchGroup, fast: FastMetric
 ) -> dict[int, float]:
@@ -282,9 +279,9 @@ def metrics_from_sums(
     """
     scorings = _scorings(model, group.candidates)
     spec = fast.spec
-    weight = _quoted(fast.weight_col).cast("double") if fast.weight_col else F.lit(1.0)
+    weight = column(fast.weight_col).cast("double") if fast.weight_col else F.lit(1.0)
     rows = model.neighborLabels(validation, k=group.max_k).select(
-        _quoted(fast.label_col).cast("double").alias("label"),
+        column(fast.label_col).cast("double").alias("label"),
         weight.alias("weight"),
         NEIGHBOR_LABELS,
         NEIGHBOR_DISTANCES,
