@@ -23,7 +23,7 @@ from knnspark.classification import KNNClassifier
 from knnspark.converters import one_of
 from knnspark.errors import InvalidInputError
 from knnspark.leave_out import leave_query_out
-from knnspark.params import _KNNSharedParams
+from knnspark.params import _KNNSharedParams, _KNNSupervisedParams
 from knnspark.schema import check_label_column, column, feature_array_expr
 
 __all__ = ["KIND_SELECTIONS", "SAMPLING_STRATEGIES", "EditedNearestNeighbors"]
@@ -67,47 +67,25 @@ class _EditedNearestNeighborsParams(HasFeaturesCol, HasLabelCol):
             k=3, kindSel="all", samplingStrategy="auto", metric="euclidean", p=2.0, numShards=None
         )
 
-    def getK(self) -> int:
-        return self.getOrDefault(self.k)
+    # The shared params' accessors are the estimators' own (knnspark.params).
+    getK, setK = _KNNSharedParams.getK, _KNNSharedParams.setK
+    getMetric, setMetric = _KNNSharedParams.getMetric, _KNNSharedParams.setMetric
+    getP, setP = _KNNSharedParams.getP, _KNNSharedParams.setP
+    getNumShards, setNumShards = _KNNSharedParams.getNumShards, _KNNSharedParams.setNumShards
+    setFeaturesCol = _KNNSharedParams.setFeaturesCol
+    setLabelCol = _KNNSupervisedParams.setLabelCol
 
     def getKindSel(self) -> str:
         return self.getOrDefault(self.kindSel)
 
-    def getSamplingStrategy(self) -> str:
-        return self.getOrDefault(self.samplingStrategy)
-
-    def getMetric(self) -> str:
-        return self.getOrDefault(self.metric)
-
-    def getP(self) -> float:
-        return self.getOrDefault(self.p)
-
-    def getNumShards(self) -> int | None:
-        return self.getOrDefault(self.numShards)
-
-    def setK(self, value: int) -> Any:
-        return self._set(k=value)
-
     def setKindSel(self, value: str) -> Any:
         return self._set(kindSel=value)
 
+    def getSamplingStrategy(self) -> str:
+        return self.getOrDefault(self.samplingStrategy)
+
     def setSamplingStrategy(self, value: str) -> Any:
         return self._set(samplingStrategy=value)
-
-    def setMetric(self, value: str) -> Any:
-        return self._set(metric=value)
-
-    def setP(self, value: float) -> Any:
-        return self._set(p=value)
-
-    def setNumShards(self, value: int | None) -> Any:
-        return self._set(numShards=value)
-
-    def setFeaturesCol(self, value: str) -> Any:
-        return self._set(featuresCol=value)
-
-    def setLabelCol(self, value: str) -> Any:
-        return self._set(labelCol=value)
 
 
 class EditedNearestNeighbors(
