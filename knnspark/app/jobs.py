@@ -25,13 +25,13 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from knnspark.app.config import ConfigError, load_config
 from knnspark.app.errors import unreadable_file
 from knnspark.classic import CONNECT_MODE_VAR
 
-__all__ = ["FAULTS_CONF", "JOBS", "USER_ERRORS", "Job", "run_job"]
+__all__ = ["FAULTS_CONF", "JOBS", "USER_ERRORS", "Job", "run_job", "run_script"]
 
 logger = logging.getLogger("knnspark.app")
 
@@ -319,3 +319,11 @@ def run_job(name: str, argv: Sequence[str] | None = None, prog: str | None = Non
     for line in job.summary(summary):
         print(line)
     return 0
+
+
+def run_script(name: str) -> NoReturn:
+    """Run job ``name`` with this process's arguments and exit with its status.
+
+    The whole of ``jobs/<name>.py``, the file ``spark-submit`` runs; see :func:`run_job`.
+    """
+    sys.exit(run_job(name, sys.argv[1:], prog=f"jobs/{name}.py"))
