@@ -26,12 +26,25 @@ def mib(n: float) -> str:
     return f"{n / 2**20:,.0f}"
 
 
+def _line(cells: list[object]) -> str:
+    """One markdown table row of cells already formatted."""
+    return "| " + " | ".join(str(cell) for cell in cells) + " |"
+
+
 def _row(label: str, cells: list[object], spec: str = ".3f") -> str:
-    return f"| {label} | " + " | ".join(fmt(c, spec) for c in cells) + " |"
+    return _line([label, *(fmt(c, spec) for c in cells)])
 
 
-def _header(first: str, columns: list[str]) -> list[str]:
-    return ["| " + " | ".join([first, *columns]) + " |", "|---|" + "---:|" * len(columns)]
+def _table(title: str | None, columns: list[str], align: str, rows: list[str]) -> list[str]:
+    """A markdown table after a blank line and ``title`` (none: just the blank line).
+
+    ``align`` has one letter a column: ``l`` left, ``r`` right; the last one repeats for the
+    columns after it.
+    """
+    align = align.ljust(len(columns), align[-1])
+    rule = "|" + "".join("---|" if a == "l" else "---:|" for a in align)
+    heading = ["", title, ""] if title is not None else [""]
+    return [*heading, _line(columns), rule, *rows]
 
 
 def markdown(results: dict) -> str:
@@ -44,17 +57,16 @@ def markdown(results: dict) -> str:
         f"{meta['loadavg_end']} on {meta['cpu_count']} CPUs; run took {meta['wall_s']:.0f} s.",
         "Ratios from wall time decide; 'CPU' ratios use CPU seconds of the whole process tree "
         "(robust to other load, blind to waiting).",
-        "",
-        "### Targets",
-        "",
-        "| train rows | target | measured | CPU-time ratio | met |",
-        "|---|---|---:|---:|---|",
     ]
-    for row in results["targets"]:
-        lines.append(
-            f"| {row['size']} | {row['target']} | {fmt(row['value'])} "
-            f"| {fmt(row.get('value_cpu'))} | {fmt(row['met'])} |"
-        )
+    lines += _table(
+        "### Targets",
+        ["train rows", "target", "measured", "CPU-time ratio", "met"],
+        "llrrl",
+        [
+            _line([r["size"], r["target"], fmt(r["value"]), fmt(r.get("value_cpu")), fmt(r["met"])])
+            for r in results["targets"]
+        ],
+    )
     sections = (
         exact_section, first_warm_section, hnsw_section, many_section, lsh_section, growth_section
     )  # fmt: skip
@@ -72,47 +84,49 @@ def _data_name(meta: dict) -> str:
 
 def first_warm_section(results: dict) -> list[str]:
     """The first search of a freshly fitted model (a nightly job) apart from warm searches."""
-    lines = [
-        "",
-        "### First and warm search (queries/s; ratio to faiss IndexFlatL2 / raw hnswlib)",
-        "",
-        "| train rows | kind | first job q/s | first / ref | warm q/s (best) | warm / ref "
-        "| ref q/s (best) |",
-        "|---|---|---:|---:|---:|---:|---:|",
-    ]
+    rows = []
     for n, res in results["sizes"].items():
         ex, hn = res["exact"], res["hnsw"]
         nq = ex["n_queries"]
         ours = ex["methods"]["knnspark exact (Spark)"]
         ref = ex["methods"]["faiss IndexFlatL2"]["queries_per_s"]
         first = nq / ours["first_query_job_s"]
-        lines.append(
-            f"| {n} | exact | {first:,.0f} | {first / ref:.3f} | {ours['queries_per_s']:,.0f} "
-            f"| {ours['queries_per_s'] / ref:.3f} | {ref:,.0f} |"
-        )
+        warm = ours["queries_per_s"]
+        rows.append(_line([n, "exact", *_first_warm(first, warm, ref)]))
         point = next((p for p in hn["sweep"] if p["ef"] == hn["first_query_ef"]), None)
         if point is None:
             continue
         ref = point["hnswlib"]["queries_per_s"]
         first = hn["n_queries"] / hn["first_query_job_s"]
         warm = point["knnspark"]["queries_per_s"]
-        lines.append(
-            f"| {n} | hnsw ef={point['ef']} (recall {point['knnspark_recall']:.3f}; hnswlib "
-            f"{point['hnswlib_recall']:.3f}) | {first:,.0f} | {first / ref:.3f} | {warm:,.0f} "
-            f"| {warm / ref:.3f} | {ref:,.0f} |"
+        kind = (
+            f"hnsw ef={point['ef']} (recall {point['knnspark_recall']:.3f}; hnswlib "
+            f"{point['hnswlib_recall']:.3f})"
         )
-    return lines
+        rows.append(_line([n, kind, *_first_warm(first, warm, ref)]))
+    return _table(
+        "### First and warm search (queries/s; ratio to faiss IndexFlatL2 / raw hnswlib)",
+        [
+            *("train rows", "kind", "first job q/s", "first / ref", "warm q/s (best)"),
+            *("warm / ref", "ref q/s (best)"),
+        ],
+        "llr",
+        rows,
+    )
+
+
+def _first_warm(first: float, warm: float, ref: float) -> list[str]:
+    return [
+        f"{first:,.0f}",
+        f"{first / ref:.3f}",
+        f"{warm:,.0f}",
+        f"{warm / ref:.3f}",
+        f"{ref:,.0f}",
+    ]
 
 
 def exact_section(results: dict) -> list[str]:
-    lines = [
-        "",
-        "### Exact search (knnspark: cached DataFrame in, predictions to the noop sink)",
-        "",
-        "| data | method | build (s) | search (s) | queries/s | / faiss | q/CPU-s | / faiss "
-        "(CPU) | recall@10 | accuracy |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    rows = []
     data = results["meta"].get("data", "clustered")
     runs = [(f"{data} {n}", r["exact"]) for n, r in results["sizes"].items()]
     if results.get("digits"):
@@ -122,103 +136,152 @@ def exact_section(results: dict) -> list[str]:
         for name, m in ex["methods"].items():
             recall = ex["recall_vs_faiss"] if name.startswith("knnspark") else None
             recall = 1.0 if name.startswith(("faiss", "sklearn")) else recall
-            lines.append(
-                f"| {label} ({ex['n_train']} x {ex['n_queries']}) | {name} | "
-                f"{fmt(m.get('build_s'))} | {m['seconds_best']:.3f} | {m['queries_per_s']:,.0f} "
-                f"| {m['queries_per_s'] / flat['queries_per_s']:.3f} "
-                f"| {m['queries_per_cpu_s']:,.0f} "
-                f"| {m['queries_per_cpu_s'] / flat['queries_per_cpu_s']:.3f} "
-                f"| {fmt(recall, '.4f')} | {fmt(ex['accuracy'].get(name), '.4f')} |"
+            rows.append(
+                _line(
+                    [
+                        f"{label} ({ex['n_train']} x {ex['n_queries']})",
+                        name,
+                        fmt(m.get("build_s")),
+                        f"{m['seconds_best']:.3f}",
+                        f"{m['queries_per_s']:,.0f}",
+                        f"{m['queries_per_s'] / flat['queries_per_s']:.3f}",
+                        f"{m['queries_per_cpu_s']:,.0f}",
+                        f"{m['queries_per_cpu_s'] / flat['queries_per_cpu_s']:.3f}",
+                        fmt(recall, ".4f"),
+                        fmt(ex["accuracy"].get(name), ".4f"),
+                    ]
+                )
             )
-    return lines
+    return _table(
+        "### Exact search (knnspark: cached DataFrame in, predictions to the noop sink)",
+        [
+            *("data", "method", "build (s)", "search (s)", "queries/s", "/ faiss", "q/CPU-s"),
+            *("/ faiss (CPU)", "recall@10", "accuracy"),
+        ],
+        "llr",
+        rows,
+    )
 
 
 def _sweep_line(n: int, nq: int, p: dict) -> str:
     ours, theirs = p["knnspark"], p["hnswlib"]
     tasks = ours.get("tasks")
     per_core = nq / tasks["busy_s"] if tasks else None
-    return (
-        f"| {n} | {p['ef']} | {p['knnspark_recall']:.4f} | "
-        f"{ours['queries_per_s']:,.0f} | {ours['queries_per_cpu_s']:,.0f} | "
-        f"{fmt(per_core, ',.0f')} | {p['hnswlib_recall']:.4f} | {theirs['queries_per_s']:,.0f} | "
-        f"{theirs['queries_per_cpu_s']:,.0f} | "
-        f"{ours['queries_per_s'] / theirs['queries_per_s']:.3f} | "
-        f"{ours['queries_per_cpu_s'] / theirs['queries_per_cpu_s']:.3f} |"
+    return _line(
+        [
+            n,
+            p["ef"],
+            f"{p['knnspark_recall']:.4f}",
+            f"{ours['queries_per_s']:,.0f}",
+            f"{ours['queries_per_cpu_s']:,.0f}",
+            fmt(per_core, ",.0f"),
+            f"{p['hnswlib_recall']:.4f}",
+            f"{theirs['queries_per_s']:,.0f}",
+            f"{theirs['queries_per_cpu_s']:,.0f}",
+            f"{ours['queries_per_s'] / theirs['queries_per_s']:.3f}",
+            f"{ours['queries_per_cpu_s'] / theirs['queries_per_cpu_s']:.3f}",
+        ]
+    )
+
+
+def _build_line(n: int, hn: dict) -> str:
+    fit, raw = hn["build"]["knnspark fit"], hn["build"]["hnswlib add_items"]
+    return _line(
+        [
+            n,
+            f"{fit['seconds_best']:.2f}",
+            f"{raw['seconds_best']:.2f}",
+            f"{fit['seconds_best'] / raw['seconds_best']:.2f}",
+            f"{fit['cpu_s_best'] / raw['cpu_s_best']:.2f}",
+            f"{hn['first_query_job_s']:.2f}",
+            f"{hn['load']['first_search_s']:.3f}",
+            mib(hn["index_bytes"]),
+        ]
     )
 
 
 def hnsw_section(results: dict) -> list[str]:
-    lines = [
-        "",
-        "### HNSW: ef sweep (same M/efConstruction; knnspark's ef is per shard)",
-        "",
-        "| train rows | ef | knnspark recall | knnspark q/s | knnspark q/CPU-s | knnspark "
-        "tasks' work q/s per core (timing hook) | hnswlib recall | hnswlib q/s | hnswlib "
-        "q/CPU-s | ratio q/s | ratio CPU |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    sizes = results["sizes"]
+    sweep = [
+        _sweep_line(n, res["hnsw"]["n_queries"], p)
+        for n, res in sizes.items()
+        for p in res["hnsw"]["sweep"]
     ]
-    for n, res in results["sizes"].items():
-        hn = res["hnsw"]
-        lines += [_sweep_line(n, hn["n_queries"], p) for p in hn["sweep"]]
-    lines += [
-        "",
-        "| train rows | knnspark fit (s) | hnswlib add_items (s) | ratio | CPU ratio "
-        "| first query job (s) | first search of fresh shards, in-process (s) | index MiB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    return [
+        *_table(
+            "### HNSW: ef sweep (same M/efConstruction; knnspark's ef is per shard)",
+            [
+                *("train rows", "ef", "knnspark recall", "knnspark q/s", "knnspark q/CPU-s"),
+                "knnspark tasks' work q/s per core (timing hook)",
+                *("hnswlib recall", "hnswlib q/s", "hnswlib q/CPU-s", "ratio q/s", "ratio CPU"),
+            ],
+            "lr",
+            sweep,
+        ),
+        *_table(
+            None,
+            [
+                *("train rows", "knnspark fit (s)", "hnswlib add_items (s)", "ratio"),
+                *("CPU ratio", "first query job (s)"),
+                *("first search of fresh shards, in-process (s)", "index MiB"),
+            ],
+            "lr",
+            [_build_line(n, res["hnsw"]) for n, res in sizes.items()],
+        ),
     ]
-    for n, res in results["sizes"].items():
-        hn = res["hnsw"]
-        fit, raw = hn["build"]["knnspark fit"], hn["build"]["hnswlib add_items"]
-        lines.append(
-            f"| {n} | {fit['seconds_best']:.2f} | {raw['seconds_best']:.2f} | "
-            f"{fit['seconds_best'] / raw['seconds_best']:.2f} | "
-            f"{fit['cpu_s_best'] / raw['cpu_s_best']:.2f} | {hn['first_query_job_s']:.2f} "
-            f"| {hn['load']['first_search_s']:.3f} | {mib(hn['index_bytes'])} |"
-        )
-    return lines
 
 
 def many_section(results: dict) -> list[str]:
     many = results.get("many_queries")
     if not many:
         return []
-    lines = [
-        "",
+    return _table(
         f"### HNSW with {many['n_queries']} queries in one job ({many['n_train']} train rows; "
         f"knnspark ef={many['knnspark_ef']} recall {many['knnspark_recall']:.4f}, hnswlib "
         f"ef={many['hnswlib_ef']} recall {many['hnswlib_recall']:.4f}, recall from the sweep)",
-        "",
-        "| method | search (s) | queries/s | q/CPU-s |",
-        "|---|---:|---:|---:|",
-    ]
-    for name, m in many["methods"].items():
-        lines.append(
-            f"| {name} | {m['seconds_best']:.3f} | {m['queries_per_s']:,.0f} "
-            f"| {m['queries_per_cpu_s']:,.0f} |"
-        )
-    return lines
+        ["method", "search (s)", "queries/s", "q/CPU-s"],
+        "lr",
+        [
+            _line(
+                [
+                    name,
+                    f"{m['seconds_best']:.3f}",
+                    f"{m['queries_per_s']:,.0f}",
+                    f"{m['queries_per_cpu_s']:,.0f}",
+                ]
+            )
+            for name, m in many["methods"].items()
+        ],
+    )
 
 
 def lsh_section(results: dict) -> list[str]:
     lsh = results.get("lsh")
     if not lsh:
         return []
-    lines = [
-        "",
+    return _table(
         f"### Spark BRP-LSH ({lsh['n_train']} train rows, {lsh['n_queries']} queries only; "
         f"throughput = {lsh['n_queries']} / time; oracle join threshold {lsh['threshold']:.2f})",
-        "",
-        "| bucketLength | numHashTables | hash train (s) | join + top-k (s) | queries/s "
-        "| q/CPU-s | recall@10 |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in lsh["sweep"]:
-        lines.append(
-            f"| {r['bucketLength']} | {r['numHashTables']} | {r['build_s']:.2f} | "
-            f"{r['seconds']:.2f} | {r['queries_per_s']:,.1f} | {r['queries_per_cpu_s']:,.1f} | "
-            f"{r['recall']:.4f} |"
-        )
-    return lines
+        [
+            *("bucketLength", "numHashTables", "hash train (s)", "join + top-k (s)"),
+            *("queries/s", "q/CPU-s", "recall@10"),
+        ],
+        "r",
+        [
+            _line(
+                [
+                    r["bucketLength"],
+                    r["numHashTables"],
+                    f"{r['build_s']:.2f}",
+                    f"{r['seconds']:.2f}",
+                    f"{r['queries_per_s']:,.1f}",
+                    f"{r['queries_per_cpu_s']:,.1f}",
+                    f"{r['recall']:.4f}",
+                ]
+            )
+            for r in lsh["sweep"]
+        ],
+    )
 
 
 def growth_section(results: dict) -> list[str]:
@@ -226,25 +289,33 @@ def growth_section(results: dict) -> list[str]:
     if not growth:
         return []
     q, train = growth["queries"], growth["train"]
-    lines = [
-        "",
+    rows = [
+        _line(
+            [
+                method,
+                f"{q[f'{method}: time ratio 2x/1x']:.2f}",
+                f"{q[f'{method}: CPU ratio 2x/1x']:.2f}",
+                f"{q[f'{method}: marginal queries/s']:,.0f}",
+                fmt(train.get(method)),
+            ]
+        )
+        for method in ("knnspark exact", "knnspark hnsw", "faiss", "hnswlib", "Spark floor")
+    ]
+    rows += [
+        _line([f"{method} (timing hook)", "", "", "", fmt(train.get(method))])
+        for method in ("knnspark exact task work", "knnspark hnsw task work")
+    ]
+    return _table(
         f"### Growth (queries {q['n_queries'][0]} -> {q['n_queries'][1]} at "
         f"{growth['queries_at']} rows, HNSW ef={q['ef']}; training "
         f"{train['sizes'][0]} -> {train['sizes'][1]})",
-        "",
-        "| method | 2x queries: time ratio | CPU ratio | marginal queries/s | training "
-        f"x{train['factor']:.0f}: time ratio |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for method in ("knnspark exact", "knnspark hnsw", "faiss", "hnswlib", "Spark floor"):
-        lines.append(
-            f"| {method} | {q[f'{method}: time ratio 2x/1x']:.2f} | "
-            f"{q[f'{method}: CPU ratio 2x/1x']:.2f} | "
-            f"{q[f'{method}: marginal queries/s']:,.0f} | {fmt(train.get(method))} |"
-        )
-    for method in ("knnspark exact task work", "knnspark hnsw task work"):
-        lines.append(f"| {method} (timing hook) | | | | {fmt(train.get(method))} |")
-    return lines
+        [
+            *("method", "2x queries: time ratio", "CPU ratio", "marginal queries/s"),
+            f"training x{train['factor']:.0f}: time ratio",
+        ],
+        "lr",
+        rows,
+    )
 
 
 def _job_column(job: dict, names: list[str], floor: float, plan: float) -> list[object]:
@@ -292,16 +363,13 @@ def where_time_goes(results: dict) -> list[str]:
         "all tasks: sum of stage seconds",
     ]
     values = [_job_column(job, names, floor, plan) for job, floor, plan in cells]
-    lines = [
-        "",
+    return _table(
         f"### Where a search job's time goes ({max(results['sizes'])} training rows; knnspark's "
         "timing hook, KNNSPARK_TIMINGS: the slowest task of each job)",
-        "",
-        *_header("part", columns),
-    ]
-    for i, label in enumerate(labels):
-        lines.append(_row(label, [column[i] for column in values]))
-    return lines
+        ["part", *columns],
+        "lr",
+        [_row(label, [column[i] for column in values]) for i, label in enumerate(labels)],
+    )
 
 
 def fit_section(results: dict) -> list[str]:
@@ -312,50 +380,57 @@ def fit_section(results: dict) -> list[str]:
         return []
     slowest = {n: p["build_tasks"]["slowest_task"] for n, p in parts.items()}
     raw = [sizes[n]["hnsw"]["build"]["hnswlib add_items"]["seconds_best"] for n in sizes]
-    return [
-        "",
+    return _table(
         "knnspark HNSW fit (fastest build round), from its build tasks' timing lines:",
-        "",
-        *_header("part", [f"{n} rows (s)" for n in sizes]),
-        _row(
-            "slowest build task: build (Arrow -> numpy, sort by id, graph, serialize)",
-            [s["stages_s"].get("build") for s in slowest.values()],
-            ".2f",
-        ),
-        _row("slowest build task: rest", [s["outside_stages_s"] for s in slowest.values()], ".2f"),
-        _row(
-            "outside the build tasks (validation jobs, shuffle, launch, collect, decode)",
-            [p["outside_build_tasks_s"] for p in parts.values()],
-            ".2f",
-        ),
-        _row("**fit**", [p["fit_s"] for p in parts.values()], ".2f"),
-        _row(
-            "build tasks in distinct Python workers",
-            [p["builds_in_distinct_workers"] for p in parts.values()],
-        ),
-        _row("hnswlib add_items, one index, same threads", raw, ".2f"),
-    ]
+        ["part", *(f"{n} rows (s)" for n in sizes)],
+        "lr",
+        [
+            _row(
+                "slowest build task: build (Arrow -> numpy, sort by id, graph, serialize)",
+                [s["stages_s"].get("build") for s in slowest.values()],
+                ".2f",
+            ),
+            _row(
+                "slowest build task: rest", [s["outside_stages_s"] for s in slowest.values()], ".2f"
+            ),
+            _row(
+                "outside the build tasks (validation jobs, shuffle, launch, collect, decode)",
+                [p["outside_build_tasks_s"] for p in parts.values()],
+                ".2f",
+            ),
+            _row("**fit**", [p["fit_s"] for p in parts.values()], ".2f"),
+            _row(
+                "build tasks in distinct Python workers",
+                [p["builds_in_distinct_workers"] for p in parts.values()],
+            ),
+            _row("hnswlib add_items, one index, same threads", raw, ".2f"),
+        ],
+    )
 
 
 def memory_section(results: dict) -> list[str]:
-    lines = [
-        "",
-        "### Peak memory (MiB; RSS sampled every 0.2 s; workers are reused across phases)",
-        "",
-        "| phase | driver Python | driver JVM | daemon | largest worker | all workers "
-        "| index | Arrow batch in+out |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    rows = []
     for phase, p in results["memory"].items():
         extra = results["memory_expected"].get(phase, {})
-        lines.append(
-            f"| {phase} | {mib(p.get('driver_python_rss', 0))} | "
-            f"{mib(p.get('driver_jvm_rss', 0))} | {mib(p.get('daemon_rss', 0))} | "
-            f"{mib(p.get('worker_rss_max', 0))} | {mib(p.get('workers_rss_sum', 0))} | "
-            f"{mib(extra['index_bytes']) if extra else ''} | "
-            f"{mib(extra['batch_bytes']) if extra else ''} |"
+        rss = ("driver_python_rss", "driver_jvm_rss", "daemon_rss", "worker_rss_max")
+        rows.append(
+            _line(
+                [
+                    phase,
+                    *(mib(p.get(key, 0)) for key in (*rss, "workers_rss_sum")),
+                    *(mib(extra[key]) if extra else "" for key in ("index_bytes", "batch_bytes")),
+                ]
+            )
         )
-    return lines
+    return _table(
+        "### Peak memory (MiB; RSS sampled every 0.2 s; workers are reused across phases)",
+        [
+            *("phase", "driver Python", "driver JVM", "daemon", "largest worker"),
+            *("all workers", "index", "Arrow batch in+out"),
+        ],
+        "lr",
+        rows,
+    )
 
 
 def report(results: dict, args: argparse.Namespace) -> int:
