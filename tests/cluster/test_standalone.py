@@ -4,8 +4,10 @@ The cluster runs on 127.0.0.1 from pyspark's bundled ``bin/spark-class``; the jo
 ``scripts/submit.sh`` (so the library reaches the executors by ``--py-files``), and their
 output must equal what the same jobs write in local mode. This catches what local mode hides:
 closures that capture driver state, executors that cannot import what the driver can.
-A second run with injected task failures while the shards are built and while rows are
-scored (each retried: ``spark.task.maxFailures=2``) must give the same rows.
+Every cluster run injects task failures while the shards are built and while rows are scored
+(each retried: ``spark.task.maxFailures=2``), so the same comparison also shows that retried
+tasks change no row; a fault-free run does strictly less, and each spark-submit starts three
+JVMs, so there is no separate clean run.
 
 Every process the fixture starts is in a process group of its own, killed at teardown with
 the executors and Python workers below it.
@@ -29,7 +31,7 @@ import pytest
 from chispa import assert_df_equality
 
 from knnspark import KNNClassificationModel
-from knnspark.app.jobs import run_job
+from knnspark.app.jobs import FAULTS_CONF, run_job
 
 pytestmark = pytest.mark.slow
 
@@ -155,15 +157,21 @@ def cluster(tmp_path_factory):
     assert all(process.poll() is not None for process in cluster.processes)
 
 
-def submit(cluster: Cluster, job: str, *job_args: str, conf: dict[str, str] | None = None):
-    """spark-submit ``jobs/<job>.py`` to the cluster through scripts/submit.sh."""
+def submit(cluster: Cluster, job: str, *job_args: str, faults: str) -> tuple[str, str]:
+    """spark-submit ``jobs/<job>.py`` to the cluster through scripts/submit.sh.
+
+    The first attempt of some tasks of the stages ``faults`` names fails (and is retried).
+    Returns the job's stdout and its executors' stderr logs.
+    """
     options = {
         "spark.executor.memory": "512m",
         "spark.cores.max": "2",
         "spark.ui.enabled": "false",
         "spark.executor.extraJavaOptions": QUICK_JVM,
-        **(conf or {}),
+        "spark.task.maxFailures": "2",
+        FAULTS_CONF: faults,
     }
+    apps_before = set(cluster.root.glob("work*/app-*"))
     command = ["bash", str(REPO_ROOT / "scripts" / "submit.sh"), "--master", cluster.url]
     for key, value in options.items():
         command += ["--conf", f"{key}={value}"]
@@ -187,7 +195,12 @@ def submit(cluster: Cluster, job: str, *job_args: str, conf: dict[str, str] | No
     finally:
         kill_group(process, grace=2.0)
     assert process.returncode == 0, f"spark-submit {job} failed\n{out}\n{err[-5000:]}"
-    return out, err
+    apps = set(cluster.root.glob("work*/app-*")) - apps_before
+    assert apps, f"spark-submit {job} ran no executor on the cluster"
+    executor_logs = "".join(
+        log.read_text(errors="replace") for app in apps for log in app.glob("*/stderr")
+    )
+    return out, executor_logs
 
 
 def write_configs(folder: Path, **model_params) -> tuple[Path, Path]:
@@ -207,68 +220,44 @@ def write_configs(folder: Path, **model_params) -> tuple[Path, Path]:
     return fit, score
 
 
-@pytest.fixture(scope="module")
-def clean_run(cluster):
-    fit, score = write_configs(cluster.root / "clean")
-    fit_out, _ = submit(cluster, "fit", "--config", str(fit))
-    score_out, _ = submit(cluster, "score", "--config", str(score), "--run-date", RUN_DATE)
-    return {"folder": cluster.root / "clean", "fit": fit_out, "score": score_out}
+def read_scores(spark, folder: Path, columns: list[str]):
+    return spark.read.parquet(str(folder / "scores")).select(*columns)
 
 
-def read_scores(spark, folder: Path):
-    return spark.read.parquet(str(folder / "scores")).select(*COMPARED, "model_id", "run_date")
+def fit_and_score(cluster: Cluster, name: str, local: Path, faults: str, **params):
+    """The fit and score jobs on the cluster, with injected ``faults``, and in local mode.
+
+    Returns the cluster run's folder and its executors' logs (fit's, then score's).
+    """
+    folder = cluster.root / name
+    fit, score = write_configs(folder, **params)
+    _, fit_logs = submit(cluster, "fit", "--config", str(fit), faults=faults)
+    score_out, score_logs = submit(
+        cluster, "score", "--config", str(score), "--run-date", RUN_DATE, faults=faults
+    )
+    assert f"score: {N_TEST} rows in, {N_TEST} rows out" in score_out
+
+    local_fit, local_score = write_configs(local, **params)
+    assert run_job("fit", ["--config", str(local_fit)]) == 0
+    assert run_job("score", ["--config", str(local_score), "--run-date", RUN_DATE]) == 0
+    return folder, fit_logs + score_logs
 
 
-def test_cluster_output_equals_local_output(spark, cluster, clean_run, tmp_path):
-    assert f"score: {N_TEST} rows in, {N_TEST} rows out" in clean_run["score"]
+def test_cluster_output_equals_local_output_despite_injected_faults(spark, cluster, tmp_path):
+    folder, logs = fit_and_score(cluster, "broadcast", tmp_path, faults="build,search")
+    for stage in ("build", "search"):
+        assert f"knnspark injected fault: {stage} task" in logs  # faults really fired
     # The executors ran the library shipped with --py-files.
     shipped = list(cluster.root.glob("work*/app-*/*/knnspark.zip"))
     assert shipped, "no executor fetched knnspark.zip"
 
-    local_fit, local_score = write_configs(tmp_path)
-    assert run_job("fit", ["--config", str(local_fit)]) == 0
-    assert run_job("score", ["--config", str(local_score), "--run-date", RUN_DATE]) == 0
-
-    on_cluster = read_scores(spark, clean_run["folder"])
-    local = read_scores(spark, tmp_path)
+    on_cluster = read_scores(spark, folder, [*COMPARED, "model_id"])
+    local = read_scores(spark, tmp_path, COMPARED)
     assert on_cluster.count() == N_TEST
     assert on_cluster.select("id").distinct().count() == N_TEST
-    assert_df_equality(
-        on_cluster.select(*COMPARED),
-        local.select(*COMPARED),
-        ignore_row_order=True,
-    )
-    model_id = KNNClassificationModel.load(str(clean_run["folder"] / "model")).modelId
+    assert_df_equality(on_cluster.select(*COMPARED), local, ignore_row_order=True)
+    model_id = KNNClassificationModel.load(str(folder / "model")).modelId
     assert {r["model_id"] for r in on_cluster.select("model_id").distinct().collect()} == {model_id}
-
-
-def test_injected_faults_on_the_cluster_change_nothing(spark, cluster, clean_run):
-    fit, score = write_configs(cluster.root / "faulty")
-    retries = {"spark.task.maxFailures": "2"}
-    submit(
-        cluster,
-        "fit",
-        "--config",
-        str(fit),
-        conf={**retries, "spark.knnspark.test.injectFaults": "build"},
-    )
-    submit(
-        cluster,
-        "score",
-        *("--config", str(score), "--run-date", RUN_DATE),
-        conf={**retries, "spark.knnspark.test.injectFaults": "search"},
-    )
-    executor_logs = "".join(
-        log.read_text(errors="replace") for log in cluster.root.glob("work*/app-*/*/stderr")
-    )
-    for stage in ("build", "search"):
-        assert f"knnspark injected fault: {stage} task" in executor_logs  # faults really fired
-
-    faulty = read_scores(spark, cluster.root / "faulty")
-    clean = read_scores(spark, clean_run["folder"])
-    assert faulty.count() == N_TEST
-    assert faulty.select("id").distinct().count() == N_TEST
-    assert_df_equality(faulty.select(*COMPARED), clean.select(*COMPARED), ignore_row_order=True)
 
 
 #: The shard-major path with k-means shards: the index stays on the executors, queries travel.
@@ -276,32 +265,14 @@ SHARD_MAJOR = {"maxBroadcastBytes": 0, "partitioning": "kmeans", "shardsVisitedC
 
 
 def test_shard_major_path_on_the_cluster_equals_local_mode(spark, cluster, tmp_path):
-    """Fit and score with a distributed k-means index; then again with injected task failures."""
-    folder = cluster.root / "shard-major"
-    fit, score = write_configs(folder, **SHARD_MAJOR)
-    submit(cluster, "fit", "--config", str(fit))
+    """Fit and score with a distributed k-means index, with injected task failures."""
+    folder, logs = fit_and_score(cluster, "shard-major", tmp_path, "build,search", **SHARD_MAJOR)
+    # Exact shards kept distributed are the training rows themselves: no build task runs.
+    assert "knnspark injected fault: search task" in logs  # faults really fired
     assert KNNClassificationModel.load(str(folder / "model")).storage == "distributed"
-    score_out, _ = submit(cluster, "score", "--config", str(score), "--run-date", RUN_DATE)
-    assert f"score: {N_TEST} rows in, {N_TEST} rows out" in score_out
 
-    local_fit, local_score = write_configs(tmp_path, **SHARD_MAJOR)
-    assert run_job("fit", ["--config", str(local_fit)]) == 0
-    assert run_job("score", ["--config", str(local_score), "--run-date", RUN_DATE]) == 0
     compared = [*COMPARED, "visited"]
-    on_cluster = spark.read.parquet(str(folder / "scores")).select(*compared)
-    local = spark.read.parquet(str(tmp_path / "scores")).select(*compared)
+    on_cluster = read_scores(spark, folder, compared)
     assert on_cluster.count() == N_TEST
     assert on_cluster.select("id").distinct().count() == N_TEST
-    assert_df_equality(on_cluster, local, ignore_row_order=True)
-
-    faulty_fit, faulty_score = write_configs(cluster.root / "shard-major-faulty", **SHARD_MAJOR)
-    retries = {"spark.task.maxFailures": "2"}
-    faults = {**retries, "spark.knnspark.test.injectFaults": "build,search"}
-    submit(cluster, "fit", "--config", str(faulty_fit), conf=faults)
-    submit(cluster, "score", "--config", str(faulty_score), "--run-date", RUN_DATE, conf=faults)
-    logs = "".join(
-        log.read_text(errors="replace") for log in cluster.root.glob("work*/app-*/*/stderr")
-    )
-    assert "knnspark injected fault: search task" in logs
-    faulty = spark.read.parquet(str(cluster.root / "shard-major-faulty" / "scores"))
-    assert_df_equality(faulty.select(*compared), on_cluster, ignore_row_order=True)
+    assert_df_equality(on_cluster, read_scores(spark, tmp_path, compared), ignore_row_order=True)
