@@ -7,7 +7,7 @@
 #   MASTER=yarn scripts/submit.sh --deploy-mode cluster --files conf/score.toml \
 #       score --config score.toml --profile ...
 #
-# JOB is fit, tune, score or evaluate (jobs/JOB.py); the options after it are the job's
+# JOB is fit, tune, score, evaluate or join (jobs/JOB.py); the options after it are the job's
 # (--config, --set, --profile, --run-date). The options before it go to spark-submit.
 #
 #   master        --master, else $MASTER, else local[*]
@@ -33,7 +33,7 @@ py_files=""
 submit_args=()
 while (($#)); do
     case "$1" in
-        fit | tune | score | evaluate) break ;;
+        fit | tune | score | evaluate | join) break ;;
         -h | --help)
             usage
             exit 0
@@ -56,13 +56,13 @@ while (($#)); do
             shift 2
             ;;
         *)
-            echo "error: unknown job '$1'; choose one of fit, tune, score, evaluate" >&2
+            echo "error: unknown job '$1'; choose one of fit, tune, score, evaluate, join" >&2
             exit 2
             ;;
     esac
 done
 if (($# == 0)); then
-    echo "error: no job given; choose one of fit, tune, score, evaluate" >&2
+    echo "error: no job given; choose one of fit, tune, score, evaluate, join" >&2
     usage >&2
     exit 2
 fi

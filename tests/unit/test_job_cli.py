@@ -265,6 +265,13 @@ def test_submit_script_takes_the_master_from_the_environment(tmp_path):
     assert "--driver-java-options" not in lines  # the driver runs elsewhere in cluster mode
 
 
+@pytest.mark.parametrize("job", sorted(p.stem for p in (REPO_ROOT / "jobs").glob("*.py")))
+def test_submit_script_runs_every_job_in_jobs(tmp_path, job):
+    result = _submit(tmp_path, job, "--config", "x.toml")
+    assert result.returncode == 0, result.stderr
+    assert f"jobs/{job}.py" in result.stdout
+
+
 @pytest.mark.parametrize(("args", "message"), [([], "no job given"), (["predict"], "unknown job")])
 def test_submit_script_rejects_a_missing_or_unknown_job(tmp_path, args, message):
     result = _submit(tmp_path, *args)
