@@ -9,42 +9,8 @@ import math
 import numpy as np
 
 from .plot import plot
+from .tables import fmt, line, mib, row, table
 from .targets import TARGET_RECALL
-
-
-def fmt(value: object, spec: str = ".2f") -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, (int, float)):
-        return format(value, spec)
-    return str(value)
-
-
-def mib(n: float) -> str:
-    return f"{n / 2**20:,.0f}"
-
-
-def _line(cells: list[object]) -> str:
-    """One markdown table row of cells already formatted."""
-    return "| " + " | ".join(str(cell) for cell in cells) + " |"
-
-
-def _row(label: str, cells: list[object], spec: str = ".3f") -> str:
-    return _line([label, *(fmt(c, spec) for c in cells)])
-
-
-def _table(title: str | None, columns: list[str], align: str, rows: list[str]) -> list[str]:
-    """A markdown table after a blank line and ``title`` (none: just the blank line).
-
-    ``align`` has one letter a column: ``l`` left, ``r`` right; the last one repeats for the
-    columns after it.
-    """
-    align = align.ljust(len(columns), align[-1])
-    rule = "|" + "".join("---|" if a == "l" else "---:|" for a in align)
-    heading = ["", title, ""] if title is not None else [""]
-    return [*heading, _line(columns), rule, *rows]
 
 
 def markdown(results: dict) -> str:
@@ -58,12 +24,12 @@ def markdown(results: dict) -> str:
         "Ratios from wall time decide; 'CPU' ratios use CPU seconds of the whole process tree "
         "(robust to other load, blind to waiting).",
     ]
-    lines += _table(
+    lines += table(
         "### Targets",
         ["train rows", "target", "measured", "CPU-time ratio", "met"],
         "llrrl",
         [
-            _line([r["size"], r["target"], fmt(r["value"]), fmt(r.get("value_cpu")), fmt(r["met"])])
+            line([r["size"], r["target"], fmt(r["value"]), fmt(r.get("value_cpu")), fmt(r["met"])])
             for r in results["targets"]
         ],
     )
@@ -92,7 +58,7 @@ def first_warm_section(results: dict) -> list[str]:
         ref = ex["methods"]["faiss IndexFlatL2"]["queries_per_s"]
         first = nq / ours["first_query_job_s"]
         warm = ours["queries_per_s"]
-        rows.append(_line([n, "exact", *_first_warm(first, warm, ref)]))
+        rows.append(line([n, "exact", *_first_warm(first, warm, ref)]))
         point = next((p for p in hn["sweep"] if p["ef"] == hn["first_query_ef"]), None)
         if point is None:
             continue
@@ -103,8 +69,8 @@ def first_warm_section(results: dict) -> list[str]:
             f"hnsw ef={point['ef']} (recall {point['knnspark_recall']:.3f}; hnswlib "
             f"{point['hnswlib_recall']:.3f})"
         )
-        rows.append(_line([n, kind, *_first_warm(first, warm, ref)]))
-    return _table(
+        rows.append(line([n, kind, *_first_warm(first, warm, ref)]))
+    return table(
         "### First and warm search (queries/s; ratio to faiss IndexFlatL2 / raw hnswlib)",
         [
             *("train rows", "kind", "first job q/s", "first / ref", "warm q/s (best)"),
@@ -137,7 +103,7 @@ def exact_section(results: dict) -> list[str]:
             recall = ex["recall_vs_faiss"] if name.startswith("knnspark") else None
             recall = 1.0 if name.startswith(("faiss", "sklearn")) else recall
             rows.append(
-                _line(
+                line(
                     [
                         f"{label} ({ex['n_train']} x {ex['n_queries']})",
                         name,
@@ -152,7 +118,7 @@ def exact_section(results: dict) -> list[str]:
                     ]
                 )
             )
-    return _table(
+    return table(
         "### Exact search (knnspark: cached DataFrame in, predictions to the noop sink)",
         [
             *("data", "method", "build (s)", "search (s)", "queries/s", "/ faiss", "q/CPU-s"),
@@ -167,7 +133,7 @@ def _sweep_line(n: int, nq: int, p: dict) -> str:
     ours, theirs = p["knnspark"], p["hnswlib"]
     tasks = ours.get("tasks")
     per_core = nq / tasks["busy_s"] if tasks else None
-    return _line(
+    return line(
         [
             n,
             p["ef"],
@@ -186,7 +152,7 @@ def _sweep_line(n: int, nq: int, p: dict) -> str:
 
 def _build_line(n: int, hn: dict) -> str:
     fit, raw = hn["build"]["knnspark fit"], hn["build"]["hnswlib add_items"]
-    return _line(
+    return line(
         [
             n,
             f"{fit['seconds_best']:.2f}",
@@ -208,7 +174,7 @@ def hnsw_section(results: dict) -> list[str]:
         for p in res["hnsw"]["sweep"]
     ]
     return [
-        *_table(
+        *table(
             "### HNSW: ef sweep (same M/efConstruction; knnspark's ef is per shard)",
             [
                 *("train rows", "ef", "knnspark recall", "knnspark q/s", "knnspark q/CPU-s"),
@@ -218,7 +184,7 @@ def hnsw_section(results: dict) -> list[str]:
             "lr",
             sweep,
         ),
-        *_table(
+        *table(
             None,
             [
                 *("train rows", "knnspark fit (s)", "hnswlib add_items (s)", "ratio"),
@@ -235,14 +201,14 @@ def many_section(results: dict) -> list[str]:
     many = results.get("many_queries")
     if not many:
         return []
-    return _table(
+    return table(
         f"### HNSW with {many['n_queries']} queries in one job ({many['n_train']} train rows; "
         f"knnspark ef={many['knnspark_ef']} recall {many['knnspark_recall']:.4f}, hnswlib "
         f"ef={many['hnswlib_ef']} recall {many['hnswlib_recall']:.4f}, recall from the sweep)",
         ["method", "search (s)", "queries/s", "q/CPU-s"],
         "lr",
         [
-            _line(
+            line(
                 [
                     name,
                     f"{m['seconds_best']:.3f}",
@@ -259,7 +225,7 @@ def lsh_section(results: dict) -> list[str]:
     lsh = results.get("lsh")
     if not lsh:
         return []
-    return _table(
+    return table(
         f"### Spark BRP-LSH ({lsh['n_train']} train rows, {lsh['n_queries']} queries only; "
         f"throughput = {lsh['n_queries']} / time; oracle join threshold {lsh['threshold']:.2f})",
         [
@@ -268,7 +234,7 @@ def lsh_section(results: dict) -> list[str]:
         ],
         "r",
         [
-            _line(
+            line(
                 [
                     r["bucketLength"],
                     r["numHashTables"],
@@ -290,7 +256,7 @@ def growth_section(results: dict) -> list[str]:
         return []
     q, train = growth["queries"], growth["train"]
     rows = [
-        _line(
+        line(
             [
                 method,
                 f"{q[f'{method}: time ratio 2x/1x']:.2f}",
@@ -302,10 +268,10 @@ def growth_section(results: dict) -> list[str]:
         for method in ("knnspark exact", "knnspark hnsw", "faiss", "hnswlib", "Spark floor")
     ]
     rows += [
-        _line([f"{method} (timing hook)", "", "", "", fmt(train.get(method))])
+        line([f"{method} (timing hook)", "", "", "", fmt(train.get(method))])
         for method in ("knnspark exact task work", "knnspark hnsw task work")
     ]
-    return _table(
+    return table(
         f"### Growth (queries {q['n_queries'][0]} -> {q['n_queries'][1]} at "
         f"{growth['queries_at']} rows, HNSW ef={q['ef']}; training "
         f"{train['sizes'][0]} -> {train['sizes'][1]})",
@@ -363,12 +329,12 @@ def where_time_goes(results: dict) -> list[str]:
         "all tasks: sum of stage seconds",
     ]
     values = [_job_column(job, names, floor, plan) for job, floor, plan in cells]
-    return _table(
+    return table(
         f"### Where a search job's time goes ({max(results['sizes'])} training rows; knnspark's "
         "timing hook, KNNSPARK_TIMINGS: the slowest task of each job)",
         ["part", *columns],
         "lr",
-        [_row(label, [column[i] for column in values]) for i, label in enumerate(labels)],
+        [row(label, [column[i] for column in values]) for i, label in enumerate(labels)],
     )
 
 
@@ -380,30 +346,30 @@ def fit_section(results: dict) -> list[str]:
         return []
     slowest = {n: p["build_tasks"]["slowest_task"] for n, p in parts.items()}
     raw = [sizes[n]["hnsw"]["build"]["hnswlib add_items"]["seconds_best"] for n in sizes]
-    return _table(
+    return table(
         "knnspark HNSW fit (fastest build round), from its build tasks' timing lines:",
         ["part", *(f"{n} rows (s)" for n in sizes)],
         "lr",
         [
-            _row(
+            row(
                 "slowest build task: build (Arrow -> numpy, sort by id, graph, serialize)",
                 [s["stages_s"].get("build") for s in slowest.values()],
                 ".2f",
             ),
-            _row(
+            row(
                 "slowest build task: rest", [s["outside_stages_s"] for s in slowest.values()], ".2f"
             ),
-            _row(
+            row(
                 "outside the build tasks (validation jobs, shuffle, launch, collect, decode)",
                 [p["outside_build_tasks_s"] for p in parts.values()],
                 ".2f",
             ),
-            _row("**fit**", [p["fit_s"] for p in parts.values()], ".2f"),
-            _row(
+            row("**fit**", [p["fit_s"] for p in parts.values()], ".2f"),
+            row(
                 "build tasks in distinct Python workers",
                 [p["builds_in_distinct_workers"] for p in parts.values()],
             ),
-            _row("hnswlib add_items, one index, same threads", raw, ".2f"),
+            row("hnswlib add_items, one index, same threads", raw, ".2f"),
         ],
     )
 
@@ -414,7 +380,7 @@ def memory_section(results: dict) -> list[str]:
         extra = results["memory_expected"].get(phase, {})
         rss = ("driver_python_rss", "driver_jvm_rss", "daemon_rss", "worker_rss_max")
         rows.append(
-            _line(
+            line(
                 [
                     phase,
                     *(mib(p.get(key, 0)) for key in (*rss, "workers_rss_sum")),
@@ -422,7 +388,7 @@ def memory_section(results: dict) -> list[str]:
                 ]
             )
         )
-    return _table(
+    return table(
         "### Peak memory (MiB; RSS sampled every 0.2 s; workers are reused across phases)",
         [
             *("phase", "driver Python", "driver JVM", "daemon", "largest worker"),
@@ -435,12 +401,12 @@ def memory_section(results: dict) -> list[str]:
 
 def report(results: dict, args: argparse.Namespace) -> int:
     """Write the JSON, the markdown and the plot; print the tables; 1 if a check failed."""
-    table = markdown(results)
+    tables_md = markdown(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2, default=_json_default))
-    args.out.with_suffix(".md").write_text(table + "\n")
+    args.out.with_suffix(".md").write_text(tables_md + "\n")
     plot(results, args.plot, TARGET_RECALL)
-    print(table)
+    print(tables_md)
     for kind, text in results["profiles"].items():
         print(f"\n### Spark UDF profiler: {kind} search job, in the Python workers\n\n{text}")
     failed = [name for name, ok in results["checks"].items() if not ok]
