@@ -45,6 +45,7 @@ from knnspark.partition import (
     KEY_LO,
     NEIGHBORS,
     SearchSettings,
+    map_query_batches,
     query_matrix,
     with_columns,
 )
@@ -59,6 +60,7 @@ from knnspark.shard_major import (
     route_queries_fn,
     shard_from_table,
 )
+from knnspark.timing import TaskTimer
 
 __all__ = ["radius_neighbors"]
 
@@ -248,17 +250,22 @@ def _output_arrays(
 def _broadcast_fn(
     shards_broadcast: Any, settings: RadiusSettings
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    def search(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        shards = shards_broadcast.value
-        for batch in batches:
-            queries, valid = query_matrix(batch.column(FEATURES_TMP), settings.search)
+    def search(
+        shards: list,
+        batch: pa.RecordBatch,
+        queries: np.ndarray,
+        valid: np.ndarray,
+        timer: TaskTimer,
+    ) -> pa.RecordBatch:
+        with timer.stage("search"):
             plan = _broadcast_plan_of(shards, queries, settings)
             lists = _search_shards(shards, queries, settings, plan)
+        with timer.stage("encode"):
             visited = plan.sum(axis=1) if settings.search.shards_visited else None
             out = _output_arrays(lists, valid, visited)
-            yield with_columns(batch.drop_columns([FEATURES_TMP]), out)
+            return with_columns(batch.drop_columns([FEATURES_TMP]), out)
 
-    return search
+    return map_query_batches(shards_broadcast, settings.search, search, "radius_search")
 
 
 def _shard_fn(settings: RadiusSettings) -> Callable[[pa.Table, pa.Table], pa.Table]:
