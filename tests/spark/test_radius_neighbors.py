@@ -75,15 +75,19 @@ def test_cap_and_cosine(spark):
     assert pdf["cut"].any() and not pdf["cut"].all()
 
 
-def test_invalid_rows_get_nulls(spark):
+@pytest.mark.parametrize("extra", [{}, {"maxBroadcastBytes": 0}], ids=["broadcast", "distributed"])
+def test_invalid_rows_get_nulls(spark, extra):
     train = spark.createDataFrame([([0.0],), ([1.0],)], ["features"])
     queries = spark.createDataFrame(
         [(0, [0.2]), (1, [float("nan")]), (2, [50.0])], ["q", "features"]
     )
-    model = NearestNeighbors(k=1, handleInvalid="keep").fit(train)
+    model = NearestNeighbors(k=1, handleInvalid="keep", shardsVisitedCol="visited", **extra)
+    model = model.fit(train)
     rows = model.radius_neighbors(queries, 1.0).orderBy("q").collect()
     assert [r["neighbor_ids"] for r in rows] == [[0, 1], None, []]
     assert [r["truncated"] for r in rows] == [False, None, False]
+    shards = len(model.shardSizes)  # hash partitioning: every shard
+    assert [r["visited"] for r in rows] == [shards, None, shards]
 
 
 def test_radius_bad_input(spark):
