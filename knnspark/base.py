@@ -201,7 +201,9 @@ class _KNNModel(Model, MLWritable, MLReadable):
         As scikit-learn's ``radius_neighbors(X, radius, sort_results=True)``: a training row
         is a neighbor when its distance is ``<= radius``; ties go to the smaller id.  Exact
         search only: a model that searches an HNSW index raises (``setAlgorithm('brute')``
-        searches its rows exactly).  Lists are built block by block on the executors.
+        searches its rows exactly).  Lists are built block by block on the executors.  With
+        ``partitioning="kmeans"`` and a true metric a query skips the shards that cannot hold
+        a row within ``radius``; a set ``shardsVisitedCol`` adds the shards each row searched.
 
         Parameters
         ----------

@@ -52,6 +52,7 @@ __all__ = [
     "REGRESSION",
     "SearchSettings",
     "broadcast_search_fn",
+    "map_query_batches",
     "output_arrays",
     "output_fields",
     "query_matrix",
@@ -298,20 +299,51 @@ def broadcast_search_fn(
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     """mapInArrow function: search all broadcast shards, merge inside the task."""
 
-    def search(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    def search(
+        shards: list[Shard],
+        batch: pa.RecordBatch,
+        queries: np.ndarray,
+        valid: np.ndarray,
+        timer: TaskTimer,
+    ) -> pa.RecordBatch:
+        dist, ids, labels, visited = search_batch(shards, queries, settings, timer)
+        with timer.stage("encode"):
+            out = output_arrays(dist, ids, labels, valid, settings, visited)
+            return with_columns(batch.drop_columns([FEATURES_TMP]), out)
+
+    return map_query_batches(shards_broadcast, settings, search)
+
+
+#: One batch's search on the broadcast path: (shards, batch, queries, valid, timer) -> batch.
+BatchSearch = Callable[
+    [list[Shard], pa.RecordBatch, np.ndarray, np.ndarray, TaskTimer], pa.RecordBatch
+]
+
+
+def map_query_batches(
+    shards_broadcast: Any,
+    settings: SearchSettings,
+    search: BatchSearch,
+    name: str = "broadcast_search",
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """mapInArrow function: the broadcast path's loop over query batches.
+
+    Loads the shards once per task, decodes each batch's ``FEATURES_TMP`` (invalid rows
+    raise or are masked, by ``settings.handle_invalid``) and yields what ``search(shards,
+    batch, queries, valid, timer)`` makes of the batch.  :func:`broadcast_search_fn` and
+    ``radius_neighbors`` (:mod:`knnspark.radius`) differ only in ``search``.
+    """
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         maybe_fail("search")
-        timer = TaskTimer("broadcast_search")
+        timer = TaskTimer(name)
         with timer.stage("load"):
             shards = shards_broadcast.value  # loaded once per Python worker, then cached
         for batch in batches:
             timer.count(batch.num_rows)
             with timer.stage("decode"):
                 queries, valid = query_matrix(batch.column(FEATURES_TMP), settings)
-            dist, ids, labels, visited = search_batch(shards, queries, settings, timer)
-            with timer.stage("encode"):
-                out = output_arrays(dist, ids, labels, valid, settings, visited)
-                batch = with_columns(batch.drop_columns([FEATURES_TMP]), out)
-            yield batch
+            yield search(shards, batch, queries, valid, timer)
         timer.flush()
 
-    return search
+    return run

@@ -1,15 +1,23 @@
 """``model.radius_neighbors``: every training row within a distance of each query row.
 
 Exact search only (:mod:`knnspark.kernels.radius`).  Both storages serve it, as they serve
-``kneighbors``: a broadcast index is searched inside one ``mapInArrow`` pass (every shard,
-lists merged in the task); a distributed one on the shard-major layout (:mod:`knnspark.search`):
-each query is routed to every shard, a ``cogroup`` meets each persisted shard with its queries
-without moving the shard, and each query's partial lists are gathered by a hash of its
-features, merged and joined back, so no query row is lost.
+``kneighbors``: a broadcast index is searched inside one ``mapInArrow`` pass (lists merged
+in the task); a distributed one on the shard-major layout (:mod:`knnspark.search`): each
+query is routed to the shards it must visit, a ``cogroup`` meets each persisted shard with
+its queries without moving the shard, and each query's partial lists are gathered by a hash
+of its features, merged and joined back, so no query row is lost.  Past
+``spark.knnspark.search.queryBytesPerTask`` the queries are split into rounds by the rule
+``kneighbors`` uses (:func:`knnspark.search.search_rounds`, with ``k = maxNeighbors``).
+
+A query visits every shard, unless the model was fitted with ``partitioning="kmeans"`` and
+searches with a true metric: then it skips each shard whose lower bound exceeds the radius
+(:func:`knnspark.kernels.radius.shards_within_radius`), on both paths alike.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,33 +31,43 @@ from pyspark.sql import types as T
 from knnspark.arrow_columns import padded_matrix
 from knnspark.converters import int_at_least, positive_float
 from knnspark.index import EXACT_KIND
-from knnspark.kernels.radius import RadiusLists, merge_radius_lists, radius_search
+from knnspark.kernels.radius import (
+    RadiusLists,
+    merge_radius_lists,
+    radius_search,
+    shards_within_radius,
+)
 from knnspark.kernels.topk import PAD_ID
+from knnspark.kmeans_sharding import search_router
 from knnspark.partition import (
     FEATURES_TMP,
     KEY_HI,
     KEY_LO,
     NEIGHBORS,
     SearchSettings,
+    map_query_batches,
     query_matrix,
     with_columns,
 )
 from knnspark.schema import check_output_columns, column, feature_array_expr
-from knnspark.search import shard_routing
+from knnspark.search import search_rounds, shard_routing
 from knnspark.shard_layout import PARTITION_KEY
 from knnspark.shard_major import (
     ROUTE_KEY,
     ROUTED_SCHEMA,
+    Routing,
     distinct_keys,
     route_queries_fn,
     shard_from_table,
 )
+from knnspark.timing import TaskTimer
 
 __all__ = ["radius_neighbors"]
 
 _IDS = "__knn_r_ids"
 _DIST = "__knn_r_dist"
 _COUNT = "__knn_r_count"
+_SHARDS = "__knn_r_shards"
 _PASS_THROUGH = "__knn_r_in_"
 
 _LIST_I64 = pa.list_(pa.int64())
@@ -59,6 +77,7 @@ _OUTPUT_FIELDS = [
     T.StructField(_DIST, T.ArrayType(T.DoubleType(), True), True),
     T.StructField(_COUNT, T.LongType(), True),
 ]
+_SHARDS_FIELD = T.StructField(_SHARDS, T.IntegerType(), True)
 _PARTIAL_SCHEMA = T.StructType(
     [
         T.StructField(KEY_HI, T.LongType(), False),
@@ -72,9 +91,28 @@ _PARTIAL_SCHEMA = T.StructType(
 class RadiusSettings:
     """A radius search task's plain values."""
 
-    search: SearchSettings  # metric, p, features, handleInvalid (k unused)
+    search: SearchSettings  # metric, p, features, handleInvalid, router (k unused)
     radius: float
     limit: int | None
+
+    @property
+    def output_fields(self) -> list[T.StructField]:
+        """The temporary output columns, with the shards visited when asked for."""
+        return _OUTPUT_FIELDS + ([_SHARDS_FIELD] if self.search.shards_visited else [])
+
+
+@dataclass(frozen=True)
+class _RadiusRouting(Routing):
+    """The shard-major routing of a radius search: each query to the shards it must visit."""
+
+    radius: float = 0.0
+
+    def first_round(self, queries: np.ndarray, settings: SearchSettings) -> np.ndarray:
+        router = settings.router
+        if router is None:  # hash partitioning: every shard
+            return super().first_round(queries, settings)
+        todo = shards_within_radius(router, queries, self.radius)
+        return np.where(todo, np.arange(router.num_shards)[None, :], -1)
 
 
 def radius_neighbors(
@@ -90,10 +128,11 @@ def radius_neighbors(
     radius = positive_float("radius")(radius)
     if max_neighbors is not None:
         max_neighbors = int_at_least("maxNeighbors", 1)(max_neighbors)
-    check_output_columns(
-        dataset.schema,
-        {"neighborIdsCol": ids_col, "distancesCol": dist_col, "truncatedCol": truncated_col},
-    )
+    outputs = {"neighborIdsCol": ids_col, "distancesCol": dist_col, "truncatedCol": truncated_col}
+    visited_col = model.getShardsVisitedCol()
+    if visited_col is not None:
+        outputs["shardsVisitedCol"] = visited_col
+    check_output_columns(dataset.schema, outputs)
     kind = model._search_kind()
     if kind != EXACT_KIND:
         raise ValueError(
@@ -121,6 +160,9 @@ def radius_neighbors(
             features_col=model.getFeaturesCol(),
             handle_invalid=model.getHandleInvalid(),
             model_id=index.model_id,
+            # Exact search: nprobe does not apply, the router only skips shards it can bound.
+            router=search_router(index.router, None, model.getMetric(), model.getP()),
+            shards_visited=visited_col is not None,
         ),
         radius,
         max_neighbors,
@@ -137,53 +179,100 @@ def radius_neighbors(
         F.col(_IDS).alias(ids_col),
         F.col(_DIST).alias(dist_col),
         F.when(count.isNotNull(), count > F.size(_IDS)).alias(truncated_col),
+        *([F.col(_SHARDS).alias(visited_col)] if visited_col is not None else []),
     )
 
 
 # ---------------------------------------------------------------- executor side
 
 
-def _search_shards(shards: list, queries: np.ndarray, settings: RadiusSettings) -> RadiusLists:
-    """Every shard's lists for a block of queries, merged."""
+def _search_shards(
+    shards: list, queries: np.ndarray, settings: RadiusSettings, plan: np.ndarray | None = None
+) -> RadiusLists:
+    """The shards' lists for a block of queries, merged.
+
+    ``plan[i, j]`` says whether query ``i`` searches ``shards[j]`` (None: every shard).
+    """
     opts = settings.search
-    query, ids, dist = [], [], []
-    counts = np.zeros(queries.shape[0], dtype=np.int64)
-    for shard in shards:
+    searched = [j for j in range(len(shards)) if plan is None or plan[:, j].any()]
+    if len(searched) == 1 and (plan is None or plan[:, searched[0]].all()):
+        # One shard for every query (always so on the distributed path): its lists are
+        # final, since a shard's ids ascend with its positions; no merge, no copies.
+        shard = shards[searched[0]]
         found = radius_search(shard, queries, settings.radius, opts.metric, opts.p, settings.limit)
-        query.append(np.repeat(np.arange(queries.shape[0]), np.diff(found.offsets)))
+        return dataclasses.replace(found, ids=shard.ids[found.ids])
+    query, ids, dist = [np.empty(0, np.int64)], [np.empty(0, np.int64)], [np.empty(0)]
+    counts = np.zeros(queries.shape[0], dtype=np.int64)
+    for j, shard in enumerate(shards):
+        rows = np.arange(queries.shape[0]) if plan is None else np.flatnonzero(plan[:, j])
+        if rows.size == 0:
+            continue
+        found = radius_search(
+            shard, queries[rows], settings.radius, opts.metric, opts.p, settings.limit
+        )
+        query.append(np.repeat(rows, np.diff(found.offsets)))
         ids.append(shard.ids[found.ids])
         dist.append(found.dist)
-        counts += found.counts
+        counts[rows] += found.counts
     flat = (np.concatenate(x) for x in (query, ids, dist))
     return merge_radius_lists(*flat, counts, settings.limit)
 
 
-def _output_arrays(lists: RadiusLists, valid: np.ndarray) -> dict[str, pa.Array]:
-    """The three output columns; rows where ``valid`` is False get nulls."""
+def _broadcast_plan_of(shards: list, queries: np.ndarray, settings: RadiusSettings) -> np.ndarray:
+    """(n_queries, len(shards)) mask of the broadcast shards each query searches.
+
+    The broadcast list holds the non-empty shards in shard order (what ``fit`` collects).
+    """
+    router = settings.search.router
+    if router is None:
+        return np.ones((queries.shape[0], len(shards)), dtype=bool)
+    return shards_within_radius(router, queries, settings.radius)[:, router.nonempty]
+
+
+def _output_arrays(
+    lists: RadiusLists, valid: np.ndarray, visited: np.ndarray | None = None
+) -> dict[str, pa.Array]:
+    """The output columns; rows where ``valid`` is False get nulls.
+
+    ``visited`` (shards searched per valid row) adds the shards-visited column.
+    """
     lengths = np.zeros(valid.shape[0], dtype=np.int64)
     lengths[valid] = np.diff(lists.offsets)
     offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
     mask = pa.array(~valid)
     counts = np.zeros(valid.shape[0], dtype=np.int64)
     counts[valid] = lists.counts
-    return {
+    out = {
         _IDS: pa.ListArray.from_arrays(offsets, pa.array(lists.ids, pa.int64()), mask=mask),
         _DIST: pa.ListArray.from_arrays(offsets, pa.array(lists.dist, pa.float64()), mask=mask),
         _COUNT: pa.array(counts, pa.int64(), mask=~valid),
     }
+    if visited is not None:
+        shards = np.zeros(valid.shape[0], dtype=np.int32)
+        shards[valid] = visited
+        out[_SHARDS] = pa.array(shards, pa.int32(), mask=~valid)
+    return out
 
 
 def _broadcast_fn(
     shards_broadcast: Any, settings: RadiusSettings
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    def search(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        shards = shards_broadcast.value
-        for batch in batches:
-            queries, valid = query_matrix(batch.column(FEATURES_TMP), settings.search)
-            lists = _search_shards(shards, queries, settings)
-            yield with_columns(batch.drop_columns([FEATURES_TMP]), _output_arrays(lists, valid))
+    def search(
+        shards: list,
+        batch: pa.RecordBatch,
+        queries: np.ndarray,
+        valid: np.ndarray,
+        timer: TaskTimer,
+    ) -> pa.RecordBatch:
+        with timer.stage("search"):
+            plan = _broadcast_plan_of(shards, queries, settings)
+            lists = _search_shards(shards, queries, settings, plan)
+        with timer.stage("encode"):
+            visited = plan.sum(axis=1) if settings.search.shards_visited else None
+            out = _output_arrays(lists, valid, visited)
+            return with_columns(batch.drop_columns([FEATURES_TMP]), out)
 
-    return search
+    return map_query_batches(shards_broadcast, settings.search, search, "radius_search")
 
 
 def _shard_fn(settings: RadiusSettings) -> Callable[[pa.Table, pa.Table], pa.Table]:
@@ -220,7 +309,8 @@ def _merge_fn(
                 query[real], ids.reshape(-1)[real], dist.reshape(-1)[real], counts, settings.limit
             )
             out = _output_arrays(lists, np.ones(batch.num_rows, dtype=bool))
-            yield with_columns(batch.select([KEY_HI, KEY_LO]), out)
+            passed = [KEY_HI, KEY_LO, *([_SHARDS] if _SHARDS in batch.schema.names else [])]
+            yield with_columns(batch.select(passed), out)
 
     return merge
 
@@ -242,7 +332,7 @@ _PARTIAL_SCHEMA_ARROW = pa.schema(
 def _broadcast_plan(
     df: DataFrame, features: Any, settings: RadiusSettings, shards_broadcast: Any
 ) -> DataFrame:
-    schema = T.StructType(df.schema.fields + _OUTPUT_FIELDS)
+    schema = T.StructType(df.schema.fields + settings.output_fields)
     # Plain names through mapInArrow (a name holding a dot or a backtick would not resolve).
     plain = [f"{_PASS_THROUGH}{i}" for i in range(len(df.columns))]
     searched = df.withColumn(FEATURES_TMP, features).toDF(*plain, FEATURES_TMP)
@@ -253,23 +343,39 @@ def _reduce_plan(df: DataFrame, features: Any, index: Any, settings: RadiusSetti
     keyed = df.withColumn(FEATURES_TMP, features).select(
         "*", F.xxhash64(FEATURES_TMP).alias(KEY_HI), F.hash(FEATURES_TMP).alias(KEY_LO)
     )
-    # Every query visits every shard; the shards stay where fit persisted them.
-    routed = keyed.select(KEY_HI, KEY_LO, FEATURES_TMP).mapInArrow(
-        route_queries_fn(settings.search, shard_routing(index)), ROUTED_SCHEMA
+    queries = keyed.select(KEY_HI, KEY_LO, FEATURES_TMP)
+    # Each query goes to the shards it must visit; the shards stay where fit persisted them.
+    plain = shard_routing(index)
+    routing = _RadiusRouting(
+        **{f.name: getattr(plain, f.name) for f in dataclasses.fields(plain)},
+        radius=settings.radius,
     )
     shard_side = index.distributed_data(EXACT_KIND).groupBy(PARTITION_KEY)
-    partials = (
-        routed.select(KEY_HI, KEY_LO, ROUTE_KEY, FEATURES_TMP)
-        .groupBy(ROUTE_KEY)
-        .cogroup(shard_side)
-        .applyInArrow(_shard_fn(settings), _PARTIAL_SCHEMA)
+    # kneighbors' size model with k = maxNeighbors bounds what a task holds: its routed
+    # queries and, with a cap, their lists.  Without a cap the lists are not bounded.
+    rounds = search_rounds(df, dataclasses.replace(settings.search, k=settings.limit or 0))
+    partials = []
+    for r in range(rounds):
+        part = queries if rounds == 1 else queries.filter(F.pmod(KEY_LO, rounds) == r)
+        routed = part.mapInArrow(route_queries_fn(settings.search, routing), ROUTED_SCHEMA)
+        partials.append(
+            routed.select(KEY_HI, KEY_LO, ROUTE_KEY, FEATURES_TMP)
+            .groupBy(ROUTE_KEY)
+            .cogroup(shard_side)
+            .applyInArrow(_shard_fn(settings), _PARTIAL_SCHEMA)
+        )
+    gathered = (
+        functools.reduce(DataFrame.unionAll, partials)
+        .groupBy(KEY_HI, KEY_LO)
+        .agg(
+            F.flatten(F.collect_list(_IDS)).alias(_IDS),
+            F.flatten(F.collect_list(_DIST)).alias(_DIST),
+            F.sum(_COUNT).alias(_COUNT),
+            F.count(F.lit(1)).cast("int").alias(_SHARDS),  # one partial list per shard
+        )
     )
-    gathered = partials.groupBy(KEY_HI, KEY_LO).agg(
-        F.flatten(F.collect_list(_IDS)).alias(_IDS),
-        F.flatten(F.collect_list(_DIST)).alias(_DIST),
-        F.sum(_COUNT).alias(_COUNT),
-    )
-    merged_schema = T.StructType(_PARTIAL_SCHEMA.fields)
+    merged_schema = T.StructType(_PARTIAL_SCHEMA.fields[:2] + [_SHARDS_FIELD, *_OUTPUT_FIELDS])
     merged = gathered.mapInArrow(_merge_fn(settings), merged_schema)
     joined = keyed.join(merged, on=[KEY_HI, KEY_LO], how="left")
-    return joined.select(*[column(c) for c in df.columns], _IDS, _DIST, _COUNT)
+    outputs = [f.name for f in settings.output_fields]
+    return joined.select(*[column(c) for c in df.columns], *outputs)

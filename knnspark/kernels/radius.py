@@ -9,6 +9,10 @@ A row is kept when its float64 distance is ``<= radius`` (scikit-learn's
 ``radius_neighbors`` rule).  With a ``limit`` only the ``limit`` nearest rows of each query
 are kept, folded in after every block, so memory stays bounded by the limit too; the number
 of rows within the radius is counted either way.
+
+With k-means partitioning (:class:`~knnspark.kernels.routing.Router`),
+:func:`shards_within_radius` lists the shards a query must search: those whose lower bound
+does not exceed the radius, by the rule (and slack) pruned k-nearest search uses.
 """
 
 from __future__ import annotations
@@ -19,9 +23,17 @@ import numpy as np
 
 from knnspark.kernels.distances import get_metric, pair_distances
 from knnspark.kernels.exact import ExactShard, float32_rounding_eps
+from knnspark.kernels.routing import Router
 from knnspark.kernels.topk import smallest_k_columns
 
-__all__ = ["QUERY_BLOCK", "ROW_BLOCK", "RadiusLists", "merge_radius_lists", "radius_search"]
+__all__ = [
+    "QUERY_BLOCK",
+    "ROW_BLOCK",
+    "RadiusLists",
+    "merge_radius_lists",
+    "radius_search",
+    "shards_within_radius",
+]
 
 #: Queries and training rows per block: a block's scores take 256 x 4096 x 8 bytes (8 MiB).
 QUERY_BLOCK = 256
@@ -148,6 +160,30 @@ def radius_search(
         np.concatenate([b.dist for b in blocks]),
         counts,
     )
+
+
+def shards_within_radius(router: Router, queries: np.ndarray, radius: float) -> np.ndarray:
+    """(n_queries, num_shards) mask of the shards that may hold a row within ``radius``.
+
+    :meth:`Router.must_visit` with the radius as every query's k-th distance: a shard is
+    left out only when it is empty or (true metrics only) its lower bound exceeds the radius
+    by more than :data:`~knnspark.kernels.routing.BOUND_SLACK` allows, so a row at exactly
+    the radius is never lost; other metrics list every non-empty shard.  Each query also
+    searches its nearest shard, so every valid query searches at least one shard (both
+    search paths then agree on the shards visited, and a query none could serve still gets
+    its empty list from a search).
+
+    Examples
+    --------
+    >>> router = Router(np.array([[0.0], [10.0]]), np.array([1.0, 1.0]), "euclidean")
+    >>> shards_within_radius(router, np.array([[0.5], [5.0], [30.0]]), 4.0).tolist()
+    [[True, False], [True, True], [False, True]]
+    """
+    n = queries.shape[0]
+    unvisited = np.zeros((n, router.num_shards), dtype=bool)
+    todo = router.must_visit(queries, np.full(n, float(radius)), unvisited)
+    todo[np.arange(n), router.nearest(queries, 1)[:, 0]] = True
+    return todo
 
 
 def _block_search(

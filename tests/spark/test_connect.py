@@ -27,6 +27,7 @@ from knnspark import (
     KNNRegressor,
     NearestNeighbors,
     NearestNeighborsModel,
+    knn_join,
 )
 from knnspark.classic import is_connect
 from knnspark.errors import InvalidInputError, reraise_worker_errors
@@ -126,6 +127,54 @@ def test_pipeline_matches_classic(spark, connect, mode, wine):
             fitted = pipeline.fit(columns(session, x_train, y_train))
             got[name] = _by_id(fitted.transform(columns(session, x_test)), "prediction")[0]
     assert got["connect"] == got["classic"]
+
+
+# ------------------------------------------------------------ joins and radius search
+
+
+@pytest.mark.parametrize("id_col", ["id", None], ids=["ids", "numbered"])
+def test_knn_join_matches_sklearn_and_classic(spark, connect, mode, wine, id_col):
+    x_train, y_train, x_test, _ = wine
+    got = {}
+    # Numbered right rows (localCheckpoint) on Connect only: the classic run costs a fit.
+    sessions = {"classic": spark, "connect": connect} if id_col else {"connect": connect}
+    for name, session in sessions.items():
+        with mode(connect=name == "connect"):
+            joined = knn_join(
+                _frame(session, x_test), _frame(session, x_train, y_train), 3, idCol=id_col,
+                rightPrefix="nb_", numShards=2, joinType="leftouter",
+            )  # fmt: skip
+            assert joined.columns == ["id", "features", "nb_id", "nb_label", "rank", "distance"]
+            pdf = joined.drop("features").toPandas().sort_values(["id", "rank"])
+            got[name] = pdf.reset_index(drop=True)
+    if "classic" in got:
+        pd.testing.assert_frame_equal(got["connect"], got["classic"])
+    ref_dist, ref_ids = SkNearestNeighbors(n_neighbors=3).fit(x_train).kneighbors(x_test)
+    pdf = got["connect"]
+    np.testing.assert_array_equal(pdf["nb_id"].to_numpy().reshape(-1, 3), ref_ids)
+    np.testing.assert_allclose(pdf["distance"].to_numpy().reshape(-1, 3), ref_dist, rtol=1e-5)
+    np.testing.assert_array_equal(pdf["nb_label"], y_train[ref_ids.reshape(-1)])
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{}, {"maxBroadcastBytes": 0, "partitioning": "kmeans"}],
+    ids=["broadcast", "distributed-kmeans"],
+)
+def test_radius_neighbors_matches_sklearn_on_connect(connect, wine, params):
+    x_train, _, x_test, _ = wine
+    model = NearestNeighbors(numShards=3, shardsVisitedCol="visited", **params)
+    model = model.fit(_frame(connect, x_train))
+    out = model.radius_neighbors(_frame(connect, x_test), 30.0, maxNeighbors=8)
+    ids, dist, truncated, visited = _by_id(out, "neighbor_ids", "distances", "truncated", "visited")
+    ref = SkNearestNeighbors().fit(x_train)
+    ref_dist, ref_ids = ref.radius_neighbors(x_test, 30.0, sort_results=True)
+    for i in range(len(x_test)):
+        assert ids[i] == ref_ids[i][:8].tolist()
+        np.testing.assert_allclose(dist[i], ref_dist[i][:8], rtol=1e-6)
+        assert truncated[i] == (len(ref_ids[i]) > 8)
+    assert any(truncated) and not all(truncated)
+    assert min(visited) >= 1 and max(visited) <= 3
 
 
 # ------------------------------------------------------------ persistence, both ways

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.metrics import pairwise_distances
 from sklearn.neighbors import NearestNeighbors as SkNearestNeighbors
 
 from knnspark.kernels import radius as radius_module
 from knnspark.kernels.exact import ExactShard
-from knnspark.kernels.radius import merge_radius_lists, radius_search
+from knnspark.kernels.kmeans import assign_shards, fit_balanced_kmeans
+from knnspark.kernels.radius import merge_radius_lists, radius_search, shards_within_radius
+from knnspark.kernels.routing import Router, shard_radius
 
 
 def _data(n=3000, d=8, seed=3):
@@ -93,3 +96,32 @@ def test_merge_orders_by_distance_then_id():
     assert lists.offsets.tolist() == [0, 3, 4]
     assert lists.ids.tolist() == [5, 2, 9, 1]
     assert not lists.truncated.any()
+
+
+def test_shards_within_radius_keep_every_shard_with_a_row_within():
+    x, q = _data(n=1200, d=4)
+    centroids, offsets = fit_balanced_kmeans(x.astype(np.float64), 8, seed=0)
+    shard_of = assign_shards(x, centroids, offsets)
+    radii = [shard_radius(x[shard_of == s], centroids[s], "euclidean") for s in range(8)]
+    router = Router(centroids, np.array(radii), "euclidean")
+    dist = pairwise_distances(q.astype(np.float64), x.astype(np.float64))
+    # One radius per query at the exact distance of a row: that row's shard must be kept.
+    at_row = np.sort(dist, axis=1)[:, 5]
+    for radius in (0.5, 2.0, at_row[0], 6.0):
+        todo = shards_within_radius(router, q, radius)
+        holds = np.zeros_like(todo)
+        rows_q, rows_x = np.nonzero(dist <= radius)
+        holds[rows_q, shard_of[rows_x]] = True
+        assert not (holds & ~todo).any()
+        assert todo[np.arange(len(q)), router.nearest(q, 1)[:, 0]].all()  # at least one
+        assert (todo[:, router.nonempty].sum(axis=1) >= 1).all()
+    assert shards_within_radius(router, q, 0.5).sum(axis=1).mean() < 3  # most are skipped
+    # Not a true metric: no bound holds, every shard is searched.
+    cosine = Router(router.centroids, router.radii, "cosine")
+    assert shards_within_radius(cosine, q, 1e-3).all()
+
+
+def test_shards_within_radius_never_lists_an_empty_shard():
+    router = Router(np.array([[0.0], [5.0], [9.0]]), np.array([1.0, -np.inf, 1.0]), "euclidean")
+    todo = shards_within_radius(router, np.array([[5.0], [4.0]]), 100.0)
+    assert todo.tolist() == [[True, False, True], [True, False, True]]
