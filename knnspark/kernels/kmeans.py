@@ -155,19 +155,22 @@ def _balance_offsets(d2: np.ndarray, offsets: np.ndarray, cap: int) -> np.ndarra
 
     Each step takes the fullest cluster and raises its offset just past the margin of its
     ``excess``-th most movable row (the gap to that row's next best cluster).  Equal rows
-    cannot be split, so the loop stops after a bounded number of steps.
+    cannot be split, so the loop stops after a bounded number of steps.  Raising cluster
+    ``j``'s offset can only move rows out of ``j``, so each step re-labels ``j``'s rows
+    alone (the labels are those of a full ``argmin`` over every row, ties included).
     """
     k = d2.shape[1]
     offsets = offsets.copy()
+    cost = d2 + offsets[None, :]
+    labels = np.argmin(cost, axis=1)
+    counts = np.bincount(labels, minlength=k)
     for _ in range(max(100, 4 * k)):
-        cost = d2 + offsets[None, :]
-        labels = np.argmin(cost, axis=1)
-        counts = np.bincount(labels, minlength=k)
         j = int(np.argmax(counts))
         excess = int(counts[j]) - cap
         if excess <= 0:
             break
-        members = cost[labels == j]
+        mine = np.flatnonzero(labels == j)
+        members = cost[mine]
         other = members.copy()
         other[:, j] = np.inf
         margin = other.min(axis=1) - members[:, j]
@@ -175,6 +178,9 @@ def _balance_offsets(d2: np.ndarray, offsets: np.ndarray, cap: int) -> np.ndarra
         if not np.isfinite(step):
             break
         offsets[j] += step + 1e-9 * (1.0 + abs(step) + abs(offsets[j]))
+        cost[:, j] = d2[:, j] + offsets[j]
+        labels[mine] = np.argmin(cost[mine], axis=1)
+        counts = np.bincount(labels, minlength=k)
     return offsets
 
 
