@@ -7,17 +7,21 @@ Two plans give identical results:
   query DataFrame keeps its partitioning and row order.
 * **shard-major** — for indexes past ``maxBroadcastBytes``.  The shards stay
   where ``fit`` persisted them, one per partition (hash partitioned on a key
-  chosen per shard); only queries travel.  A ``mapInArrow`` routes each query
-  to the shards it must visit (every shard, its ``nprobe`` nearest, or, for
+  chosen per shard); only queries travel.  Each query is routed to the shards
+  it must visit: every shard (an ``explode`` in Spark, no Python pass), or,
+  with k-means routing, a ``mapInArrow`` picks its ``nprobe`` nearest or, for
   pruned exact search, its nearest and then those its k-th distance cannot
-  exclude), a ``cogroup`` per round meets each shard with all queries routed
-  to it (Spark shuffles only the query side), a ``groupBy`` on the query's
-  key gathers the partial top-k lists, and the same numpy merge runs in a
-  final ``mapInArrow``.  Shuffle bytes grow with queries x shards visited,
-  not with the query DataFrame's partitioning.  The result is joined back to
-  the queries on a hash of their features, so no row is lost: rows without
-  neighbors (invalid input under ``handleInvalid='keep'``) get nulls, and
-  equal queries are searched once per shard.
+  exclude.  A ``cogroup`` per round meets each shard with all queries routed
+  to it (Spark shuffles only the query side); the partial top-k lists are
+  repartitioned and sorted on the query's key, so that a ``mapInArrow`` merges
+  each query's consecutive lists with the same numpy merge (no aggregate).
+  Shuffle bytes grow with queries x shards visited, not with the query
+  DataFrame's partitioning.  The result is joined back to the queries on a
+  hash of their features, so no row is lost: rows without neighbors (invalid
+  input under ``handleInvalid='keep'``) get nulls, and equal queries are
+  searched once per shard.  A small result (the query count, from the one
+  count job, under ``spark.sql.autoBroadcastJoinThreshold``) is broadcast to
+  the queries, which then keep their partitions and order.
 """
 
 from __future__ import annotations
