@@ -7,17 +7,21 @@ Two plans give identical results:
   query DataFrame keeps its partitioning and row order.
 * **shard-major** — for indexes past ``maxBroadcastBytes``.  The shards stay
   where ``fit`` persisted them, one per partition (hash partitioned on a key
-  chosen per shard); only queries travel.  A ``mapInArrow`` routes each query
-  to the shards it must visit (every shard, its ``nprobe`` nearest, or, for
+  chosen per shard); only queries travel.  Each query is routed to the shards
+  it must visit: every shard (an ``explode`` in Spark, no Python pass), or,
+  with k-means routing, a ``mapInArrow`` picks its ``nprobe`` nearest or, for
   pruned exact search, its nearest and then those its k-th distance cannot
-  exclude), a ``cogroup`` per round meets each shard with all queries routed
-  to it (Spark shuffles only the query side), a ``groupBy`` on the query's
-  key gathers the partial top-k lists, and the same numpy merge runs in a
-  final ``mapInArrow``.  Shuffle bytes grow with queries x shards visited,
-  not with the query DataFrame's partitioning.  The result is joined back to
-  the queries on a hash of their features, so no row is lost: rows without
-  neighbors (invalid input under ``handleInvalid='keep'``) get nulls, and
-  equal queries are searched once per shard.
+  exclude.  A ``cogroup`` per round meets each shard with all queries routed
+  to it (Spark shuffles only the query side); the partial top-k lists are
+  repartitioned and sorted on the query's key, so that a ``mapInArrow`` merges
+  each query's consecutive lists with the same numpy merge (no aggregate).
+  Shuffle bytes grow with queries x shards visited, not with the query
+  DataFrame's partitioning.  The result is joined back to the queries on a
+  hash of their features, so no row is lost: rows without neighbors (invalid
+  input under ``handleInvalid='keep'``) get nulls, and equal queries are
+  searched once per shard.  A small result (the query count, from the one
+  count job, under ``spark.sql.autoBroadcastJoinThreshold``) is broadcast to
+  the queries, which then keep their partitions and order.
 """
 
 from __future__ import annotations
@@ -35,7 +39,6 @@ from knnspark.partition import (
     FEATURES_TMP,
     KEY_HI,
     KEY_LO,
-    SHARDS_TMP,
     SearchSettings,
     broadcast_search_fn,
     output_fields,
@@ -123,7 +126,8 @@ def _shard_major_plan(
     queries = keyed.select(KEY_HI, KEY_LO, FEATURES_TMP)
     routing = shard_routing(index)
     shard_side = index.distributed_data(settings.kind).groupBy(PARTITION_KEY)
-    rounds = search_rounds(df, settings)
+    n_queries = df.count()  # the one job before the search: rounds and the join's side
+    rounds = rounds_for(n_queries, settings.n_features, settings.k, _query_budget(df))
 
     def search(routed: DataFrame, route_next: bool) -> DataFrame:
         # The shard side is persisted hash partitioned on PARTITION_KEY, one shard per
@@ -134,28 +138,78 @@ def _shard_major_plan(
     partials = []
     for r in range(rounds):
         part = queries if rounds == 1 else queries.filter(F.pmod(KEY_LO, rounds) == r)
-        routed = part.mapInArrow(route_queries_fn(settings, routing), ROUTED_SCHEMA)
+        if settings.router is None:
+            routed = route_all(part, routing)
+        else:
+            routed = part.mapInArrow(route_queries_fn(settings, routing), ROUTED_SCHEMA)
         if routing.pruned(settings):
             routed = search(routed, route_next=True)  # lists, and queries for round two
         partials.append(search(routed, route_next=False))
+    # Each query's partial lists meet in one partition, consecutive: one sort, no aggregate.
     gathered = (
         functools.reduce(DataFrame.unionAll, partials)
-        .groupBy(KEY_HI, KEY_LO)
-        .agg(F.collect_list(F.struct("ids", "dist", "labels")).alias("parts"))
-    )
-    gathered = gathered.select(
-        KEY_HI,
-        KEY_LO,
-        F.flatten(F.transform("parts", lambda x: x["ids"])).alias("ids"),
-        F.flatten(F.transform("parts", lambda x: x["dist"])).alias("dist"),
-        F.flatten(F.transform("parts", lambda x: x["labels"])).alias("labels"),
-        F.size("parts").cast("int").alias(SHARDS_TMP),  # one list per shard searched
+        .repartition(KEY_HI, KEY_LO)
+        .sortWithinPartitions(KEY_HI, KEY_LO)
     )
     key_fields = [f for f in ROUTED_SCHEMA.fields if f.name in (KEY_HI, KEY_LO)]
     merged_schema = T.StructType(key_fields + output_fields(settings))
     merged = gathered.mapInArrow(merge_partials_fn(settings), merged_schema)
+    if n_queries * merged_row_bytes(settings) <= _broadcast_threshold(df):
+        # Small results go to the queries, which then keep their partitions and order.
+        merged = F.broadcast(merged)
     joined = keyed.join(merged, on=[KEY_HI, KEY_LO], how="left")
     return joined.select(*[column(c) for c in df.columns], *merged.columns[2:])
+
+
+def route_all(queries: DataFrame, routing: Routing) -> DataFrame:
+    """Every query to every shard (no router), in Spark: ROUTED_SCHEMA rows, no Python pass.
+
+    The shard search checks the queries (:func:`~knnspark.partition.query_matrix`); a null
+    vector travels as an empty one so that it still reads as a query there.
+    """
+    keys = F.array(*[F.lit(routing.partition_keys[s]) for s in routing.shards])
+    nulls = {f.name: F.lit(None).cast(f.dataType) for f in ROUTED_SCHEMA.fields[4:]}
+    features_type = ROUTED_SCHEMA[FEATURES_TMP].dataType
+    return queries.select(
+        KEY_HI,
+        KEY_LO,
+        F.explode(keys).alias(ROUTE_KEY),
+        F.coalesce(F.col(FEATURES_TMP).cast(features_type), F.array().cast(features_type)).alias(
+            FEATURES_TMP
+        ),
+        *[value.alias(name) for name, value in nulls.items()],
+    )
+
+
+def merged_row_bytes(settings: SearchSettings) -> int:
+    """Bytes of one query's merged outputs (the side of the join back): lists and keys."""
+    return 24 * int(settings.k) + 16 * len(settings.classes or ()) + 64
+
+
+def _broadcast_threshold(df: DataFrame) -> int:
+    """``spark.sql.autoBroadcastJoinThreshold``: Spark cannot size a Python function's output."""
+    value = df.sparkSession.conf.get("spark.sql.autoBroadcastJoinThreshold", None) or "10485760"
+    return _conf_bytes(value)
+
+
+_BYTE_UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40, "p": 2**50}
+
+
+def _conf_bytes(value: str) -> int:
+    """A Spark bytes conf (``10485760``, ``10MB``, ``-1``) in bytes; negative means off.
+
+    Examples
+    --------
+    >>> _conf_bytes("10MB"), _conf_bytes("2g"), _conf_bytes("-1")
+    (10485760, 2147483648, -1)
+    """
+    text = value.strip().lower().removesuffix("b")
+    number = text.rstrip("kmgtp")
+    return int(number) * _BYTE_UNITS[text[len(number) :]]
+
+
+def _query_budget(df: DataFrame) -> int:
+    return int(df.sparkSession.conf.get(QUERY_BYTES_CONF, None) or QUERY_BYTES_PER_TASK)
 
 
 def shard_routing(index: TrainingIndex) -> Routing:
@@ -175,8 +229,7 @@ def search_rounds(df: DataFrame, settings: SearchSettings) -> int:
     persisted shards (the query DataFrame is then read once per round: cache it).
     Counting every query row bounds the rows routed to any one shard.
     """
-    budget = int(df.sparkSession.conf.get(QUERY_BYTES_CONF, None) or QUERY_BYTES_PER_TASK)
-    return rounds_for(df.count(), settings.n_features, settings.k, budget)
+    return rounds_for(df.count(), settings.n_features, settings.k, _query_budget(df))
 
 
 def routed_row_bytes(n_features: int, k: int) -> int:

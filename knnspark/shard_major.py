@@ -27,7 +27,6 @@ from knnspark.arrow_columns import (
     LIST_F64_NULLS,
     LIST_I64,
     list_array,
-    list_matrix,
     padded_matrix,
 )
 from knnspark.kernels.kinds import shard_kind
@@ -37,7 +36,6 @@ from knnspark.partition import (
     FEATURES_TMP,
     KEY_HI,
     KEY_LO,
-    SHARDS_TMP,
     SearchSettings,
     output_arrays,
     query_matrix,
@@ -175,18 +173,25 @@ def shard_search_fn(
     def search(routed: pa.Table, shard_rows: pa.Table) -> pa.Table:
         maybe_fail("search")
         routed = routed.cast(_ROUTED_ARROW)
-        is_query = routed.column(FEATURES_TMP).is_valid()
+        # A query row has no list yet (its features may be null: an invalid query).
+        is_query = routed.column("ids").is_null()
         passed = routed.filter(pc.invert(is_query))
         queries = distinct_keys(routed.filter(is_query))
         if queries.num_rows == 0 or shard_rows.num_rows == 0:
             return passed
         timer = TaskTimer("shard_search")
         timer.count(queries.num_rows)
+        with timer.stage("decode"):
+            # Queries routed in Spark (route_all) arrive unchecked: invalid ones raise under
+            # handleInvalid='error' and are dropped otherwise, as route_queries_fn does.
+            matrix, valid = query_matrix(queries.column(FEATURES_TMP), settings)
+            if not valid.all():
+                queries = queries.filter(pa.array(valid))
+            if queries.num_rows == 0:
+                return passed
         with timer.stage("load"):
             shard_no = int(shard_rows.column("shard")[0].as_py())
             shard = shard_from_table(shard_rows, shard_no, settings)
-        with timer.stage("decode"):
-            matrix, _ = list_matrix(queries.column(FEATURES_TMP), settings.n_features)
         with timer.stage("search"):
             dist, pos = shard.search(matrix, settings.k, settings.search_options)
         with timer.stage("encode"):
@@ -261,27 +266,72 @@ def distinct_keys(queries: pa.Table) -> pa.Table:
 def merge_partials_fn(
     settings: SearchSettings,
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """mapInArrow function over rows that hold all partial lists of one query.
+    """mapInArrow function over partial lists (ROUTED_SCHEMA rows) sorted by query key.
 
-    A row's ``SHARDS_TMP`` (the number of lists, one per shard searched) passes through.
+    Each partition holds every partial list of its queries, sorted so that a query's lists
+    are consecutive rows; the last query of a batch is held back until the next batch (or
+    the end) shows it complete.  Emits one row per query: its keys and the outputs of
+    ``settings.task`` (with ``SHARDS_TMP``, the number of lists merged: one per shard searched).
     """
 
     def merge(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         maybe_fail("search")
+        held: pa.Table | None = None
         for batch in batches:
-            dist = padded_matrix(batch.column("dist"), np.inf, np.float64)
-            ids = padded_matrix(batch.column("ids"), PAD_ID, np.int64)
-            labels = padded_matrix(batch.column("labels"), np.nan, np.float64)
-            # A retried or repeated search of one shard must not count a row twice.
-            dist, ids = drop_duplicate_ids(dist, ids)
-            dist, ids, pos = select_topk(dist, ids, settings.k)
-            labels = np.take_along_axis(labels, pos, axis=1)
-            valid = np.ones(batch.num_rows, dtype=bool)
-            visited = None
-            if SHARDS_TMP in batch.schema.names:  # the plan counted each query's partial lists
-                visited = batch.column(SHARDS_TMP).to_numpy(zero_copy_only=False)
-            out = output_arrays(dist, ids, labels, valid, settings, visited)
-            keys = batch.select([KEY_HI, KEY_LO])
-            yield with_columns(keys, out)
+            table = pa.Table.from_batches([batch])
+            if held is not None and held.num_rows:
+                table = pa.concat_tables([held, table])
+            starts = _key_starts(table)
+            if starts.size == 0:
+                continue
+            held = table.slice(int(starts[-1]))
+            if starts.size > 1:
+                yield _merge_sorted(table.slice(0, int(starts[-1])), settings)
+        if held is not None and held.num_rows:
+            yield _merge_sorted(held, settings)
 
     return merge
+
+
+def _key_starts(table: pa.Table) -> np.ndarray:
+    """Row numbers where a new query key begins in key-sorted ``table``."""
+    hi = table.column(KEY_HI).to_numpy()
+    lo = table.column(KEY_LO).to_numpy()
+    if hi.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    new = np.ones(hi.size, dtype=bool)
+    new[1:] = (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1])
+    return np.flatnonzero(new)
+
+
+def _merge_sorted(table: pa.Table, settings: SearchSettings) -> pa.RecordBatch:
+    """One output row per query key of key-sorted ``table``: its lists merged to the top k."""
+    starts = _key_starts(table)
+    groups = starts.size
+    lists = np.diff(np.append(starts, table.num_rows))  # per query: one per shard searched
+    group = np.repeat(np.arange(groups), lists)
+    slot = np.arange(table.num_rows) - starts[group]
+    width = int(lists.max())
+
+    def gathered(name: str, fill: float | int, dtype: type) -> np.ndarray:
+        rows = padded_matrix(table.column(name), fill, dtype)
+        out = np.full((groups, width, rows.shape[1]), fill, dtype=dtype)
+        out[group, slot] = rows
+        return out.reshape(groups, -1)
+
+    dist = gathered("dist", np.inf, np.float64)
+    ids = gathered("ids", PAD_ID, np.int64)
+    labels = gathered("labels", np.nan, np.float64)
+    # A retried or repeated search of one shard must not count a row twice.
+    dist, ids = drop_duplicate_ids(dist, ids)
+    dist, ids, pos = select_topk(dist, ids, settings.k)
+    labels = np.take_along_axis(labels, pos, axis=1)
+    valid = np.ones(groups, dtype=bool)
+    out = output_arrays(dist, ids, labels, valid, settings, lists.astype(np.int32))
+    index = pa.array(starts)
+    keys = pa.RecordBatch.from_arrays(
+        [table.column(KEY_HI).take(index).combine_chunks(),
+         table.column(KEY_LO).take(index).combine_chunks()],
+        names=[KEY_HI, KEY_LO],
+    )  # fmt: skip
+    return with_columns(keys, out)

@@ -91,12 +91,6 @@ def main() -> None:
     train.count(), queries.count()
     results: dict = {"args": {k: str(v) for k, v in vars(args).items()}}
 
-    faiss.omp_set_num_threads(args.cores)
-    index = faiss.IndexFlatL2(args.dim)
-    index.add(data.train)
-    faiss_s, (_, ref_ids) = _best(lambda: index.search(data.queries, args.k), args.repeats)
-    results["faiss_flat_qps"] = args.queries / faiss_s
-
     def estimator(partitioning: str, algorithm: str) -> NearestNeighbors:
         return NearestNeighbors(
             k=args.k, idCol="id", numShards=args.shards, partitioning=partitioning,
@@ -115,6 +109,12 @@ def main() -> None:
         ratio = results["fit_s_kmeans_brute"] / results["fit_s_hash_brute"]
         print(f"| fit kmeans / hash (brute, best of 3 interleaved) | {ratio:.2f} |")
         return
+    faiss.omp_set_num_threads(args.cores)
+    index = faiss.IndexFlatL2(args.dim)
+    index.add(data.train)
+    faiss_s, (_, ref_ids) = _best(lambda: index.search(data.queries, args.k), args.repeats)
+    results["faiss_flat_qps"] = args.queries / faiss_s
+
     sizes = list(fits["kmeans_brute"].shardSizes.values())
     results["kmeans_shard_sizes"] = sizes
     results["kmeans_largest_over_mean"] = max(sizes) / (args.rows / args.shards)

@@ -7,9 +7,10 @@ searches) and one additive offset per centroid, so that the row rule
 
 puts at most about ``cap_ratio`` times the mean number of rows in any shard of the sample.
 The rule is a plain function of one row, evaluated in float64 one centroid at a time (no
-BLAS blocking), so a retried task or a second evaluation of the plan assigns every row to
-the same shard.  Equal rows always share a shard, so a training set of identical rows fills
-one shard whatever the offsets: the cap holds for distinct rows only.
+BLAS blocking) wherever a GEMM's ranking of the centroids could be off by its rounding, so
+a retried task or a second evaluation of the plan assigns every row to the same shard.
+Equal rows always share a shard, so a training set of identical rows fills one shard
+whatever the offsets: the cap holds for distinct rows only.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ _MAX_SAMPLE_BYTES = 64 * 2**20
 #: Shard sizes on the sample are capped below the promised 1.5x the mean: the full data
 #: spreads a little differently from its sample.
 CAP_RATIO = 1.25
+#: Relative gap under which two centroids' GEMM costs count as a near tie (see
+#: :func:`assign_shards`); the float64 rounding of both evaluations is below 1e-13.
+_ASSIGN_TOLERANCE = 1e-8
 #: Finer centroids per shard (plain k-means on the shard's part of the sample): their balls
 #: bound a shard made of several clusters much more tightly than its one ball.
 SUBS_PER_SHARD = 8
@@ -79,14 +83,31 @@ def _gemm_squared_distances(rows: np.ndarray, centroids: np.ndarray) -> np.ndarr
 def assign_shards(rows: np.ndarray, centroids: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Shard of each row: ``argmin_j ||x - c_j||^2 + b_j`` (ties: the smaller j), int32.
 
+    The rule is evaluated exactly (:func:`_squared_distances`) only where it must be: one
+    GEMM ranks the centroids, and a row whose runner-up is farther from its best than the
+    GEMM's rounding could be (a bound with a margin of about ``10**5``) keeps that best.
+    The others (near ties) take the exact rule, so the result never depends on the batch.
+
     Examples
     --------
     >>> c = np.array([[0.0], [10.0]])
     >>> assign_shards(np.array([[1.0], [9.0], [5.0]]), c, np.zeros(2)).tolist()
     [0, 1, 0]
     """
-    cost = _squared_distances(rows, centroids) + offsets[None, :]
-    return np.argmin(cost, axis=1).astype(np.int32)
+    rows = np.asarray(rows, dtype=np.float64)
+    centroids = np.asarray(centroids, dtype=np.float64)
+    offsets = np.asarray(offsets, dtype=np.float64)
+    approx = _gemm_squared_distances(rows, centroids) + offsets[None, :]
+    # Every rounding error of both evaluations is below ~1e-13 of this scale per row.
+    scale = (rows * rows).sum(axis=1) + float(((centroids * centroids).sum(axis=1)).max())
+    tolerance = _ASSIGN_TOLERANCE * (scale + float(np.abs(offsets).max(initial=0.0)))
+    best = approx.argmin(axis=1)
+    near = approx <= (approx[np.arange(rows.shape[0]), best] + tolerance)[:, None]
+    tied = np.flatnonzero(near.sum(axis=1) > 1)
+    if tied.size:
+        exact = _squared_distances(rows[tied], centroids) + offsets[None, :]
+        best[tied] = np.argmin(exact, axis=1)
+    return best.astype(np.int32)
 
 
 def fit_balanced_kmeans(
@@ -155,19 +176,22 @@ def _balance_offsets(d2: np.ndarray, offsets: np.ndarray, cap: int) -> np.ndarra
 
     Each step takes the fullest cluster and raises its offset just past the margin of its
     ``excess``-th most movable row (the gap to that row's next best cluster).  Equal rows
-    cannot be split, so the loop stops after a bounded number of steps.
+    cannot be split, so the loop stops after a bounded number of steps.  Raising cluster
+    ``j``'s offset can only move rows out of ``j``, so each step re-labels ``j``'s rows
+    alone (the labels are those of a full ``argmin`` over every row, ties included).
     """
     k = d2.shape[1]
     offsets = offsets.copy()
+    cost = d2 + offsets[None, :]
+    labels = np.argmin(cost, axis=1)
+    counts = np.bincount(labels, minlength=k)
     for _ in range(max(100, 4 * k)):
-        cost = d2 + offsets[None, :]
-        labels = np.argmin(cost, axis=1)
-        counts = np.bincount(labels, minlength=k)
         j = int(np.argmax(counts))
         excess = int(counts[j]) - cap
         if excess <= 0:
             break
-        members = cost[labels == j]
+        mine = np.flatnonzero(labels == j)
+        members = cost[mine]
         other = members.copy()
         other[:, j] = np.inf
         margin = other.min(axis=1) - members[:, j]
@@ -175,6 +199,9 @@ def _balance_offsets(d2: np.ndarray, offsets: np.ndarray, cap: int) -> np.ndarra
         if not np.isfinite(step):
             break
         offsets[j] += step + 1e-9 * (1.0 + abs(step) + abs(offsets[j]))
+        cost[:, j] = d2[:, j] + offsets[j]
+        labels[mine] = np.argmin(cost[mine], axis=1)
+        counts = np.bincount(labels, minlength=k)
     return offsets
 
 

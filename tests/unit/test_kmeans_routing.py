@@ -7,7 +7,12 @@ import pytest
 from sklearn.metrics import pairwise_distances
 
 from knnspark.kernels.exact import ExactShard
-from knnspark.kernels.kmeans import assign_shards, fit_balanced_kmeans, fit_sub_centroids
+from knnspark.kernels.kmeans import (
+    _squared_distances,
+    assign_shards,
+    fit_balanced_kmeans,
+    fit_sub_centroids,
+)
 from knnspark.kernels.routed import routed_search
 from knnspark.kernels.routing import Router, shard_radius
 from knnspark.kernels.shard import SearchOptions
@@ -65,6 +70,25 @@ def test_assignment_does_not_depend_on_the_batch():
         [assign_shards(x[i : i + 7], centroids, offsets) for i in range(0, 500, 7)]
     )
     np.testing.assert_array_equal(whole, pieces)
+
+
+@pytest.mark.parametrize("scale", [1e-5, 1.0, 1e5])
+def test_assignment_is_the_exact_rule_near_ties_included(scale):
+    """The GEMM-ranked assignment equals argmin of the float64 rule, one centroid at a time.
+
+    Midpoints tie exactly, so only the rule's own rounding (``_squared_distances``) can
+    referee them.
+    """
+    rng = np.random.default_rng(7)
+    centroids = rng.normal(size=(6, 5)) * scale
+    offsets = rng.normal(size=6) * scale**2
+    midpoints = (centroids[:, None, :] + centroids[None, :, :]).reshape(-1, 5) / 2
+    rows = np.concatenate([rng.normal(size=(300, 5)) * scale, centroids, midpoints])
+    for b in (offsets, np.zeros(6)):
+        cost = _squared_distances(rows, centroids) + b
+        np.testing.assert_array_equal(assign_shards(rows, centroids, b), np.argmin(cost, axis=1))
+    nearest = np.sort(cost, axis=1)
+    assert (nearest[:, 1] - nearest[:, 0] <= 1e-9 * nearest[:, 1]).sum() >= 5  # ties were met
 
 
 def test_identical_rows_fill_one_shard_and_the_others_stay_empty():
