@@ -26,6 +26,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from knnspark.errors import InvalidInputError
+from knnspark.kernels.exact import ExactShard
 from knnspark.kernels.grouped import GroupedShard, GroupRouting, piece_number, spread_of
 from knnspark.kernels.kinds import shard_kind
 from knnspark.partition import GROUP_HOME_TMP, GROUP_TMP
@@ -35,6 +36,7 @@ from knnspark.shard_codec import (
     build_blob_table,
     shard_from_blob,
     shard_from_rows,
+    shard_rows_table,
 )
 
 __all__ = [
@@ -263,10 +265,20 @@ def shard_from_group_table(
     return _grouped(shard_no, blobs, kind, params, model_id)
 
 
+def grouped_exact_shards(table: pa.Table, n_features: int, model_id: str) -> list[GroupedShard]:
+    """Saved grouped training rows (``shard, id, features, label, group``) -> exact shards."""
+    shards = []
+    numbers = table.column("shard")
+    for shard_no in sorted(pc.unique(numbers).to_pylist()):
+        rows = table.filter(pc.equal(numbers, shard_no))
+        shards.append(
+            shard_from_group_table(rows, shard_no, ExactShard.kind, {}, n_features, model_id)
+        )
+    return shards
+
+
 def grouped_rows_table(shard: GroupedShard) -> pa.Table:
     """A grouped exact shard as training rows with their ``group`` column (saving a model)."""
-    from knnspark.shard_codec import shard_rows_table
-
     tables = []
     for key, piece in sorted(shard.pieces.items()):
         rows = shard_rows_table(shard.number, piece)

@@ -86,6 +86,18 @@ class GroupedShard:
     def has_labels(self) -> bool:
         return any(p.labels is not None for p in self.pieces.values())
 
+    @property
+    def ids(self) -> np.ndarray:
+        """Every row's id, piece after piece (in key order)."""
+        return np.concatenate([self.pieces[g].ids for g in sorted(self.pieces)] or [[]])
+
+    @property
+    def labels(self) -> np.ndarray | None:
+        """Every row's label, in the order of :attr:`ids` (None without labels)."""
+        if not self.has_labels:
+            return None
+        return np.concatenate([self.pieces[g].labels for g in sorted(self.pieces)])
+
     def search_groups(
         self, queries: np.ndarray, groups: np.ndarray, k: int, options: SearchOptions
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -9,13 +9,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from pyspark.sql import functions as F
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 from sklearn.neighbors import NearestNeighbors as SkNearestNeighbors
 
 from knnspark import (
+    KNNClassificationModel,
     KNNClassifier,
     KNNRegressor,
     NearestNeighbors,
+    knn_join,
 )
 
 K = 4
@@ -130,3 +133,64 @@ def test_regressor_equals_per_group_kneighborsregressor(data, path):
         sk.fit(np.stack(group["features"]), group["y"])
         expected = sk.predict(np.asarray(q)[None])[0]
         assert rows[qid]["prediction"] == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("path", sorted(PATHS))
+def test_knn_join_pairs_equal_per_group_brute_force(spark, data, path):
+    train, queries, train_df, query_df = data
+    right = train_df.select("id", "features", "country", F.col("label").alias("item_label"))
+    joined = knn_join(
+        query_df, right, K, idCol="id", groupCol="country", joinType="leftouter", **PATHS[path]
+    )
+    # The left side's group column is kept; the right one's (equal) is not repeated.
+    assert joined.columns == ["qid", "features", "country", "id", "item_label", "rank", "distance"]
+    got: dict[int, list] = {}
+    for r in joined.collect():
+        got.setdefault(r["qid"], []).append(r)
+    assert sorted(got) == list(range(40))
+    for qid, expected in enumerate(brute_neighbors(train, queries, K)):
+        rows = sorted(got[qid], key=lambda r: r["rank"] or 0)
+        if expected is None:  # leftouter keeps the row once, with nulls
+            assert [(r["id"], r["rank"]) for r in rows] == [(None, None)]
+            continue
+        assert [r["id"] for r in rows] == expected[0].tolist()
+        assert [r["rank"] for r in rows] == list(range(1, K + 1))
+        np.testing.assert_allclose([r["distance"] for r in rows], expected[1], rtol=1e-5)
+    inner = knn_join(query_df, right, K, idCol="id", groupCol="country", **PATHS[path])
+    expected_pairs = sum(e is not None for e in brute_neighbors(train, queries, K)) * K
+    assert inner.count() == expected_pairs
+
+
+@pytest.mark.parametrize("path", sorted(PATHS))
+def test_hnsw_recall_against_per_group_exact(data, path):
+    train, queries, train_df, query_df = data
+    model = NearestNeighbors(
+        k=K, idCol="id", groupCol="country", numShards=4, algorithm="hnsw", M=8, **PATHS[path]
+    ).fit(train_df)
+    assert model.algorithmUsed == "hnsw"
+    rows = by_qid(model.kneighbors(query_df))
+    hits = total = 0
+    for qid, expected in enumerate(brute_neighbors(train, queries, K)):
+        if expected is None:
+            assert rows[qid]["neighbor_ids"] == []
+            continue
+        hits += len(set(rows[qid]["neighbor_ids"]) & set(expected[0].tolist()))
+        total += K
+    assert hits / total >= 0.95
+
+
+@pytest.mark.parametrize(("path", "algorithm"), [("broadcast", "hnsw"), ("distributed", "brute")])
+def test_save_load_round_trip(data, tmp_path, path, algorithm):
+    _, _, train_df, query_df = data
+    model = KNNClassifier(
+        k=K, groupCol="country", numShards=4, algorithm=algorithm, neighborsCol="nb",
+        **PATHS[path],
+    ).fit(train_df)  # fmt: skip
+    model.write().save(str(tmp_path / "m"))
+    loaded = KNNClassificationModel.load(str(tmp_path / "m"))
+    assert loaded.storage == model.storage == path
+    assert loaded.index.groups == model.index.groups
+    assert loaded.shardSizes == model.shardSizes
+    expected = {r["qid"]: (r["prediction"], r["nb"]) for r in model.transform(query_df).collect()}
+    got = {r["qid"]: (r["prediction"], r["nb"]) for r in loaded.transform(query_df).collect()}
+    assert got == expected
