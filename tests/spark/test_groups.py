@@ -12,8 +12,10 @@ import pytest
 from pyspark.sql import functions as F
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 from sklearn.neighbors import NearestNeighbors as SkNearestNeighbors
+from spark_jobs import no_spark_job
 
 from knnspark import (
+    InvalidInputError,
     KNNClassificationModel,
     KNNClassifier,
     KNNRegressor,
@@ -194,3 +196,138 @@ def test_save_load_round_trip(data, tmp_path, path, algorithm):
     expected = {r["qid"]: (r["prediction"], r["nb"]) for r in model.transform(query_df).collect()}
     got = {r["qid"]: (r["prediction"], r["nb"]) for r in loaded.transform(query_df).collect()}
     assert got == expected
+
+
+# ---------------------------------------------------------------- rules and bad input
+
+
+def test_bad_group_columns_fail_before_any_job(spark, data):
+    _, _, train_df, query_df = data
+    as_double = train_df.withColumn("country", F.lit(1.5))
+    cases = [
+        (NearestNeighbors(groupCol="nope"), train_df, InvalidInputError,
+         r"Column 'nope' \(param groupCol\) does not exist in the training DataFrame"),
+        (NearestNeighbors(groupCol="country"), as_double, TypeError,
+         r"Column 'country' \(param groupCol\) must be a string, integral, boolean or date "
+         r"column; got double in the training DataFrame"),
+        (KNNClassifier(groupCol="label"), train_df, InvalidInputError,
+         r"Param groupCol must name a column of its own; got 'label', which is also param "
+         r"labelCol"),
+        (NearestNeighbors(groupCol="features"), train_df, InvalidInputError,
+         r"got 'features', which is also param featuresCol"),
+        (NearestNeighbors(groupCol="country", partitioning="kmeans", numShards=2), train_df,
+         InvalidInputError, r"groupCol cannot be combined with partitioning='kmeans' yet"),
+    ]  # fmt: skip
+    for estimator, frame, error, message in cases:
+        with no_spark_job(spark), pytest.raises(error, match=message):
+            estimator.fit(frame)
+
+
+def test_bad_queries_fail_before_any_job(spark, data):
+    _, _, train_df, query_df = data
+    model = NearestNeighbors(k=K, groupCol="country", numShards=2).fit(train_df)
+    with no_spark_job(spark):
+        with pytest.raises(InvalidInputError, match=r"'country' \(param groupCol\) does not "
+                           r"exist in the query DataFrame"):  # fmt: skip
+            model.kneighbors(query_df.drop("country"))
+        with pytest.raises(TypeError, match=r"holds integral values in the query DataFrame, "
+                           r"but the model was fitted on string groups"):  # fmt: skip
+            model.kneighbors(query_df.withColumn("country", F.lit(1)))
+        with pytest.raises(InvalidInputError, match=r"radius_neighbors does not support a model "
+                           r"fitted with groupCol yet \(groupCol='country'\)"):  # fmt: skip
+            model.radius_neighbors(query_df, 1.0)
+        with pytest.raises(InvalidInputError, match=r"'country' \(param groupCol\) does not "
+                           r"exist in the left DataFrame"):  # fmt: skip
+            knn_join(query_df.drop("country"), train_df, K, idCol="id", groupCol="country")
+        with pytest.raises(InvalidInputError, match=r"does not exist in the right DataFrame"):
+            knn_join(query_df, train_df.drop("country"), K, idCol="id", groupCol="country")
+        with pytest.raises(TypeError, match=r"holds boolean values in the left DataFrame but "
+                           r"string values in the right one"):  # fmt: skip
+            knn_join(query_df.withColumn("country", F.lit(True)), train_df, K, groupCol="country")
+
+
+def test_k_larger_than_the_smallest_group_is_named_by_the_first_jobs(data):
+    _, _, train_df, _ = data
+    with pytest.raises(InvalidInputError, match=r"Param k must be <= the rows of every group of "
+                       r"column 'country' \(param groupCol\); group 'c' has 30 valid training "
+                       r"rows, k is 31"):  # fmt: skip
+        NearestNeighbors(k=31, groupCol="country", numShards=2).fit(train_df)
+
+
+def test_null_training_groups_follow_handle_invalid(spark, data):
+    train, queries, train_df, query_df = data
+    nulls = F.when(F.col("id") % 10 == 1, F.lit(None)).otherwise(F.col("country"))
+    with_nulls = train_df.withColumn("country", nulls)
+    n_null = int((train["id"] % 10 == 1).sum())
+    with pytest.raises(InvalidInputError, match=rf"{n_null} null group values in column "
+                       r"'country' \(param groupCol\).*handleInvalid='skip'"):  # fmt: skip
+        NearestNeighbors(k=K, idCol="id", groupCol="country").fit(with_nulls)
+    model = NearestNeighbors(k=K, idCol="id", groupCol="country", handleInvalid="skip")
+    model = model.setNumShards(3).fit(with_nulls)
+    assert model.numTrainingRows == len(train) - n_null
+    kept = train[train["id"] % 10 != 1]
+    rows = by_qid(model.kneighbors(query_df))
+    for qid, expected in enumerate(brute_neighbors(kept, queries, K)):
+        got = rows[qid]["neighbor_ids"]
+        assert got == ([] if expected is None else expected[0].tolist())
+
+
+@pytest.mark.parametrize("path", sorted(PATHS))
+def test_an_id_repeated_across_groups_is_refused(data, path):
+    _, _, train_df, _ = data
+    # Id 1 again, in another group: group sharding would put the two rows in two shards.
+    one = train_df.filter("id = 1").withColumn("country", F.lit("elsewhere"))
+    repeated = train_df.unionByName(one)
+    with pytest.raises(InvalidInputError, match=r"must hold unique ids; id 1 appears 2 times"):
+        NearestNeighbors(k=1, idCol="id", groupCol="country", **PATHS[path]).fit(repeated)
+
+
+def test_integral_boolean_and_date_groups(spark, data):
+    train, queries, train_df, query_df = data
+    codes = {"a": 0, "b": 1, "c": 2, "z": 8}
+    for kind, values in [
+        ("int", {g: c for g, c in codes.items()}),
+        ("date", {g: f"2024-01-0{c + 1}" for g, c in codes.items()}),
+    ]:
+        mapping = F.create_map(*[F.lit(x) for kv in values.items() for x in kv])
+        cast = F.element_at(mapping, F.col("country")).cast(kind)
+        model = NearestNeighbors(k=K, idCol="id", groupCol="country", numShards=3)
+        model = model.fit(train_df.withColumn("country", cast))
+        rows = by_qid(model.kneighbors(query_df.withColumn("country", cast)))
+        for qid, expected in enumerate(brute_neighbors(train, queries, K)):
+            got = rows[qid]["neighbor_ids"]
+            assert got == ([] if expected is None else expected[0].tolist())
+    # Two boolean groups.
+    flag = (F.col("country") == "a").alias("country")
+    model = NearestNeighbors(k=K, idCol="id", groupCol="country", numShards=2)
+    model = model.fit(train_df.withColumn("country", flag))
+    rows = by_qid(model.kneighbors(query_df.withColumn("country", flag)))
+    as_flag = train.assign(country=train["country"] == "a")
+    q_flag = queries.assign(country=[None if g is None else g == "a" for g in queries["country"]])
+    for qid, expected in enumerate(brute_neighbors(as_flag, q_flag, K)):
+        got = rows[qid]["neighbor_ids"]
+        assert got == ([] if expected is None else expected[0].tolist())
+
+
+def test_one_big_group_is_spread_over_shards(spark):
+    # 90% of the rows in one group: spread over ceil(900 / mean) shards from its home shard,
+    # so no shard holds much more than the mean (200 rows), and results stay exact.
+    rng = np.random.default_rng(3)
+    n, shards = 1000, 5
+    groups = np.array(["big"] * 900 + [f"s{i}" for i in range(20) for _ in range(5)])
+    x = rng.normal(size=(n, 2))
+    train = pd.DataFrame({"id": np.arange(n), "features": list(x), "country": groups})
+    queries = pd.DataFrame(
+        {"qid": np.arange(12), "features": list(rng.normal(size=(12, 2))),
+         "country": ["big"] * 6 + ["s3"] * 6}
+    )  # fmt: skip
+    train_df, query_df = spark.createDataFrame(train), spark.createDataFrame(queries)
+    for options in PATHS.values():
+        model = NearestNeighbors(k=3, idCol="id", groupCol="country", numShards=shards, **options)
+        model = model.fit(train_df)
+        assert model.index.groups.big == {"big": 5}
+        sizes = model.shardSizes
+        assert sum(sizes.values()) == n and max(sizes.values()) <= 1.5 * n / shards
+        rows = by_qid(model.kneighbors(query_df))
+        for qid, expected in enumerate(brute_neighbors(train, queries, 3)):
+            assert rows[qid]["neighbor_ids"] == expected[0].tolist()
