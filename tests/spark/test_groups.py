@@ -331,3 +331,25 @@ def test_one_big_group_is_spread_over_shards(spark):
         rows = by_qid(model.kneighbors(query_df))
         for qid, expected in enumerate(brute_neighbors(train, queries, 3)):
             assert rows[qid]["neighbor_ids"] == expected[0].tolist()
+
+
+def test_outliers_and_cross_validation_refuse_groups_before_any_job(spark, data):
+    from pyspark.ml.evaluation import MulticlassClassificationEvaluator
+    from pyspark.ml.tuning import ParamGridBuilder
+
+    from knnspark import KNNOutlierDetector
+    from knnspark.tuning import KNNCrossValidator
+
+    _, _, train_df, _ = data
+    estimator = KNNClassifier(groupCol="country")
+    validator = KNNCrossValidator(
+        estimator=estimator,
+        estimatorParamMaps=ParamGridBuilder().addGrid(estimator.k, [1, 3]).build(),
+        evaluator=MulticlassClassificationEvaluator(),
+    )
+    with no_spark_job(spark):
+        with pytest.raises(ValueError, match=r"KNNCrossValidator does not support groupCol yet"):
+            validator.fit(train_df)
+        with pytest.raises(InvalidInputError, match=r"KNNOutlierDetector does not support "
+                           r"groupCol yet \(got 'country'\)"):  # fmt: skip
+            KNNOutlierDetector(groupCol="country").fit(train_df)
