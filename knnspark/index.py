@@ -29,7 +29,7 @@ from pyspark.sql import types as T
 from knnspark._faults import maybe_fail
 from knnspark.arrow_columns import LIST_F64, list_matrix
 from knnspark.errors import InvalidInputError
-from knnspark.groups import GROUPED_BLOB_SCHEMA, build_pieces, shards_from_pieces
+from knnspark.group_pieces import GROUPED_BLOB_SCHEMA, build_pieces, shards_from_pieces
 from knnspark.kernels.grouped import GroupRouting
 from knnspark.kernels.kinds import SHARD_KINDS, shard_kind
 from knnspark.kernels.routing import Router

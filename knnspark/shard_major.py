@@ -30,7 +30,7 @@ from knnspark.arrow_columns import (
     list_matrix,
     padded_matrix,
 )
-from knnspark.groups import shard_from_group_table
+from knnspark.group_pieces import shard_from_group_table
 from knnspark.kernels.kinds import shard_kind
 from knnspark.kernels.shard import Shard
 from knnspark.kernels.topk import PAD_ID, drop_duplicate_ids, select_topk

@@ -18,7 +18,7 @@ from pyspark.sql.utils import AnalysisException
 from knnspark._version import __version__
 from knnspark.classic import is_connect
 from knnspark.errors import ModelLoadError
-from knnspark.groups import GROUP_KEY, grouped_exact_shards, shards_from_pieces
+from knnspark.group_pieces import GROUP_KEY, grouped_exact_shards, shards_from_pieces
 from knnspark.index import EXACT_KIND, TrainingIndex
 from knnspark.kernels.exact import ExactShard
 from knnspark.kernels.grouped import GroupRouting

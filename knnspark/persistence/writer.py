@@ -14,7 +14,7 @@ from pyspark.sql import types as T
 
 from knnspark._version import __version__
 from knnspark.classic import is_connect
-from knnspark.groups import GROUP_KEY, GROUPED_BLOB_SCHEMA, grouped_rows_table
+from knnspark.group_pieces import GROUP_KEY, GROUPED_BLOB_SCHEMA, grouped_rows_table
 from knnspark.index import EXACT_KIND, TrainingIndex
 from knnspark.kernels.kinds import shard_kind
 from knnspark.kmeans_sharding import routing_to_json
