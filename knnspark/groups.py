@@ -123,24 +123,24 @@ def layout_groups(
     counted = counted.agg(F.count(F.lit(1)).alias("n"), F.grouping_id().alias("set"))
     is_group = F.col("set") == 1  # grouping_id: 1 = by group, 2 = by id
     n, key = F.col("n"), F.col(GROUP_KEY)
+    repeated = ~is_group & (n > 1)
     row = counted.agg(
-        F.min_by(F.when(is_group, key), F.when(is_group, n)).alias("smallest"),
-        F.min(F.when(is_group, n)).alias("smallest_n"),
-        F.collect_list(F.when(is_group & (n > mean), F.struct(key.alias("g"), n))).alias("big"),
-        F.min_by(F.when(~is_group & (n > 1), F.col("id")), F.when(~is_group & (n > 1), n)).alias(
-            "repeated"
+        F.min_by(F.when(is_group, F.struct(key.alias("g"), n)), F.when(is_group, n)).alias(
+            "smallest"
         ),
-        F.max(F.when(~is_group, n)).alias("repeated_n"),
+        F.collect_list(F.when(is_group & (n > mean), F.struct(key.alias("g"), n))).alias("big"),
+        F.max_by(F.when(repeated, F.struct("id", n)), F.when(repeated, n)).alias("repeated"),
     ).first()
     if row["repeated"] is not None:
         raise InvalidInputError(
-            f"Column '{id_col}' (param idCol) must hold unique ids; id {row['repeated']} "
-            f"appears {row['repeated_n']} times."
+            f"Column '{id_col}' (param idCol) must hold unique ids; id {row['repeated']['id']} "
+            f"appears {row['repeated']['n']} times."
         )
-    if row["smallest_n"] is not None and k > row["smallest_n"]:
+    smallest = row["smallest"]
+    if smallest is not None and k > smallest["n"]:
         raise InvalidInputError(
             f"Param k must be <= the rows of every group of column '{group_col}' (param "
-            f"groupCol); group {row['smallest']!r} has {row['smallest_n']} valid training "
+            f"groupCol); group {smallest['g']!r} has {smallest['n']} valid training "
             f"rows, k is {k}."
         )
     big = {str(r["g"]): spread_of(int(r["n"]), mean) for r in row["big"]}

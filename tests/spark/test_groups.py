@@ -30,7 +30,7 @@ PATHS = {"broadcast": {}, "distributed": {"maxBroadcastBytes": 0}}
 
 
 @pytest.fixture(scope="module")
-def data(spark):
+def frames():
     rng = np.random.default_rng(13)
     n = GROUPS.size
     x = rng.normal(size=(n, 3))
@@ -49,6 +49,12 @@ def data(spark):
     q_groups = np.array((["a", "b", "c", "z"] * 10)[:40], dtype=object)
     q_groups[5] = None
     queries = pd.DataFrame({"qid": np.arange(40), "features": list(q), "country": q_groups})
+    return train, queries
+
+
+@pytest.fixture(scope="module")
+def data(spark, frames):
+    train, queries = frames
     train_df = spark.createDataFrame(train).repartition(3).cache()
     query_df = spark.createDataFrame(queries).repartition(2).cache()
     return train, queries, train_df, query_df
@@ -353,3 +359,15 @@ def test_outliers_and_cross_validation_refuse_groups_before_any_job(spark, data)
         with pytest.raises(InvalidInputError, match=r"KNNOutlierDetector does not support "
                            r"groupCol yet \(got 'country'\)"):  # fmt: skip
             KNNOutlierDetector(groupCol="country").fit(train_df)
+
+
+@pytest.mark.parametrize("path", sorted(PATHS))
+def test_groups_on_spark_connect(connect, frames, path):
+    train, queries = frames
+    model = NearestNeighbors(
+        k=K, idCol="id", groupCol="country", numShards=3, algorithm="brute", **PATHS[path]
+    ).fit(connect.createDataFrame(train))
+    rows = by_qid(model.kneighbors(connect.createDataFrame(queries)))
+    for qid, expected in enumerate(brute_neighbors(train, queries, K)):
+        got = rows[qid]["neighbor_ids"]
+        assert got == ([] if expected is None else expected[0].tolist())
