@@ -269,12 +269,14 @@ def output_arrays(
     """Temporary output columns for a batch; rows where ``valid`` is False get nulls.
 
     ``visited`` is the number of shards each valid row searched (``shardsVisitedCol``).
-    A valid row without any neighbor (``groupCol``: its group has no training rows) gets
-    a null prediction and empty neighbor lists.
+    With groups, a valid row whose list is all padding (its group has no training rows)
+    gets a null prediction and empty neighbor lists.
     """
     columns: dict[str, pa.Array] = {}
     found = valid.copy()
-    found[valid] = ids[:, 0] != PAD_ID if ids.shape[1] else False
+    if settings.groups is not None:  # padding is (PAD_ID, +inf); a real id may be PAD_ID
+        padding = (ids[:, 0] == PAD_ID) & np.isinf(dist[:, 0]) if ids.shape[1] else True
+        found[valid] = ~padding
     empty = valid & ~found
     if empty.any():
         keep = found[valid]

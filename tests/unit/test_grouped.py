@@ -100,6 +100,7 @@ def test_rows_without_neighbors_get_empty_lists_and_null_predictions():
     settings = SearchSettings(
         task=CLASSIFICATION, k=2, metric="euclidean", p=2.0, n_features=1, features_col="f",
         handle_invalid="keep", classes=(0.0, 1.0), with_neighbors=True,
+        groups=GroupRouting(num_shards=2),
     )  # fmt: skip
     valid = np.array([True, False, True])
     dist = np.array([[0.1, 0.2], [np.inf, np.inf]])
@@ -109,3 +110,8 @@ def test_rows_without_neighbors_get_empty_lists_and_null_predictions():
     assert out[PRED_TMP].to_pylist() == [1.0, None, None]
     assert out[NIDS_TMP].to_pylist() == [[3, 4], None, []]
     assert out[NDIST_TMP].to_pylist() == [[0.1, 0.2], None, []]
+    # A real neighbor whose id equals the padding id (at a finite distance) is kept.
+    ids[1] = [PAD_ID, 5]
+    labels[1] = [0.0, 1.0]
+    out = output_arrays(np.array([[0.1, 0.2], [0.3, 0.4]]), ids, labels, valid, settings)
+    assert out[NIDS_TMP].to_pylist() == [[3, 4], None, [PAD_ID, 5]]
