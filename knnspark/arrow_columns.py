@@ -76,8 +76,16 @@ def padded_matrix(array: pa.Array | pa.ChunkedArray, fill: Any, dtype: Any) -> n
     return out
 
 
-def list_array(matrix: np.ndarray | None, valid: np.ndarray, list_type: pa.DataType) -> pa.Array:
-    """One list per row from the rows of ``matrix``; null where ``valid`` is False."""
+def list_array(
+    matrix: np.ndarray | None,
+    valid: np.ndarray,
+    list_type: pa.DataType,
+    empty: np.ndarray | None = None,
+) -> pa.Array:
+    """One list per row from the rows of ``matrix``; null where ``valid`` is False.
+
+    Rows where ``empty`` is True (and ``valid`` False) get an empty list instead of null.
+    """
     n_rows = valid.shape[0]
     width = 0 if matrix is None or matrix.ndim < 2 else matrix.shape[1]
     offsets = np.zeros(n_rows + 1, dtype=np.int32)
@@ -86,9 +94,8 @@ def list_array(matrix: np.ndarray | None, valid: np.ndarray, list_type: pa.DataT
         np.empty(0) if matrix is None else np.ascontiguousarray(matrix).reshape(-1),
         type=list_type.value_type,
     )
-    return pa.ListArray.from_arrays(
-        pa.array(offsets), values, type=list_type, mask=pa.array(~valid)
-    )
+    null = ~valid if empty is None else ~(valid | empty)
+    return pa.ListArray.from_arrays(pa.array(offsets), values, type=list_type, mask=pa.array(null))
 
 
 def scalar_array(values: np.ndarray, valid: np.ndarray) -> pa.Array:

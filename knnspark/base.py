@@ -14,6 +14,7 @@ from pyspark.sql import functions as F
 from knnspark import classic
 from knnspark.classic import is_connect
 from knnspark.errors import InvalidInputError
+from knnspark.groups import check_group_params, query_group_columns
 from knnspark.index import EXACT_KIND, IndexSpec, TrainingIndex, build_index, kind_param_names
 from knnspark.kmeans_sharding import check_partitioning, search_router
 from knnspark.leave_out import check_exclude_self, exclude_self
@@ -64,6 +65,14 @@ class _KNNEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable):
             self.getMetric(),
             self.getImputeStrategy(),
         )
+        label_col = self.getLabelCol() if self._task != NEIGHBORS else None
+        check_group_params(
+            self.getGroupCol(),
+            self.getFeaturesCol(),
+            label_col,
+            self.getIdCol(),
+            self.getPartitioning(),
+        )
         spec = IndexSpec(
             features_col=self.getFeaturesCol(),
             label_col=self.getLabelCol() if self._task != NEIGHBORS else None,
@@ -85,6 +94,7 @@ class _KNNEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable):
             seed=int(self.getSeed()),
             nprobe=self.getNprobe(),
             connect=is_connect(session),
+            group_col=self.getGroupCol(),
         )
         index = build_index(dataset, spec)
         model = self._copyValues(self._create_model(index))
@@ -223,6 +233,12 @@ class _KNNModel(Model, MLWritable, MLReadable):
         """
         from knnspark.radius import radius_neighbors
 
+        if self.index.groups is not None:
+            raise InvalidInputError(
+                "radius_neighbors does not support a model fitted with groupCol yet "
+                f"(groupCol={self.getGroupCol()!r}); fit a model without groupCol, or use "
+                "kneighbors, which searches within groups."
+            )
         return radius_neighbors(
             self, dataset, radius, maxNeighbors, neighborIdsCol, distancesCol, truncatedCol
         )
@@ -279,6 +295,11 @@ class _KNNModel(Model, MLWritable, MLReadable):
         if visited_col is not None:
             check_output_columns(dataset.schema, {"shardsVisitedCol": visited_col})
         router = search_router(index.router, self.getNprobe(), self.getMetric(), self.getP())
+        group_columns = None
+        if index.groups is not None:
+            group_columns = query_group_columns(
+                dataset.schema, self.getGroupCol(), index.groups, "the query DataFrame"
+            )
         settings = SearchSettings(
             task=task,
             kind=kind,
@@ -299,11 +320,12 @@ class _KNNModel(Model, MLWritable, MLReadable):
             router=router,
             nprobe=self.getNprobe(),
             shards_visited=visited_col is not None,
+            groups=index.groups,
         )
         shipped = None
         if index.storage == "broadcast":
             shipped = self._shipped_shards(dataset.sparkSession, kind)
-        searched = search_dataframe(dataset, index, settings, shipped, features)
+        searched = search_dataframe(dataset, index, settings, shipped, features, group_columns)
         if visited_col is not None:
             searched = searched.withColumnRenamed(SHARDS_TMP, visited_col)
         return searched

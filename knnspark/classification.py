@@ -64,6 +64,7 @@ class KNNClassifier(_KNNEstimator, _KNNClassifierParams):
         seed: int = 0,
         handleInvalid: str = "error",
         idCol: str | None = None,
+        groupCol: str | None = None,
         neighborsCol: str | None = None,
         classWeights: dict | str | None = None,
         maxBroadcastBytes: int = DEFAULT_MAX_BROADCAST_BYTES,

@@ -29,6 +29,8 @@ from pyspark.sql import types as T
 from knnspark._faults import maybe_fail
 from knnspark.arrow_columns import LIST_F64, list_matrix
 from knnspark.errors import InvalidInputError
+from knnspark.group_pieces import GROUPED_BLOB_SCHEMA, build_pieces, shards_from_pieces
+from knnspark.kernels.grouped import GroupRouting
 from knnspark.kernels.kinds import SHARD_KINDS, shard_kind
 from knnspark.kernels.routing import Router
 from knnspark.kernels.shard import Shard
@@ -102,6 +104,7 @@ class IndexSpec:
     seed: int = 0
     nprobe: int | None = None
     connect: bool = False  # fit runs on Spark Connect: see choose_storage
+    group_col: str | None = None
 
 
 @dataclass
@@ -117,7 +120,9 @@ class TrainingIndex:
     ``shard_blobs`` (:data:`~knnspark.shard_codec.SHARD_BLOB_SCHEMA`), both persisted in
     :func:`shard_major_layout` over ``shard_partitions`` partitions.
     ``router`` holds the centroids and radii of a ``partitioning="kmeans"`` index (None
-    for hash partitioning).
+    for hash partitioning).  ``groups`` says which shards hold each group of a ``groupCol``
+    index, whose shards are :class:`~knnspark.kernels.grouped.GroupedShard` (one piece per
+    group) and whose distributed rows and blobs carry a ``group`` column.
     """
 
     n_features: int
@@ -136,6 +141,7 @@ class TrainingIndex:
     shard_blobs: DataFrame | None = None
     shard_partitions: int = 0
     router: Router | None = None
+    groups: GroupRouting | None = None
 
     @property
     def partitioning(self) -> str:
@@ -177,6 +183,7 @@ def build_index(df: DataFrame, spec: IndexSpec) -> TrainingIndex:
         metric=spec.metric,
         partitioning=spec.partitioning,
         seed=spec.seed,
+        group_col=spec.group_col,
     )
     n_rows, n_features = prepared.n_rows, prepared.n_features
     values = spec.kind_values
@@ -212,12 +219,19 @@ def build_index(df: DataFrame, spec: IndexSpec) -> TrainingIndex:
         kind=kind,
         model_id=uuid.uuid4().hex,
         kind_params=params,
+        groups=prepared.groups,
     )
     routing = None
     if prepared.routing is not None:  # radii measured with the model's metric
         routing = dataclasses.replace(prepared.routing, metric=spec.metric, p=spec.p)
     blobs = _shard_blobs(
-        prepared.rows, spec.label_col is not None, kind, params, spec.num_shards, routing
+        prepared.rows,
+        spec.label_col is not None,
+        kind,
+        params,
+        spec.num_shards,
+        routing,
+        grouped=prepared.groups is not None,
     )
     size = broadcast_bytes(n_rows, n_features, payload_estimate)
     storage = choose_storage(size, spec.max_broadcast_bytes, spec.connect)
@@ -255,12 +269,20 @@ def _collect_shards(index: TrainingIndex, blobs: DataFrame) -> _Radii:
     Returns each shard's radius and its balls' radii (k-means partitioning; empty otherwise).
     """
     collected = blobs.toArrow().sort_by("shard").to_pylist()
-    index.shard_sizes = {int(b["shard"]): int(b["n_rows"]) for b in collected}
+    index.shard_sizes = {}
+    for b in collected:  # a grouped index has one blob per (shard, group)
+        index.shard_sizes[int(b["shard"])] = index.shard_sizes.get(int(b["shard"]), 0) + b["n_rows"]
     kinds = dict.fromkeys([EXACT_KIND, index.kind])
-    index.shards = {
-        kind: [shard_from_blob(b, kind, index.kind_params, index.model_id) for b in collected]
-        for kind in kinds
-    }
+    if index.groups is not None:
+        index.shards = {
+            kind: shards_from_pieces(collected, kind, index.kind_params, index.model_id)
+            for kind in kinds
+        }
+    else:
+        index.shards = {
+            kind: [shard_from_blob(b, kind, index.kind_params, index.model_id) for b in collected]
+            for kind in kinds
+        }
     if index.kind != EXACT_KIND:
         index.payload_bytes = sum(s.size_bytes for s in index.shards[index.kind])
     routed = [b for b in collected if RADIUS in b]
@@ -311,7 +333,9 @@ def _keep_distributed(
         if routing is not None:
             columns += [RADIUS, SUB_RADII]
         built = index.shard_blobs.select(*columns).collect()
-        sizes = {int(r["shard"]): int(r["n_rows"]) for r in built}
+        sizes = {}
+        for r in built:  # a grouped index has one blob per (shard, group)
+            sizes[int(r["shard"])] = sizes.get(int(r["shard"]), 0) + int(r["n_rows"])
         index.payload_bytes = sum(int(r["payload_bytes"]) for r in built)
         if routing is not None:
             radii = (
@@ -392,6 +416,7 @@ def _shard_blobs(
     params: dict,
     num_shards: int,
     routing: ShardRouting | None = None,
+    grouped: bool = False,
 ) -> DataFrame:
     """One row per shard, built on the executors, each shard in a task of its own.
 
@@ -400,7 +425,14 @@ def _shard_blobs(
     partitioned on a key chosen per shard to land in partition ``shard``
     (:func:`shard_partition_keys`), which the grouping reuses without a second shuffle.
     With ``routing`` (k-means partitioning) each task also measures its shard's radii.
+    A ``grouped`` index (``groupCol``) gives one row per (shard, group) instead.
     """
+    if grouped:
+        keyed = with_partition_key(rows, num_shards).repartition(num_shards, PARTITION_KEY)
+        grouped_build = build_pieces(has_labels, kind, params)
+        return keyed.groupBy(PARTITION_KEY, "shard").applyInArrow(
+            grouped_build, GROUPED_BLOB_SCHEMA
+        )
 
     def build(table: pa.Table) -> pa.Table:
         maybe_fail("build")

@@ -17,9 +17,11 @@ from typing import Any
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from knnspark.converters import one_of
 from knnspark.errors import InvalidInputError
+from knnspark.groups import group_category
 from knnspark.kernels.distances import get_metric
 from knnspark.leave_out import check_exclude_self
 from knnspark.neighbors import NearestNeighbors, NearestNeighborsModel
@@ -63,6 +65,7 @@ def knn_join(
     mode: str = "exact",
     joinType: str = "inner",
     idCol: str | None = None,
+    groupCol: str | None = None,
     excludeSelf: bool = False,
     rightPrefix: str | None = None,
     handleInvalid: str = "error",
@@ -105,6 +108,14 @@ def knn_join(
         of distance ties.  None numbers the right rows in DataFrame order, and keeps the
         numbered rows on the executors (``localCheckpoint``: one more pass over ``right``,
         and its rows held for as long as the result is used); set ``idCol`` to avoid both.
+    groupCol : str, optional
+        A column present on both sides (string, integral, boolean or date, the same kind on
+        both): a left row's neighbors come only from right rows with the same value.  A left
+        row whose group has no right rows, or is null, has no neighbors (dropped by
+        ``"inner"``, kept with nulls by ``"leftouter"``); right rows with a null group are
+        invalid rows (see ``handleInvalid``).  ``k`` must not exceed the right rows of any
+        group (checked by the first job).  The output keeps the left side's ``groupCol``;
+        the right side's, equal by construction, is not repeated.
     excludeSelf : bool
         Leave a left row out of its own neighbors: a right row whose ``idCol`` value equals
         the left row's is not its neighbor (a kNN graph: ``knn_join(df, df, k,
@@ -153,6 +164,7 @@ def join_with_model(
     mode: str,
     joinType: str,
     idCol: str | None,
+    groupCol: str | None,
     excludeSelf: bool,
     rightPrefix: str | None,
     handleInvalid: str,
@@ -178,6 +190,8 @@ def join_with_model(
     require_column(left.schema, featuresCol, "featuresCol")
     require_column(right.schema, featuresCol, "featuresCol")
     feature_array_expr(left.schema, featuresCol)  # a type the estimators read, or TypeError
+    if groupCol is not None:
+        check_join_groups(left.schema, right.schema, groupCol)
     algorithm = "brute"
     if mode == "approx":
         algorithm = "hnsw" if get_metric(metric).hnsw_space is not None else "brute"
@@ -190,6 +204,7 @@ def join_with_model(
         k=k,
         featuresCol=featuresCol,
         idCol=idCol if idCol is not None else _ROW_ID,
+        groupCol=groupCol,
         metric=metric,
         p=p,
         algorithm=algorithm,
@@ -208,14 +223,17 @@ def join_with_model(
     if excludeSelf:
         # The columns now; k against the right rows once the fit has counted them.
         check_exclude_self(left.schema, idCol, k + 1, k, where="the left DataFrame")
-    renames = _right_names(left.columns, right.columns, featuresCol, idCol, rightPrefix)
+    right_columns = [c for c in right.columns if c != groupCol]  # the left side's is kept
+    renames = _right_names(left.columns, right_columns, featuresCol, idCol, rightPrefix)
     numbered = right
     if idCol is None:
         # Numbered once and kept: a number from the row's partition and position would
         # change when Spark evaluated the right side again with fewer columns (the fit
         # reads only the features), pairing neighbors with the wrong rows.
         numbered = right.withColumn(_ROW_ID, F.monotonically_increasing_id()).localCheckpoint()
-    model = estimator.fit(numbered.select(column(estimator.getIdCol()), column(featuresCol)))
+    fitted = [column(estimator.getIdCol()), column(featuresCol)]
+    fitted += [column(groupCol)] if groupCol is not None else []
+    model = estimator.fit(numbered.select(*fitted))
     if handleInvalid == "error":
         _check_left_lengths(left, featuresCol, model.numFeatures)
     searched = model.kneighbors(left, excludeSelf=excludeSelf)
@@ -255,6 +273,17 @@ def _right_names(
             )
         taken[name] = "right"
     return renames
+
+
+def check_join_groups(left: T.StructType, right: T.StructType, group_col: str) -> None:
+    """``groupCol`` on both sides, of a type groups accept and of the same kind (no job)."""
+    right_kind = group_category(right, group_col, "the right DataFrame")
+    left_kind = group_category(left, group_col, "the left DataFrame")
+    if left_kind != right_kind:
+        raise TypeError(
+            f"Column '{group_col}' (param groupCol) holds {left_kind} values in the left "
+            f"DataFrame but {right_kind} values in the right one; cast one side to match."
+        )
 
 
 def _check_left_lengths(left: DataFrame, features_col: str, n_features: int) -> None:

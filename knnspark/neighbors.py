@@ -45,6 +45,7 @@ class NearestNeighbors(_KNNEstimator, _NearestNeighborsParams):
         k: int = 10,
         featuresCol: str = "features",
         idCol: str | None = None,
+        groupCol: str | None = None,
         metric: str = "euclidean",
         p: float = 2.0,
         algorithm: str = "auto",

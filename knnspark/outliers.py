@@ -139,6 +139,7 @@ class KNNOutlierDetector(_KNNEstimator, _KNNOutlierParams):
         contamination: float = 0.1,
         featuresCol: str = "features",
         idCol: str | None = None,
+        groupCol: str | None = None,
         outlierScoreCol: str = "outlierScore",
         predictionCol: str = "prediction",
         metric: str = "euclidean",
@@ -170,6 +171,11 @@ class KNNOutlierDetector(_KNNEstimator, _KNNOutlierParams):
         return KNNOutlierModel(index)
 
     def _fit(self, dataset: DataFrame) -> KNNOutlierModel:
+        if self.getGroupCol() is not None:
+            raise InvalidInputError(
+                f"KNNOutlierDetector does not support groupCol yet (got "
+                f"{self.getGroupCol()!r}); score each group with a model of its own."
+            )
         model = super()._fit(dataset)
         k, n_rows = model.getK(), model.numTrainingRows
         if k >= n_rows:

@@ -93,6 +93,14 @@ class _KNNSharedParams(HasFeaturesCol, HasSeed, HasHandleInvalid):
         "0..n-1 in the order of the training DataFrame",
         typeConverter=conv.optional_string("idCol"),
     )
+    groupCol: Param[str] = Param(
+        Params._dummy(),
+        "groupCol",
+        "column of group values (string, integral, boolean or date): neighbors come only "
+        "from training rows of the query's group; a query whose group has no training rows "
+        "(or is null) gets no neighbors and a null prediction. None (default): no groups",
+        typeConverter=conv.optional_string("groupCol"),
+    )
     maxBroadcastBytes: Param[int] = Param(
         Params._dummy(),
         "maxBroadcastBytes",
@@ -199,6 +207,7 @@ class _KNNSharedParams(HasFeaturesCol, HasSeed, HasHandleInvalid):
             seed=0,
             handleInvalid="error",
             idCol=None,
+            groupCol=None,
             maxBroadcastBytes=DEFAULT_MAX_BROADCAST_BYTES,
         )
 
@@ -279,6 +288,12 @@ class _KNNSharedParams(HasFeaturesCol, HasSeed, HasHandleInvalid):
 
     def getIdCol(self) -> str | None:
         return self.getOrDefault(self.idCol)
+
+    def getGroupCol(self) -> str | None:
+        return self.getOrDefault(self.groupCol)
+
+    def setGroupCol(self, value: str | None) -> Any:
+        return self._set(groupCol=value)
 
     def getMaxBroadcastBytes(self) -> int:
         return self.getOrDefault(self.maxBroadcastBytes)

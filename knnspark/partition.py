@@ -35,11 +35,12 @@ from knnspark.arrow_columns import (
 )
 from knnspark.errors import InvalidInputError
 from knnspark.kernels.distances import get_metric
+from knnspark.kernels.grouped import GroupRouting, grouped_search
 from knnspark.kernels.predict import classify_neighbors, weighted_average
 from knnspark.kernels.routed import routed_search
 from knnspark.kernels.routing import Router
 from knnspark.kernels.shard import SearchOptions, Shard
-from knnspark.kernels.topk import select_topk
+from knnspark.kernels.topk import PAD_ID, select_topk
 from knnspark.timing import TaskTimer
 
 __all__ = [
@@ -82,6 +83,9 @@ NDIST_TMP = "__knn_ndist"
 NLAB_TMP = "__knn_nlab"
 #: Number of shards each query visited (``shardsVisitedCol``).
 SHARDS_TMP = "__knn_shards"
+#: groupCol: each query's group key and its home shard (see knnspark.groups).
+GROUP_TMP = "__knn_group"
+GROUP_HOME_TMP = "__knn_group_home"
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,8 @@ class SearchSettings:
     router: Router | None = None
     nprobe: int | None = None  # with a router: visit only the nprobe nearest shards
     shards_visited: bool = False  # add SHARDS_TMP, the shards each query visited
+    # groupCol (kernels/grouped.py): queries carry GROUP_TMP and GROUP_HOME_TMP columns.
+    groups: GroupRouting | None = None
 
     @property
     def search_options(self) -> SearchOptions:
@@ -201,12 +207,21 @@ def search_batch(
     queries: np.ndarray,
     settings: SearchSettings,
     timer: TaskTimer | None = None,
+    groups: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
     """Search the shards a batch must visit; also returns the shards each query visited.
 
     With a router (``partitioning="kmeans"``) queries visit their routed shards
-    (:func:`knnspark.kernels.routed.routed_search`); otherwise every shard.
+    (:func:`knnspark.kernels.routed.routed_search`); with groups (``groupCol``: the valid
+    queries' group keys and home shards) their group's shards; otherwise every shard.
     """
+    if settings.groups is not None and groups is not None:
+        timer = timer or TaskTimer("search_shards")
+        with timer.stage("search"):
+            plan = settings.groups.plan(*groups)
+            return grouped_search(
+                shards, plan, queries, groups[0], settings.k, settings.search_options
+            )
     if settings.router is None:
         dist, ids, labels = search_shards(shards, queries, settings, timer)
         return dist, ids, labels, np.full(queries.shape[0], len(shards), dtype=np.int32)
@@ -255,8 +270,21 @@ def output_arrays(
     """Temporary output columns for a batch; rows where ``valid`` is False get nulls.
 
     ``visited`` is the number of shards each valid row searched (``shardsVisitedCol``).
+    With groups, a valid row whose list is all padding (its group has no training rows)
+    gets a null prediction and empty neighbor lists.
     """
     columns: dict[str, pa.Array] = {}
+    found = valid.copy()
+    if settings.groups is not None:  # padding is (PAD_ID, +inf); a real id may be PAD_ID
+        padding = (ids[:, 0] == PAD_ID) & np.isinf(dist[:, 0]) if ids.shape[1] else True
+        found[valid] = ~padding
+    empty = valid & ~found
+    if empty.any():
+        keep = found[valid]
+        dist, ids = dist[keep], ids[keep]
+        labels = labels[keep] if labels is not None else None
+        visited = visited[keep] if visited is not None else None
+        valid = found
     if settings.task == CLASSIFICATION:
         classes = np.asarray(settings.classes, dtype=np.float64)
         class_weights = np.asarray(settings.class_weights) if settings.class_weights else None
@@ -270,19 +298,30 @@ def output_arrays(
         average = weighted_average(labels, dist, settings.weights, settings.bandwidth)
         columns[PRED_TMP] = scalar_array(average, valid)
     if settings.task == NEIGHBORS or settings.with_neighbors:
-        columns[NIDS_TMP] = list_array(ids, valid, LIST_I64)
-        columns[NDIST_TMP] = list_array(dist, valid, LIST_F64)
+        columns[NIDS_TMP] = list_array(ids, valid, LIST_I64, empty)
+        columns[NDIST_TMP] = list_array(dist, valid, LIST_F64, empty)
     if settings.task == NEIGHBOR_LABELS:
-        columns[NLAB_TMP] = list_array(labels, valid, LIST_F64)
-        columns[NDIST_TMP] = list_array(dist, valid, LIST_F64)
+        columns[NLAB_TMP] = list_array(labels, valid, LIST_F64, empty)
+        columns[NDIST_TMP] = list_array(dist, valid, LIST_F64, empty)
     if settings.task in (CLASSIFICATION, REGRESSION) and settings.with_neighbors:
-        columns[NLAB_TMP] = list_array(labels, valid, LIST_F64)
+        columns[NLAB_TMP] = list_array(labels, valid, LIST_F64, empty)
     if settings.shards_visited:
         counts = np.zeros(valid.shape[0], dtype=np.int32)
         if visited is not None:
             counts[valid] = visited
-        columns[SHARDS_TMP] = pa.array(counts, type=pa.int32(), mask=~valid)
+        columns[SHARDS_TMP] = pa.array(counts, type=pa.int32(), mask=~(valid | empty))
     return columns
+
+
+def batch_groups(
+    batch: pa.RecordBatch | pa.Table, valid: np.ndarray, settings: SearchSettings
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The valid rows' group keys and home shards (``groupCol``), or None without groups."""
+    if settings.groups is None:
+        return None
+    keys = np.asarray(batch.column(GROUP_TMP).to_pylist(), dtype=object)[valid]
+    homes = batch.column(GROUP_HOME_TMP).to_numpy(zero_copy_only=False)[valid]
+    return keys, homes
 
 
 def with_columns(batch: pa.RecordBatch, columns: dict[str, pa.Array]) -> pa.RecordBatch:
@@ -306,10 +345,13 @@ def broadcast_search_fn(
         valid: np.ndarray,
         timer: TaskTimer,
     ) -> pa.RecordBatch:
-        dist, ids, labels, visited = search_batch(shards, queries, settings, timer)
+        with timer.stage("decode"):
+            groups = batch_groups(batch, valid, settings)
+        dist, ids, labels, visited = search_batch(shards, queries, settings, timer, groups)
         with timer.stage("encode"):
             out = output_arrays(dist, ids, labels, valid, settings, visited)
-            return with_columns(batch.drop_columns([FEATURES_TMP]), out)
+            temporary = [FEATURES_TMP, *([GROUP_TMP, GROUP_HOME_TMP] if groups else [])]
+            return with_columns(batch.drop_columns(temporary), out)
 
     return map_query_batches(shards_broadcast, settings, search)
 

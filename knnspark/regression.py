@@ -50,6 +50,7 @@ class KNNRegressor(_KNNEstimator, _KNNRegressorParams):
         seed: int = 0,
         handleInvalid: str = "error",
         idCol: str | None = None,
+        groupCol: str | None = None,
         neighborsCol: str | None = None,
         maxBroadcastBytes: int = DEFAULT_MAX_BROADCAST_BYTES,
         M: int = 16,

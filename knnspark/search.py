@@ -79,17 +79,20 @@ def search_dataframe(
     settings: SearchSettings,
     shards_broadcast: Any,
     features: Column,
+    group_columns: dict[str, Column] | None = None,
 ) -> DataFrame:
     """Every column of ``df`` plus the temporary output columns of ``settings.task``.
 
     ``shards_broadcast`` is the broadcast of the shards (broadcast storage)
     and is ignored for distributed storage; ``features`` is the query
-    features as ``array<float>``, already imputed and standardized.
+    features as ``array<float>``, already imputed and standardized;
+    ``group_columns`` the query's group key and home shard (``groupCol``).
     """
     _check_no_reserved_columns(df)
+    extra = group_columns or {}
     if index.storage == "broadcast":
-        return _broadcast_plan(df, features, settings, shards_broadcast)
-    return _shard_major_plan(df, features, index, settings)
+        return _broadcast_plan(df, features, settings, shards_broadcast, extra)
+    return _shard_major_plan(df, features, index, settings, extra)
 
 
 def _check_no_reserved_columns(df: DataFrame) -> None:
@@ -102,7 +105,11 @@ def _check_no_reserved_columns(df: DataFrame) -> None:
 
 
 def _broadcast_plan(
-    df: DataFrame, features: Any, settings: SearchSettings, shards_broadcast: Any
+    df: DataFrame,
+    features: Any,
+    settings: SearchSettings,
+    shards_broadcast: Any,
+    extra: dict[str, Column],
 ) -> DataFrame:
     schema = T.StructType(df.schema.fields + output_fields(settings))
     fn = broadcast_search_fn(shards_broadcast, settings)
@@ -110,20 +117,26 @@ def _broadcast_plan(
     # holding a dot or a backtick; the columns go in under plain names (by position, which
     # is how the output schema gives them their own names back).
     plain = [f"{_PASS_THROUGH}{i}" for i in range(len(df.columns))]
-    searched = df.withColumn(FEATURES_TMP, features).toDF(*plain, FEATURES_TMP)
+    searched = df.withColumns({FEATURES_TMP: features, **extra})
+    searched = searched.toDF(*plain, FEATURES_TMP, *extra)
     return searched.mapInArrow(fn, schema)
 
 
 def _shard_major_plan(
-    df: DataFrame, features: Any, index: TrainingIndex, settings: SearchSettings
+    df: DataFrame,
+    features: Any,
+    index: TrainingIndex,
+    settings: SearchSettings,
+    extra: dict[str, Column],
 ) -> DataFrame:
-    # Keys from the features' content: every evaluation of the plan agrees on them.
-    keyed = df.withColumn(FEATURES_TMP, features).select(
+    # Keys from the features' content (and group): every evaluation of the plan agrees on them.
+    content = [FEATURES_TMP, *[c for name in extra for c in (F.col(name), F.isnull(name))]]
+    keyed = df.withColumns({FEATURES_TMP: features, **extra}).select(
         "*",
-        F.xxhash64(FEATURES_TMP).alias(KEY_HI),
-        F.hash(FEATURES_TMP).alias(KEY_LO),
+        F.xxhash64(*content).alias(KEY_HI),
+        F.hash(*content).alias(KEY_LO),
     )
-    queries = keyed.select(KEY_HI, KEY_LO, FEATURES_TMP)
+    queries = keyed.select(KEY_HI, KEY_LO, FEATURES_TMP, *extra)
     routing = shard_routing(index)
     shard_side = index.distributed_data(settings.kind).groupBy(PARTITION_KEY)
     n_queries = df.count()  # the one job before the search: rounds and the join's side
@@ -138,8 +151,8 @@ def _shard_major_plan(
     partials = []
     for r in range(rounds):
         part = queries if rounds == 1 else queries.filter(F.pmod(KEY_LO, rounds) == r)
-        if settings.router is None:
-            routed = route_all(part, routing)
+        if settings.router is None and settings.groups is None:
+            routed = route_all(part, routing)  # every shard, in Spark
         else:
             routed = part.mapInArrow(route_queries_fn(settings, routing), ROUTED_SCHEMA)
         if routing.pruned(settings):
@@ -162,7 +175,7 @@ def _shard_major_plan(
 
 
 def route_all(queries: DataFrame, routing: Routing) -> DataFrame:
-    """Every query to every shard (no router), in Spark: ROUTED_SCHEMA rows, no Python pass.
+    """Every query to every shard (no router, no groups), in Spark: ROUTED_SCHEMA rows.
 
     The shard search checks the queries (:func:`~knnspark.partition.query_matrix`); a null
     vector travels as an empty one so that it still reads as a query there.

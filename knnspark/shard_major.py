@@ -27,16 +27,20 @@ from knnspark.arrow_columns import (
     LIST_F64_NULLS,
     LIST_I64,
     list_array,
+    list_matrix,
     padded_matrix,
 )
+from knnspark.group_pieces import shard_from_group_table
 from knnspark.kernels.kinds import shard_kind
 from knnspark.kernels.shard import Shard
 from knnspark.kernels.topk import PAD_ID, drop_duplicate_ids, select_topk
 from knnspark.partition import (
     FEATURES_TMP,
+    GROUP_TMP,
     KEY_HI,
     KEY_LO,
     SearchSettings,
+    batch_groups,
     output_arrays,
     query_matrix,
     with_columns,
@@ -69,6 +73,7 @@ ROUTED_SCHEMA = T.StructType(
         T.StructField("ids", T.ArrayType(T.LongType(), False), True),
         T.StructField("dist", T.ArrayType(T.DoubleType(), False), True),
         T.StructField("labels", T.ArrayType(T.DoubleType(), True), True),
+        T.StructField(GROUP_TMP, T.StringType(), True),  # groupCol: the query's group key
     ]
 )
 _ROUTED_ARROW = pa.schema(
@@ -80,6 +85,7 @@ _ROUTED_ARROW = pa.schema(
         pa.field("ids", LIST_I64),
         pa.field("dist", LIST_F64),
         pa.field("labels", LIST_F64_NULLS),
+        pa.field(GROUP_TMP, pa.string()),
     ]
 )
 
@@ -132,7 +138,11 @@ def route_queries_fn(
         maybe_fail("search")
         for batch in batches:
             queries, valid = query_matrix(batch.column(FEATURES_TMP), settings)
-            shards = routing.first_round(queries, settings)
+            groups = batch_groups(batch, valid, settings)
+            if groups is not None:  # groupCol: its group's shards (a null group: its home)
+                shards = settings.groups.plan(*groups)
+            else:
+                shards = routing.first_round(queries, settings)
             rows = pa.Table.from_batches([batch]).take(pa.array(np.flatnonzero(valid)))
             yield from _query_rows(rows, shards, routing).to_batches()
 
@@ -154,6 +164,11 @@ def _query_rows(rows: pa.Table, shards: np.ndarray, routing: Routing) -> pa.Tabl
             "ids": pa.nulls(n, LIST_I64),
             "dist": pa.nulls(n, LIST_F64),
             "labels": pa.nulls(n, LIST_F64_NULLS),
+            GROUP_TMP: (
+                taken.column(GROUP_TMP)
+                if GROUP_TMP in taken.column_names
+                else pa.nulls(n, pa.string())
+            ),
         },
         schema=_ROUTED_ARROW,
     )
@@ -177,6 +192,8 @@ def shard_search_fn(
         is_query = routed.column("ids").is_null()
         passed = routed.filter(pc.invert(is_query))
         queries = distinct_keys(routed.filter(is_query))
+        if settings.groups is not None:
+            return pa.concat_tables([passed, grouped_partials(queries, shard_rows, settings)])
         if queries.num_rows == 0 or shard_rows.num_rows == 0:
             return passed
         timer = TaskTimer("shard_search")
@@ -237,9 +254,30 @@ def _partial_rows(
             "ids": list_array(ids, every, LIST_I64),
             "dist": list_array(dist, every, LIST_F64),
             "labels": list_array(labels, every, LIST_F64_NULLS),
+            GROUP_TMP: pa.nulls(queries.num_rows, pa.string()),
         },
         schema=_ROUTED_ARROW,
     )
+
+
+def grouped_partials(queries: pa.Table, shard_rows: pa.Table, settings: SearchSettings) -> pa.Table:
+    """groupCol: each query's partial list from its group's piece of this shard.
+
+    A query whose group this shard lacks (or a shard without rows) gets a padded list, so
+    that it reaches the merge and comes out with empty neighbors rather than nulls.
+    """
+    n, k = queries.num_rows, settings.k
+    dist, ids, labels = np.full((n, k), np.inf), np.full((n, k), PAD_ID), np.full((n, k), np.nan)
+    if n and shard_rows.num_rows:
+        shard_no = int(shard_rows.column("shard")[0].as_py())
+        shard = shard_from_group_table(
+            shard_rows, shard_no, settings.kind, settings.kind_params, settings.n_features,
+            settings.model_id,
+        )  # fmt: skip
+        matrix, _ = list_matrix(queries.column(FEATURES_TMP), settings.n_features)
+        groups = np.asarray(queries.column(GROUP_TMP).to_pylist(), dtype=object)
+        dist, ids, labels = shard.search_groups(matrix, groups, k, settings.search_options)
+    return _partial_rows(queries, ids, dist, labels)
 
 
 def shard_from_table(table: pa.Table, shard_no: int, settings: SearchSettings) -> Shard:

@@ -14,7 +14,9 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from knnspark.errors import InvalidInputError
+from knnspark.groups import GROUP_KEY, group_category, key_expr, layout_groups, shard_expr
 from knnspark.kernels.distances import get_metric
+from knnspark.kernels.grouped import GroupRouting
 from knnspark.kmeans_sharding import ShardRouting, kmeans_shards
 from knnspark.preprocessing import Preprocessing, fit_preprocessing
 from knnspark.schema import (
@@ -34,7 +36,7 @@ _ROW_BITS = 33
 # Per-partition counts of the training checks, summed on the driver.
 _SUMMED_COUNTS = (
     "n", "n_null_empty", "n_nonfinite", "n_overflow", "n_no_present", "n_bad_label", "n_invalid",
-    "n_null_id",
+    "n_null_id", "n_null_group",
 )  # fmt: skip
 
 
@@ -50,6 +52,8 @@ class PreparedTraining:
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     #: partitioning="kmeans": the centroids (radii are measured by the build).
     routing: ShardRouting | None = None
+    #: groupCol: which shards hold each group (the rows then have a ``group`` column).
+    groups: GroupRouting | None = None
 
 
 def prepare_training(
@@ -67,6 +71,7 @@ def prepare_training(
     metric: str = "euclidean",
     partitioning: str = "hash",
     seed: int = 0,
+    group_col: str | None = None,
 ) -> PreparedTraining:
     """Check the schema and the data, number the rows and assign each to a shard.
 
@@ -74,10 +79,14 @@ def prepare_training(
     valid when they are imputed, or when ``metric`` skips missing coordinates (its
     ``allows_nan`` in the metric table); then a row with no present coordinate is invalid.
     With ``partitioning="kmeans"`` the rows go to the shard of their balanced k-means
-    centroid (:mod:`knnspark.kmeans_sharding`, one more job: the sample); otherwise by id.
+    centroid (:mod:`knnspark.kmeans_sharding`, one more job: the sample); with ``group_col``
+    by group (:mod:`knnspark.groups`, one more job: the group counts); otherwise by id.
     """
     schema = df.schema
     feature_expr = feature_array_expr(schema, features_col)
+    category = None
+    if group_col is not None:
+        category = group_category(schema, group_col, "the training DataFrame")
     if label_col is not None:
         check_label_column(schema, label_col, classifier)
     if id_col is not None:
@@ -94,6 +103,7 @@ def prepare_training(
         feature_expr.alias("features"),
         id_expr.alias("id"),
         label_expr.cast("double").alias("label"),
+        *([key_expr(group_col).alias(GROUP_KEY)] if group_col is not None else []),
     )
     keeps_nan = get_metric(metric).allows_nan and impute_strategy is None
     bad_features = invalid_features_expr(
@@ -107,11 +117,16 @@ def prepare_training(
         if label_col
         else F.lit(False)
     )
-    invalid = bad_features | bad_label
+    bad_group = F.col(GROUP_KEY).isNull() if group_col is not None else F.lit(False)
+    invalid = bad_features | bad_label | bad_group
 
     overflow = overflow_features_expr(schema[features_col].dataType, F.col("raw_features"))
-    stats = _collect_stats(base, bad_features, bad_label, invalid, classifier, overflow, no_present)
-    n_valid = _check_stats(stats, features_col, label_col, id_col, handle_invalid, k, metric)
+    stats = _collect_stats(
+        base, bad_features, bad_label, invalid, classifier, overflow, no_present, bad_group
+    )
+    n_valid = _check_stats(
+        stats, features_col, label_col, id_col, handle_invalid, k, metric, group_col
+    )
     n_features = int(stats["min_len"])
     preprocessing = fit_preprocessing(
         base.filter(~invalid),
@@ -129,6 +144,18 @@ def prepare_training(
     else:
         ids = F.col("id")
         shard = F.pmod(F.xxhash64(F.col("id")), F.lit(num_shards))
+    groups = None
+    if group_col is not None and category is not None:
+        groups = layout_groups(
+            base.filter(~invalid),
+            n_rows=n_valid,
+            num_shards=num_shards,
+            k=k,
+            group_col=group_col,
+            id_col=id_col,
+            category=category,
+        )
+        shard = shard_expr(groups, F.col(GROUP_KEY), ids)
     features = preprocessing.apply(F.col("features"))
     if keeps_nan:
         # A null entry of an array<double> column is a missing coordinate too.
@@ -139,6 +166,7 @@ def prepare_training(
         ids.alias("id"),
         features.alias("features"),
         F.col("label"),
+        *([F.col(GROUP_KEY)] if groups is not None else []),
     )
     routing = None
     if partitioning == "kmeans":
@@ -146,13 +174,16 @@ def prepare_training(
             rows.drop("shard"), n_valid, n_features, num_shards, seed, id_col
         )
     # Unique ids are checked by the build (ids hash to shards, so a repeated id meets itself
-    # in one shard); check_unique_ids names the repeated id when a build fails.
+    # in one shard); check_unique_ids names the repeated id when a build fails. With groups,
+    # the group-count job looks for an id repeated across groups.
     classes = counts = None
     if classifier:
         per_class = sorted(stats["class_counts"].items())
         classes = np.array([c for c, _ in per_class], dtype=np.float64)
         counts = np.array([n for _, n in per_class], dtype=np.int64)
-    return PreparedTraining(rows, n_valid, n_features, classes, counts, preprocessing, routing)
+    return PreparedTraining(
+        rows, n_valid, n_features, classes, counts, preprocessing, routing, groups
+    )
 
 
 def _collect_stats(
@@ -163,6 +194,7 @@ def _collect_stats(
     classifier: bool,
     overflow: Column,
     no_present: Column,
+    bad_group: Column,
 ) -> dict:
     """One job: counts and checks per partition (and, for a classifier, the class counts).
 
@@ -180,6 +212,7 @@ def _collect_stats(
         bad_label.cast("long").alias("bad_label"),
         invalid.cast("long").alias("invalid"),
         F.col("id").isNull().cast("long").alias("null_id"),
+        bad_group.cast("long").alias("null_group"),
         F.when(~invalid, F.size("features")).alias("length"),
     ]
     aggs = [
@@ -191,6 +224,7 @@ def _collect_stats(
         F.sum("bad_label").alias("n_bad_label"),
         F.sum("invalid").alias("n_invalid"),
         F.sum("null_id").alias("n_null_id"),
+        F.sum("null_group").alias("n_null_group"),
         F.min("length").alias("min_len"),
         F.max("length").alias("max_len"),
     ]
@@ -238,6 +272,7 @@ def _check_stats(
     handle_invalid: str,
     k: int,
     metric: str = "euclidean",
+    group_col: str | None = None,
 ) -> int:
     """Raise the first rule the training data breaks; return the number of usable rows."""
     if stats["n"] == 0:
@@ -271,6 +306,11 @@ def _check_stats(
         if stats["n_bad_label"]:
             parts.append(
                 f"{stats['n_bad_label']} null, NaN or infinite labels in column '{label_col}'"
+            )
+        if stats.get("n_null_group"):
+            parts.append(
+                f"{stats['n_null_group']} null group values in column '{group_col}' (param "
+                "groupCol)"
             )
         raise InvalidInputError(
             f"Invalid training rows in column '{features_col}' (param featuresCol)"

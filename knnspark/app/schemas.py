@@ -241,7 +241,7 @@ TUNE_SCHEMA: Schema = {
 }
 
 #: knn_join's arguments that are NearestNeighbors Params, checked by their converters.
-_JOIN_PARAMS = ("featuresCol", "metric", "p", "idCol", "numShards", "maxBroadcastBytes")
+_JOIN_PARAMS = ("featuresCol", "metric", "p", "idCol", "groupCol", "numShards", "maxBroadcastBytes")
 _JOIN_PARAMS += ("M", "efConstruction", "ef", "seed")
 
 #: Schema of ``jobs/join.py``: two inputs, knn_join's arguments, a run-dated output.

@@ -12,13 +12,16 @@ from pyspark import StorageLevel
 from pyspark.ml.util import MLReader
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 from pyspark.sql.utils import AnalysisException
 
 from knnspark._version import __version__
 from knnspark.classic import is_connect
 from knnspark.errors import ModelLoadError
+from knnspark.group_pieces import GROUP_KEY, grouped_exact_shards, shards_from_pieces
 from knnspark.index import EXACT_KIND, TrainingIndex
 from knnspark.kernels.exact import ExactShard
+from knnspark.kernels.grouped import GroupRouting
 from knnspark.kernels.kinds import shard_kind
 from knnspark.kmeans_sharding import routing_from_json
 from knnspark.persistence.layout import (
@@ -193,8 +196,12 @@ def _read_index(
     spark: SparkSession, path: str, metadata: dict, max_broadcast_bytes: int
 ) -> TrainingIndex:
     info = metadata["index"]
+    groups = None if info.get("groups") is None else GroupRouting.from_json(info["groups"])
+    row_schema = SHARD_ROWS_SCHEMA
+    if groups is not None:
+        row_schema = T.StructType([*row_schema.fields, T.StructField(GROUP_KEY, T.StringType())])
     try:
-        rows = spark.read.schema(SHARD_ROWS_SCHEMA).parquet(data_path(path))
+        rows = spark.read.schema(row_schema).parquet(data_path(path))
     except AnalysisException as exc:
         raise ModelLoadError(
             f"The model at '{path}' has no training data folder ({error_line(exc)})."
@@ -223,12 +230,15 @@ def _read_index(
         payload_bytes=int(info.get("payload_bytes") or info.get("graph_bytes") or 0),
         preprocessing=Preprocessing.from_json(info.get("preprocessing")),
         router=_read_router(path, info, n_features, sizes),
+        groups=groups,
     )
-    payloads = None if shard_kind(kind).stores_features else _read_payloads(spark, path, sizes)
+    payloads = None
+    if not shard_kind(kind).stores_features:
+        payloads = _read_payloads(spark, path, sizes, grouped=groups is not None)
     size = broadcast_bytes(n_rows, n_features, common["payload_bytes"])
     if choose_storage(size, max_broadcast_bytes, is_connect(spark)) == "distributed":
         _check_distributed_rows(rows, path, n_rows, n_features)
-        shard_rows = rows.select(*SHARD_ROWS_SCHEMA.fieldNames()).filter(F.lit(True))
+        shard_rows = rows.select(*row_schema.fieldNames()).filter(F.lit(True))
         # Placed one shard per partition and persisted: the first search moves the index
         # there, later searches find it in place.
         partitions = max(sizes, default=0) + 1
@@ -244,6 +254,8 @@ def _read_index(
             **common,
         )
     index = TrainingIndex(**common)
+    if groups is not None:
+        return _read_grouped(index, rows, payloads, path)
     exact = _exact_shards(rows, path, sizes, n_rows, n_features, has_labels)
     _check_labels(path, exact, index.classes)
     index.shards = {EXACT_KIND: exact}
@@ -253,6 +265,29 @@ def _read_index(
         index.shards[kind] = [
             shard_from_blob(by_shard[s], kind, index.kind_params, index.model_id) for s in sizes
         ]
+    return index
+
+
+def _read_grouped(
+    index: TrainingIndex, rows: DataFrame, payloads: DataFrame | None, path: str
+) -> TrainingIndex:
+    """A grouped index (``groupCol``) kept on the driver: one piece per (shard, group)."""
+    try:
+        table = rows.toArrow()
+    except Exception as exc:  # a damaged Parquet file surfaces as a Java error
+        raise ModelLoadError(
+            f"The model at '{path}' has unreadable training data: {error_line(exc)}"
+        ) from None
+    _check_rows(path, table.num_rows, index.n_rows)
+    exact = grouped_exact_shards(table, index.n_features, index.model_id)
+    _check_labels(path, exact, index.classes)
+    index.shards = {EXACT_KIND: exact}
+    if payloads is not None:
+        blobs = [r.asDict() for r in payloads.collect()]
+        _check_payload_bytes(path, dict(enumerate(blobs)), index.payload_bytes)
+        index.shards[index.kind] = shards_from_pieces(
+            blobs, index.kind, index.kind_params, index.model_id
+        )
     return index
 
 
@@ -345,18 +380,24 @@ def _check_payload_bytes(path: str, by_shard: dict[int, dict], expected: int) ->
         )
 
 
-def _read_payloads(spark: SparkSession, path: str, sizes: dict[int, int]) -> DataFrame:
-    """The ``index/`` folder: one row per shard in the layout of PAYLOAD_COLUMNS."""
+def _read_payloads(
+    spark: SparkSession, path: str, sizes: dict[int, int], grouped: bool = False
+) -> DataFrame:
+    """The ``index/`` folder: one row per shard in the layout of PAYLOAD_COLUMNS.
+
+    A ``grouped`` index has one row per (shard, group), with a ``group`` column.
+    """
     try:
         payloads = spark.read.parquet(payloads_path(path))
         if "payload" not in payloads.columns and "graph" in payloads.columns:
             payloads = payloads.withColumnRenamed("graph", "payload")  # an older layout
         payloads = payloads.select(
-            *[F.col(c).cast(SHARD_BLOB_SCHEMA[c].dataType) for c in PAYLOAD_COLUMNS]
+            *[F.col(c).cast(SHARD_BLOB_SCHEMA[c].dataType) for c in PAYLOAD_COLUMNS],
+            *([F.col(GROUP_KEY).cast("string")] if grouped else []),
         )
-        found = {
-            int(r["shard"]): int(r["n_rows"]) for r in payloads.select("shard", "n_rows").collect()
-        }
+        found: dict[int, int] = {}
+        for r in payloads.select("shard", "n_rows").collect():
+            found[int(r["shard"])] = found.get(int(r["shard"]), 0) + int(r["n_rows"])
     except Exception as exc:  # a missing or damaged folder surfaces as a Java error
         raise ModelLoadError(
             f"The model at '{path}' has no readable index folder ({error_line(exc)})."

@@ -14,6 +14,7 @@ from pyspark.sql import types as T
 
 from knnspark._version import __version__
 from knnspark.classic import is_connect
+from knnspark.group_pieces import GROUP_KEY, GROUPED_BLOB_SCHEMA, grouped_rows_table
 from knnspark.index import EXACT_KIND, TrainingIndex
 from knnspark.kernels.kinds import shard_kind
 from knnspark.kmeans_sharding import routing_to_json
@@ -100,12 +101,19 @@ def _metadata(model: Any, index: TrainingIndex) -> dict[str, Any]:
             "payload_bytes": index.payload_bytes,
             "preprocessing": index.preprocessing.to_json(),
             "routing": routing_to_json(index.router),
+            # groupCol: which shards hold each group (rows and payloads carry a group column).
+            "groups": None if index.groups is None else index.groups.to_json(),
         },
     }
 
 
 def _payload_rows(spark: SparkSession, index: TrainingIndex) -> DataFrame:
-    """One row per shard: ids, labels and the kind's payload (e.g. an hnswlib file)."""
+    """One row per shard: ids, labels and the kind's payload (e.g. an hnswlib file).
+
+    A grouped index (``groupCol``) has one row per (shard, group), with a ``group`` column.
+    """
+    if index.groups is not None:
+        return _grouped_payload_rows(spark, index)
     if index.shard_blobs is not None:
         return index.shard_blobs.select(*PAYLOAD_COLUMNS)
     schema = T.StructType([SHARD_BLOB_SCHEMA[c] for c in PAYLOAD_COLUMNS])
@@ -116,7 +124,25 @@ def _payload_rows(spark: SparkSession, index: TrainingIndex) -> DataFrame:
     return spark.createDataFrame(rows, schema)
 
 
+def _grouped_payload_rows(spark: SparkSession, index: TrainingIndex) -> DataFrame:
+    columns = [*PAYLOAD_COLUMNS, GROUP_KEY]
+    if index.shard_blobs is not None:
+        return index.shard_blobs.select(*columns)
+    rows = []
+    for shard in index.shards[index.kind]:
+        for key, piece in sorted(shard.pieces.items()):
+            row = {**blob_row(shard.number, piece), GROUP_KEY: key}
+            rows.append(tuple(row[c] for c in columns))
+    return spark.createDataFrame(rows, T.StructType([GROUPED_BLOB_SCHEMA[c] for c in columns]))
+
+
 def _training_rows(spark: SparkSession, index: TrainingIndex) -> DataFrame:
+    if index.groups is not None:
+        schema = T.StructType([*SHARD_ROWS_SCHEMA.fields, T.StructField(GROUP_KEY, T.StringType())])
+        if index.shard_rows is not None:
+            return index.shard_rows.select(*schema.fieldNames())
+        tables = [grouped_rows_table(s) for s in index.shards[EXACT_KIND]]
+        return spark.createDataFrame(pa.concat_tables(tables).to_pandas(), schema)
     if index.shard_rows is not None:
         return index.shard_rows.select(*SHARD_ROWS_SCHEMA.fieldNames())
     exact = index.shards[EXACT_KIND]

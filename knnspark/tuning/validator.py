@@ -133,6 +133,13 @@ class KNNCrossValidator(CrossValidator):
             raise ValueError(f"Param numFolds must be an integer >= 2; got {num_folds}")
         param_maps = self.getEstimatorParamMaps()
         _check_param_maps(estimator, param_maps)
+        grouped = [estimator.getGroupCol()] + [m.get(estimator.groupCol) for m in param_maps]
+        if any(g is not None for g in grouped):
+            raise ValueError(
+                "KNNCrossValidator does not support groupCol yet (got "
+                f"{next(g for g in grouped if g is not None)!r}): a fold's validation rows "
+                "may hold groups its training rows lack; tune without groupCol."
+            )
         self._check_columns(dataset)
         groups = group_param_maps(estimator, param_maps)
         for group in groups:

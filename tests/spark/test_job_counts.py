@@ -17,6 +17,7 @@ import uuid
 import numpy as np
 import pandas as pd
 import pytest
+from pyspark.sql import functions as F
 
 from knnspark import InvalidInputError, KNNClassifier, KNNRegressor, NearestNeighbors
 
@@ -95,6 +96,21 @@ def test_kmeans_fit_runs_one_more_job_and_search_one(spark, frames, algorithm, i
         jobs, rows = count_jobs(spark, lambda: model.transform(queries).collect())
         assert len(rows) == 40
         assert jobs == 1
+
+
+@pytest.mark.parametrize("id_col", [None, "id"])
+def test_group_fit_runs_one_more_job_and_search_one(spark, frames, id_col):
+    # The group counts (big groups, the smallest group, ids repeated across groups): one job.
+    train, queries = frames
+    grouped = train.withColumn("country", (F.col("label") * 2).cast("int"))
+    estimator = KNNClassifier(k=3, numShards=2, groupCol="country", idCol=id_col)
+    jobs, model = count_jobs(spark, lambda: estimator.fit(grouped))
+    assert model.storage == "broadcast" and model.index.groups is not None
+    assert jobs == 3
+    searched = queries.withColumn("country", F.lit(2))
+    jobs, rows = count_jobs(spark, lambda: model.transform(searched).collect())
+    assert len(rows) == 40
+    assert jobs == 1
 
 
 def test_broadcast_kneighbors_runs_one_job(spark, frames):

@@ -82,8 +82,22 @@ def test_join_block_runs(spark):
     assert [r["truncated"] for r in near] == [False, False]
 
 
+def test_groups_block_runs(spark):
+    namespace = _run(_block_after("### Search within groups"))
+    scored = {r["country"]: r for r in namespace["scored"].collect()}
+    assert scored["fr"]["prediction"] == 0.0 and scored["de"]["prediction"] == 1.0
+    assert scored["it"]["prediction"] is None and scored["it"]["probability"] is None
+    pairs = namespace["pairs"].orderBy("country").collect()
+    assert namespace["pairs"].columns == ["country", "features", "item_label", "rank", "distance"]
+    assert [(r["country"], r["item_label"], r["rank"]) for r in pairs] == [
+        ("de", 1.0, 1),
+        ("fr", 0.0, 1),
+    ]
+    assert [round(r["distance"], 6) for r in pairs] == [0.8, 0.1]
+
+
 def test_every_python_block_is_tested():
-    assert README.read_text().count("```python") == 7
+    assert README.read_text().count("```python") == 8
 
 
 @pytest.mark.slow

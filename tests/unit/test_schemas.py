@@ -42,6 +42,7 @@ SAMPLES = {
     "bandwidth": 0.5,
     "nprobe": 2,
     "shardsVisitedCol": "shards_visited",
+    "groupCol": "country",
 }
 
 
