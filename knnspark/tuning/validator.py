@@ -26,7 +26,9 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from knnspark.classification import KNNClassifier
+from knnspark.partition import CLASSIFICATION, NEIGHBORS
 from knnspark.regression import KNNRegressor
+from knnspark.training import fold_training_stats, known_training_stats
 from knnspark.tuning.evaluation import SCORE_PREFIX, Evaluation, evaluator_redirects, persisted
 from knnspark.tuning.grouping import (
     Candidate,
@@ -222,21 +224,28 @@ class KNNCrossValidator(CrossValidator):
         param_maps = self.getEstimatorParamMaps()
         num_folds, num_models = self.getNumFolds(), len(param_maps)
         df, conditions = self._fold_conditions(dataset)
-        training_rows, validation_rows = self._fold_rows(df, conditions)
-        self._check_k(groups, training_rows)
-
         metrics = [[0.0] * num_models for _ in range(num_folds)]
         sub_models: list[list[Any]] | None = None
         if self.getCollectSubModels():
             sub_models = [[None] * num_models for _ in range(num_folds)]
         evaluation = Evaluation(evaluator, groups, max(1, self.getParallelism()), dataset)
-        for i, condition in enumerate(conditions):
-            with (
-                persisted(df.filter(~condition)) as train,
-                persisted(df.filter(condition)) as validation,
-            ):
+        # The data is cached once; every fold's training and validation rows are filters of
+        # it, so one job counts the checks of every fold's training rows (a fit would run
+        # one per fold) and the folds see the rows those counts saw.
+        with persisted(df) as df:
+            training_rows, validation_rows = self._fold_rows(df, conditions)
+            self._check_k(groups, training_rows)
+            fold = F.coalesce(*[F.when(c, F.lit(i)) for i, c in enumerate(conditions)])
+            fold_stats = {
+                settings: fold_training_stats(df, fold, num_folds, settings)
+                for settings in dict.fromkeys(_stats_settings(estimator, g) for g in groups)
+            }
+            for i, condition in enumerate(conditions):
+                train, validation = df.filter(~condition), df.filter(condition)
                 for group in groups:
-                    model = estimator.fit(train, group.fit_map)
+                    settings = _stats_settings(estimator, group)
+                    with known_training_stats(train, settings, fold_stats[settings][i]):
+                        model = estimator.fit(train, group.fit_map)
                     fold_metrics = evaluation.run(model, validation, validation_rows[i], group)
                     for index, metric in fold_metrics.items():
                         metrics[i][index] = metric
@@ -273,6 +282,20 @@ def _check_param_maps(estimator: Estimator, param_maps: Any) -> None:
                     f"Param estimatorParamMaps[{i}] sets {param!r}, which is not a param of "
                     f"the estimator {estimator.uid}"
                 )
+
+
+def _stats_settings(estimator: Estimator, group: SearchGroup) -> tuple:
+    """What the training checks of the group's fit read (see ``fold_training_stats``)."""
+    fitted = estimator.copy(group.fit_map)
+    task = fitted._task
+    return (
+        fitted.getFeaturesCol(),
+        fitted.getLabelCol() if task != NEIGHBORS else None,
+        fitted.getIdCol(),
+        task == CLASSIFICATION,
+        fitted.getImputeStrategy(),
+        fitted.getMetric(),
+    )
 
 
 def _with_scoring(model: Model, candidate: Candidate, param_map: dict) -> Model:
