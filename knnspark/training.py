@@ -2,7 +2,9 @@
 
 One aggregation job checks the whole training set (row counts, invalid rows,
 vector lengths, classes) so bad data fails with a clear message on the
-driver, and yields what numbering the rows needs.
+driver, and yields what numbering the rows needs.  Cross-validation runs that job once
+for every fold's training rows (:func:`fold_training_stats`), and its fits take their
+counts from it (:func:`known_training_stats`).
 """
 
 from __future__ import annotations
@@ -290,28 +292,25 @@ _KNOWN_STATS: ContextVar[tuple[DataFrame, tuple, dict] | None] = ContextVar(
 )
 
 
-def fold_training_stats(df: DataFrame, fold: Column, num_folds: int, settings: tuple) -> list:
-    """The checks' counts of ``df`` without each fold, for every fold, in one job.
+def fold_training_stats(
+    df: DataFrame, fold: Column, num_folds: int, settings: tuple
+) -> tuple[list[dict], dict]:
+    """The checks' counts of ``df`` without each fold, and of all of it, in one job.
 
     ``fold`` is each row's fold number in ``[0, num_folds)``, or null for a row in no fold
-    (it trains every fold). Entry ``i`` is what :func:`prepare_training` would count on
-    ``df.filter(fold != i)`` (same partitions) with ``settings``: ``(features_col, label_col,
-    id_col, classifier, impute_strategy, metric)`` as :func:`prepare_training` receives them.
+    (it trains every fold). Entry ``i`` of the list is what :func:`prepare_training` would
+    count on ``df.filter(fold != i)`` (same partitions) with ``settings``: ``(features_col,
+    label_col, id_col, classifier, impute_strategy, metric)`` as it receives them; the dict
+    counts every row, with ``fold_rows``, the rows of each fold, added.
     """
     features_col, label_col, id_col, classifier, impute_strategy, metric = settings
     fold_name = "__knn_fold"
     checks = _training_checks(
-        df,
-        features_col,
-        label_col,
-        id_col,
-        classifier,
-        impute_strategy,
-        metric,
+        df, features_col, label_col, id_col, classifier, impute_strategy, metric,
         (fold.alias(fold_name),),
-    )
+    )  # fmt: skip
     per_partition, per_class = _collect_stats(checks, classifier, (fold_name,))
-    return [
+    without = [
         _summed_stats(
             [r for r in per_partition if r[fold_name] != i],
             [r for r in per_class if r[fold_name] != i],
@@ -319,6 +318,11 @@ def fold_training_stats(df: DataFrame, fold: Column, num_folds: int, settings: t
         )
         for i in range(num_folds)
     ]
+    everything = _summed_stats(per_partition, per_class, classifier)
+    everything["fold_rows"] = [
+        sum(int(r["n"]) for r in per_partition if r[fold_name] == i) for i in range(num_folds)
+    ]
+    return without, everything
 
 
 @contextmanager
