@@ -57,6 +57,7 @@ import knnspark  # noqa: E402
 from knnspark import KNNClassifier  # noqa: E402
 from knnspark.tuning import KNNCrossValidator  # noqa: E402
 from knnspark.tuning import evaluation as tuning_evaluation  # noqa: E402
+from knnspark.tuning import validator as tuning_validator  # noqa: E402
 
 FULL_KS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 13, 15, 19, 23, 27, 31]
 QUICK_KS = [1, 3, 7, 15]
@@ -112,7 +113,7 @@ def load_digits_frame(spark: SparkSession) -> DataFrame:
 
 #: What --profile times: (owner, attribute, label), in the order printed.
 STAGES = (
-    (lambda: KNNCrossValidator, "_fold_rows", "count the rows of every fold"),
+    (lambda: tuning_validator, "fold_training_stats", "count the folds and their checks (one job)"),
     (lambda: KNNClassifier, "fit", "fit (one per fold, then the best model)"),
     (lambda: tuning_evaluation.Evaluation, "run", "search, score and evaluate a fold"),
     (lambda: tuning_evaluation, "metrics_from_sums", "  of which search + metric sums (one job)"),

@@ -19,7 +19,7 @@ from multiprocessing.pool import ThreadPool
 from typing import Any
 
 import numpy as np
-from pyspark import inheritable_thread_target
+from pyspark import StorageLevel, inheritable_thread_target
 from pyspark.ml import Model
 from pyspark.ml.evaluation import (
     BinaryClassificationEvaluator,
@@ -122,7 +122,11 @@ def evaluator_redirects(evaluator: Evaluator, outputs: dict[str, str]) -> dict[s
 
 @contextmanager
 def persisted(df: DataFrame) -> Iterator[DataFrame]:
-    """``df`` persisted for the duration of the block."""
+    """``df`` persisted for the duration of the block (left as it is if already cached:
+    the caller's cache of the same plan is not ours to drop)."""
+    if df.storageLevel != StorageLevel.NONE:
+        yield df
+        return
     df.persist()
     try:
         yield df

@@ -26,7 +26,9 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from knnspark.classification import KNNClassifier
+from knnspark.partition import CLASSIFICATION, NEIGHBORS
 from knnspark.regression import KNNRegressor
+from knnspark.training import fold_training_stats, known_training_stats
 from knnspark.tuning.evaluation import SCORE_PREFIX, Evaluation, evaluator_redirects, persisted
 from knnspark.tuning.grouping import (
     Candidate,
@@ -180,26 +182,20 @@ class KNNCrossValidator(CrossValidator):
             (df[rand_col] >= i * h) & (df[rand_col] < (i + 1) * h) for i in range(num_folds)
         ]
 
-    def _fold_rows(self, df: DataFrame, conditions: list[Column]) -> tuple[list[int], list[int]]:
-        """Training and validation rows of every fold, counted in one job.
+    def _fold_sizes(self, everything: dict) -> tuple[list[int], list[int]]:
+        """Training and validation rows of every fold, from the counts of every row.
 
         Fails on an empty fold, as Spark does, and on fold numbers out of range.
         """
-        aggs = [F.count(F.when(c, 1)).alias(f"v{i}") for i, c in enumerate(conditions)]
-        aggs.append(F.count(F.lit(1)).alias("rows"))
+        validation = everything["fold_rows"]
+        outside = everything["n"] - sum(validation)
         fold_col, num_folds = self.getFoldCol(), self.getNumFolds()
-        if fold_col:
-            fold = F.col(fold_col)
-            outside = fold.isNull() | (fold < 0) | (fold >= num_folds)
-            aggs.append(F.count(F.when(outside, 1)).alias("outside"))
-        counts = df.agg(*aggs).first()
-        if fold_col and counts["outside"]:
+        if fold_col and outside:
             raise ValueError(
                 f"Column '{fold_col}' (param foldCol) must hold fold numbers in "
-                f"[0, {num_folds}); {counts['outside']} rows hold other values or null"
+                f"[0, {num_folds}); {outside} rows hold other values or null"
             )
-        validation = [counts[f"v{i}"] for i in range(num_folds)]
-        training = [counts["rows"] - v for v in validation]
+        training = [everything["n"] - v for v in validation]
         for i in range(num_folds):
             if training[i] == 0:
                 raise ValueError(f"The training data at fold {i} is empty.")
@@ -229,21 +225,28 @@ class KNNCrossValidator(CrossValidator):
         param_maps = self.getEstimatorParamMaps()
         num_folds, num_models = self.getNumFolds(), len(param_maps)
         df, conditions = self._fold_conditions(dataset)
-        training_rows, validation_rows = self._fold_rows(df, conditions)
-        self._check_k(groups, training_rows)
-
         metrics = [[0.0] * num_models for _ in range(num_folds)]
         sub_models: list[list[Any]] | None = None
         if self.getCollectSubModels():
             sub_models = [[None] * num_models for _ in range(num_folds)]
         evaluation = Evaluation(evaluator, groups, max(1, self.getParallelism()), dataset)
-        for i, condition in enumerate(conditions):
-            with (
-                persisted(df.filter(~condition)) as train,
-                persisted(df.filter(condition)) as validation,
-            ):
+        # The data is cached once; every fold's training and validation rows are filters of
+        # it, so one job counts the folds and the checks of every fold's training rows (a
+        # fit would run one per fold), and the folds see the rows those counts saw.
+        with persisted(df) as df:
+            fold = F.coalesce(*[F.when(c, F.lit(i)) for i, c in enumerate(conditions)])
+            fold_stats = {
+                settings: fold_training_stats(df, fold, num_folds, settings)
+                for settings in dict.fromkeys(_stats_settings(estimator, g) for g in groups)
+            }
+            training_rows, validation_rows = self._fold_sizes(next(iter(fold_stats.values()))[1])
+            self._check_k(groups, training_rows)
+            for i, condition in enumerate(conditions):
+                train, validation = df.filter(~condition), df.filter(condition)
                 for group in groups:
-                    model = estimator.fit(train, group.fit_map)
+                    settings = _stats_settings(estimator, group)
+                    with known_training_stats(train, settings, fold_stats[settings][0][i]):
+                        model = estimator.fit(train, group.fit_map)
                     fold_metrics = evaluation.run(model, validation, validation_rows[i], group)
                     for index, metric in fold_metrics.items():
                         metrics[i][index] = metric
@@ -251,11 +254,15 @@ class KNNCrossValidator(CrossValidator):
                         for c in group.candidates:
                             sub_models[i][c.index] = _with_scoring(model, c, param_maps[c.index])
 
-        avg, std = CrossValidator._gen_avg_and_std_metrics(metrics)
-        larger_is_better = bool(evaluator.isLargerBetter())
-        best = int(np.argmax(avg) if larger_is_better else np.argmin(avg))
-        # As Spark does: the best param map refitted on all the data.
-        best_model = estimator.fit(dataset, param_maps[best])
+            avg, std = CrossValidator._gen_avg_and_std_metrics(metrics)
+            larger_is_better = bool(evaluator.isLargerBetter())
+            best = int(np.argmax(avg) if larger_is_better else np.argmin(avg))
+            # As Spark does: the best param map refitted on all the data (its cached rows,
+            # whose checks are counted already).
+            best_group = next(g for g in groups if any(c.index == best for c in g.candidates))
+            settings = _stats_settings(estimator, best_group)
+            with known_training_stats(df, settings, fold_stats[settings][1]):
+                best_model = estimator.fit(df, param_maps[best])
         cv_model = KNNCrossValidatorModel(
             best_model, avg, sub_models, std, foldMetrics=metrics, isLargerBetter=larger_is_better
         )
@@ -280,6 +287,20 @@ def _check_param_maps(estimator: Estimator, param_maps: Any) -> None:
                     f"Param estimatorParamMaps[{i}] sets {param!r}, which is not a param of "
                     f"the estimator {estimator.uid}"
                 )
+
+
+def _stats_settings(estimator: Estimator, group: SearchGroup) -> tuple:
+    """What the training checks of the group's fit read (see ``fold_training_stats``)."""
+    fitted = estimator.copy(group.fit_map)
+    task = fitted._task
+    return (
+        fitted.getFeaturesCol(),
+        fitted.getLabelCol() if task != NEIGHBORS else None,
+        fitted.getIdCol(),
+        task == CLASSIFICATION,
+        fitted.getImputeStrategy(),
+        fitted.getMetric(),
+    )
 
 
 def _with_scoring(model: Model, candidate: Candidate, param_map: dict) -> Model:

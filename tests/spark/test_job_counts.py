@@ -129,3 +129,30 @@ def test_repeated_ids_are_named_after_the_failed_build(spark, frames):
         KNNClassifier(k=3, numShards=2, idCol="id").fit(repeated)
     with pytest.raises(InvalidInputError, match=r"must hold unique ids; id 0 appears 2 times"):
         KNNClassifier(k=3, numShards=2, idCol="id", maxBroadcastBytes=0).fit(repeated)
+
+
+@pytest.mark.parametrize("fold_col", [None, "fold"])
+def test_cross_validation_counts_every_fold_in_one_job(spark, frames, fold_col):
+    # One job counts the rows and the training checks of every fold; then per fold a build
+    # and a search-and-score job; then the best model's build (its checks are counted).
+    from pyspark.ml.evaluation import MulticlassClassificationEvaluator
+    from pyspark.ml.tuning import ParamGridBuilder
+    from pyspark.sql import functions as F
+
+    from knnspark.tuning import KNNCrossValidator
+
+    train, _ = frames
+    data = train.withColumn("fold", (F.col("id") % 9 / 3).cast("int")) if fold_col else train
+    clf = KNNClassifier(numShards=2)
+    grid = ParamGridBuilder().addGrid(clf.k, [1, 5]).addGrid(clf.weights, ["uniform"]).build()
+    validator = KNNCrossValidator(
+        estimator=clf,
+        estimatorParamMaps=grid,
+        evaluator=MulticlassClassificationEvaluator(metricName="accuracy"),
+        numFolds=3,
+        seed=1,
+        foldCol=fold_col or "",
+    )
+    jobs, model = count_jobs(spark, lambda: validator.fit(data))
+    assert len(model.avgMetrics) == 2
+    assert jobs == 1 + 3 * 2 + 1
