@@ -43,8 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from knnspark import NearestNeighbors  # noqa: E402
 from scripts.bench.baselines import faiss_flat  # noqa: E402
 from scripts.bench.data import Data, Frames, clustered_data  # noqa: E402
-from scripts.bench.tables import mib  # noqa: E402
 from scripts.bench.sparkjobs import build_spark, noop, release_model  # noqa: E402
+from scripts.bench.tables import mib  # noqa: E402
 from scripts.bench.targets import recall_at_k  # noqa: E402
 
 K = 10

@@ -28,7 +28,7 @@ from pyspark.sql import types as T
 from knnspark.classification import KNNClassifier
 from knnspark.partition import CLASSIFICATION, NEIGHBORS
 from knnspark.regression import KNNRegressor
-from knnspark.training import fold_training_stats, known_training_stats
+from knnspark.training_checks import fold_training_stats, known_training_stats
 from knnspark.tuning.evaluation import SCORE_PREFIX, Evaluation, evaluator_redirects, persisted
 from knnspark.tuning.grouping import (
     Candidate,
