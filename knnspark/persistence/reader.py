@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -272,12 +274,8 @@ def _read_grouped(
     index: TrainingIndex, rows: DataFrame, payloads: DataFrame | None, path: str
 ) -> TrainingIndex:
     """A grouped index (``groupCol``) kept on the driver: one piece per (shard, group)."""
-    try:
+    with _reading_training_data(path):
         table = rows.toArrow()
-    except Exception as exc:  # a damaged Parquet file surfaces as a Java error
-        raise ModelLoadError(
-            f"The model at '{path}' has unreadable training data: {error_line(exc)}"
-        ) from None
     _check_rows(path, table.num_rows, index.n_rows)
     exact = grouped_exact_shards(table, index.n_features, index.model_id)
     _check_labels(path, exact, index.classes)
@@ -303,13 +301,9 @@ def _read_router(path: str, info: dict, n_features: int, sizes: dict[int, int]) 
 
 def _check_distributed_rows(rows: DataFrame, path: str, n_rows: int, n_features: int) -> None:
     """Row count (Parquet footers) and the length of one feature vector, without a full read."""
-    try:
+    with _reading_training_data(path):
         counted = rows.count()
         first = rows.select(F.size("features").alias("n")).first()
-    except Exception as exc:
-        raise ModelLoadError(
-            f"The model at '{path}' has unreadable training data: {error_line(exc)}"
-        ) from None
     _check_rows(path, counted, n_rows)
     if first is not None and first["n"] != n_features:
         raise ModelLoadError(
@@ -327,12 +321,8 @@ def _exact_shards(
     has_labels: bool,
 ) -> list[ExactShard]:
     """The saved training rows as exact blocks, one per shard, checked against the metadata."""
-    try:
+    with _reading_training_data(path):
         pdf = rows.toPandas()
-    except Exception as exc:  # a damaged Parquet file surfaces as a Java error
-        raise ModelLoadError(
-            f"The model at '{path}' has unreadable training data: {error_line(exc)}"
-        ) from None
     _check_rows(path, len(pdf), n_rows)
     shards = []
     for shard_id in sizes:
@@ -408,6 +398,17 @@ def _read_payloads(
             f"its metadata says {sizes}."
         )
     return payloads
+
+
+@contextmanager
+def _reading_training_data(path: str) -> Iterator[None]:
+    """A failed read of the saved training rows is a ModelLoadError naming the model."""
+    try:
+        yield
+    except Exception as exc:  # a damaged Parquet file surfaces as a Java error
+        raise ModelLoadError(
+            f"The model at '{path}' has unreadable training data: {error_line(exc)}"
+        ) from None
 
 
 def _check_rows(path: str, found: int, expected: int) -> None:
