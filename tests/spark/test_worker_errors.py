@@ -1,7 +1,8 @@
 """An invalid query row found inside a Spark task reaches the driver as InvalidInputError.
 
 ``transform`` is lazy: the task that searches an invalid row (``handleInvalid="error"``)
-raises, and Spark reports a ``PythonException`` (a ``Py4JJavaError`` from a write).
+raises, and Spark reports a ``PythonException`` (a ``Py4JJavaError`` from a write, or when
+the task ran inside a broadcast's job: the shard-major path's merged results).
 :func:`knnspark.errors.reraise_worker_errors` around the action raises the knnspark error
 itself, with the Spark exception as its cause; other errors pass through.
 """
@@ -59,7 +60,11 @@ def test_invalid_query_row_raises_invalid_input_error(spark, train, budget, bad,
     with pytest.raises(InvalidInputError, match="^" + re.escape(f"{message} {HINT}") + "$") as info:
         with reraise_worker_errors():
             out.collect()
-    assert isinstance(info.value.__cause__, PythonException)
+    # The shard-major path broadcasts small merged results to the queries, and Spark reports
+    # a task failing inside a broadcast's job as a Py4JJavaError, not a PythonException.
+    spark_error = PythonException if budget is None else Py4JJavaError
+    assert isinstance(info.value.__cause__, spark_error)
+    assert f"knnspark.errors.InvalidInputError: {message} {HINT}" in str(info.value.__cause__)
 
 
 def test_invalid_query_row_in_a_write_raises_invalid_input_error(spark, train, tmp_path):
