@@ -17,11 +17,10 @@ from knnspark.errors import InvalidInputError
 from knnspark.groups import check_group_params, query_group_columns
 from knnspark.index import EXACT_KIND, IndexSpec, TrainingIndex, build_index, kind_param_names
 from knnspark.kmeans_sharding import check_partitioning, search_router
-from knnspark.leave_out import check_exclude_self, exclude_self
+from knnspark.kneighbors import KNeighborsMixin
 from knnspark.partition import (
     CLASSIFICATION,
     NDIST_TMP,
-    NEIGHBOR_LABELS,
     NEIGHBORS,
     NIDS_TMP,
     NLAB_TMP,
@@ -32,7 +31,8 @@ from knnspark.partition import (
     SHARDS_TMP,
     SearchSettings,
 )
-from knnspark.schema import check_output_columns, column, feature_array_expr
+from knnspark.radius import RadiusNeighborsMixin
+from knnspark.schema import check_output_columns, feature_array_expr
 from knnspark.search import search_dataframe
 from knnspark.shipped import ShippedShards
 from knnspark.sizing import (
@@ -102,8 +102,13 @@ class _KNNEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable):
         return model
 
 
-class _KNNModel(Model, MLWritable, MLReadable):
-    """A fitted index plus the search-time params; searches with ``transform``/``kneighbors``."""
+class _KNNModel(KNeighborsMixin, RadiusNeighborsMixin, Model, MLWritable, MLReadable):
+    """A fitted index plus the search-time params; searches with ``transform``/``kneighbors``.
+
+    The queries themselves live in sibling mixins (as scikit-learn's ``KNeighborsMixin`` and
+    ``RadiusNeighborsMixin``): :mod:`knnspark.kneighbors` and :mod:`knnspark.radius`; this
+    class holds what they share: the fitted index, ``_search`` and the shipped shards.
+    """
 
     #: What ``transform`` computes: CLASSIFICATION, REGRESSION or NEIGHBORS.
     _task = NEIGHBORS
@@ -163,106 +168,6 @@ class _KNNModel(Model, MLWritable, MLReadable):
         return self.index.size_bytes
 
     # ------------------------------------------------------------ search
-
-    def kneighbors(
-        self,
-        dataset: DataFrame,
-        neighborIdsCol: str = "neighbor_ids",
-        distancesCol: str = "distances",
-        excludeSelf: bool = False,
-    ) -> DataFrame:
-        """Every column of ``dataset`` plus the k nearest training ids and their distances.
-
-        With ``excludeSelf=True`` a query row is not its own neighbor: a query whose
-        ``idCol`` value is a training id gets the k nearest *other* training rows, as
-        scikit-learn's ``kneighbors()`` without ``X`` (a kNN graph of the training rows:
-        ``model.kneighbors(train, excludeSelf=True)``). It needs ``idCol`` set at fit and
-        that column in ``dataset``, and ``k`` below the number of training rows.
-
-        Returns
-        -------
-        DataFrame
-            ``neighborIdsCol`` is ``array<long>`` and ``distancesCol`` is
-            ``array<double>``, nearest first (ties to the smaller id); both are
-            null for invalid query rows under ``handleInvalid='keep'``.
-        """
-        check_output_columns(
-            dataset.schema, {"neighborIdsCol": neighborIdsCol, "distancesCol": distancesCol}
-        )
-        k = self.getK()
-        if excludeSelf:
-            check_exclude_self(dataset.schema, self.getIdCol(), self.index.n_rows, k)
-        searched = self._search(dataset, NEIGHBORS, with_neighbors=False, k=k + bool(excludeSelf))
-        if excludeSelf:
-            searched = exclude_self(searched, NIDS_TMP, NDIST_TMP, column(self.getIdCol()), k)
-        return searched.withColumnsRenamed({NIDS_TMP: neighborIdsCol, NDIST_TMP: distancesCol})
-
-    def radius_neighbors(
-        self,
-        dataset: DataFrame,
-        radius: float,
-        maxNeighbors: int | None = None,
-        neighborIdsCol: str = "neighbor_ids",
-        distancesCol: str = "distances",
-        truncatedCol: str = "truncated",
-    ) -> DataFrame:
-        """Every column of ``dataset`` plus every training row within ``radius``, nearest first.
-
-        As scikit-learn's ``radius_neighbors(X, radius, sort_results=True)``: a training row
-        is a neighbor when its distance is ``<= radius``; ties go to the smaller id.  Exact
-        search only: a model that searches an HNSW index raises (``setAlgorithm('brute')``
-        searches its rows exactly).  Lists are built block by block on the executors.  With
-        ``partitioning="kmeans"`` and a true metric a query skips the shards that cannot hold
-        a row within ``radius``; a set ``shardsVisitedCol`` adds the shards each row searched.
-
-        Parameters
-        ----------
-        radius : float
-            A finite number > 0.
-        maxNeighbors : int, optional
-            Keep at most this many (the nearest) per row; ``truncatedCol`` says which rows
-            lost some.  None keeps them all: a radius holding most training rows then gives
-            lists as long as the training set.
-
-        Returns
-        -------
-        DataFrame
-            ``neighborIdsCol`` (``array<long>``), ``distancesCol`` (``array<double>``) and
-            ``truncatedCol`` (boolean: more rows were within ``radius`` than
-            ``maxNeighbors``); all null for invalid rows under ``handleInvalid='keep'``.
-        """
-        from knnspark.radius import radius_neighbors
-
-        if self.index.groups is not None:
-            raise InvalidInputError(
-                "radius_neighbors does not support a model fitted with groupCol yet "
-                f"(groupCol={self.getGroupCol()!r}); fit a model without groupCol, or use "
-                "kneighbors, which searches within groups."
-            )
-        return radius_neighbors(
-            self, dataset, radius, maxNeighbors, neighborIdsCol, distancesCol, truncatedCol
-        )
-
-    def neighborLabels(self, dataset: DataFrame, k: int | None = None) -> DataFrame:
-        """Every column of ``dataset`` plus its ``k`` nearest neighbors' labels and distances.
-
-        For tuning: :class:`knnspark.tuning.KNNCrossValidator` searches once at the
-        largest ``k`` and scores every smaller ``k`` from these lists.
-
-        Returns
-        -------
-        DataFrame
-            ``neighbor_labels`` and ``neighbor_distances`` (``array<double>``,
-            nearest first); null for invalid rows under ``handleInvalid='keep'``.
-        """
-        check_output_columns(
-            dataset.schema,
-            {"neighbor_labels": "neighbor_labels", "neighbor_distances": "neighbor_distances"},
-        )
-        searched = self._search(dataset, NEIGHBOR_LABELS, with_neighbors=False, k=k)
-        return searched.withColumnsRenamed(
-            {NLAB_TMP: "neighbor_labels", NDIST_TMP: "neighbor_distances"}
-        )
 
     def _search(
         self,

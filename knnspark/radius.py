@@ -30,6 +30,7 @@ from pyspark.sql import types as T
 
 from knnspark.arrow_columns import padded_matrix
 from knnspark.converters import int_at_least, positive_float
+from knnspark.errors import InvalidInputError
 from knnspark.index import EXACT_KIND
 from knnspark.kernels.radius import (
     RadiusLists,
@@ -62,7 +63,7 @@ from knnspark.shard_major import (
 )
 from knnspark.timing import TaskTimer
 
-__all__ = ["radius_neighbors"]
+__all__ = ["RadiusNeighborsMixin", "search_radius"]
 
 _IDS = "__knn_r_ids"
 _DIST = "__knn_r_dist"
@@ -115,7 +116,55 @@ class _RadiusRouting(Routing):
         return np.where(todo, np.arange(router.num_shards)[None, :], -1)
 
 
-def radius_neighbors(
+class RadiusNeighborsMixin:
+    """``radius_neighbors`` of a fitted model (:class:`knnspark.base._KNNModel`)."""
+
+    def radius_neighbors(
+        self,
+        dataset: DataFrame,
+        radius: float,
+        maxNeighbors: int | None = None,
+        neighborIdsCol: str = "neighbor_ids",
+        distancesCol: str = "distances",
+        truncatedCol: str = "truncated",
+    ) -> DataFrame:
+        """Every column of ``dataset`` plus every training row within ``radius``, nearest first.
+
+        As scikit-learn's ``radius_neighbors(X, radius, sort_results=True)``: a training row
+        is a neighbor when its distance is ``<= radius``; ties go to the smaller id.  Exact
+        search only: a model that searches an HNSW index raises (``setAlgorithm('brute')``
+        searches its rows exactly).  Lists are built block by block on the executors.  With
+        ``partitioning="kmeans"`` and a true metric a query skips the shards that cannot hold
+        a row within ``radius``; a set ``shardsVisitedCol`` adds the shards each row searched.
+
+        Parameters
+        ----------
+        radius : float
+            A finite number > 0.
+        maxNeighbors : int, optional
+            Keep at most this many (the nearest) per row; ``truncatedCol`` says which rows
+            lost some.  None keeps them all: a radius holding most training rows then gives
+            lists as long as the training set.
+
+        Returns
+        -------
+        DataFrame
+            ``neighborIdsCol`` (``array<long>``), ``distancesCol`` (``array<double>``) and
+            ``truncatedCol`` (boolean: more rows were within ``radius`` than
+            ``maxNeighbors``); all null for invalid rows under ``handleInvalid='keep'``.
+        """
+        if self.index.groups is not None:
+            raise InvalidInputError(
+                "radius_neighbors does not support a model fitted with groupCol yet "
+                f"(groupCol={self.getGroupCol()!r}); fit a model without groupCol, or use "
+                "kneighbors, which searches within groups."
+            )
+        return search_radius(
+            self, dataset, radius, maxNeighbors, neighborIdsCol, distancesCol, truncatedCol
+        )
+
+
+def search_radius(
     model: Any,
     dataset: DataFrame,
     radius: float,
@@ -124,7 +173,7 @@ def radius_neighbors(
     dist_col: str,
     truncated_col: str,
 ) -> DataFrame:
-    """What :meth:`knnspark.base._KNNModel.radius_neighbors` returns; see there."""
+    """What :meth:`RadiusNeighborsMixin.radius_neighbors` returns; see there."""
     radius = positive_float("radius")(radius)
     if max_neighbors is not None:
         max_neighbors = int_at_least("maxNeighbors", 1)(max_neighbors)
