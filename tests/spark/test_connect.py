@@ -252,15 +252,16 @@ def test_a_driver_held_index_over_the_connect_budget_is_refused(spark, connect, 
 
 def test_cross_validator_matches_spark_on_connect(connect, wine):
     x_train, y_train, _, _ = wine
-    train = _frame(connect, x_train, y_train).withColumn("fold", (F.col("id") % 3).cast("int"))
+    # Two folds: each fold is a fit and an evaluation per param map in Spark's validator.
+    train = _frame(connect, x_train, y_train).withColumn("fold", (F.col("id") % 2).cast("int"))
     clf = KNNClassifier(numShards=2)
     grid = ParamGridBuilder().addGrid(clf.k, [1, 5]).addGrid(clf.weights, ["uniform"]).build()
     evaluator = MulticlassClassificationEvaluator(metricName="accuracy")
     ours = KNNCrossValidator(
-        estimator=clf, estimatorParamMaps=grid, evaluator=evaluator, numFolds=3, foldCol="fold"
+        estimator=clf, estimatorParamMaps=grid, evaluator=evaluator, numFolds=2, foldCol="fold"
     ).fit(train)
     theirs = CrossValidator(
-        estimator=clf, estimatorParamMaps=grid, evaluator=evaluator, numFolds=3, foldCol="fold"
+        estimator=clf, estimatorParamMaps=grid, evaluator=evaluator, numFolds=2, foldCol="fold"
     ).fit(train)
     np.testing.assert_allclose(ours.avgMetrics, theirs.avgMetrics, atol=1e-12)
     assert ours.bestModel.getK() == grid[int(np.argmax(theirs.avgMetrics))][clf.k]

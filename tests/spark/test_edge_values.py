@@ -289,9 +289,15 @@ def test_every_metric_and_weighting_matches_numpy_on_both_paths(spark):
     )
     # Copies of query 0 in other partitions: the distributed path searches a shard twice.
     queries = np.vstack([queries, queries[[0, 0, 0]]])
-    qdf = spark.createDataFrame(
-        [(q, f.tolist()) for q, f in enumerate(queries)], "qid int, features array<double>"
-    ).repartition(3)
+    # Cached: the 34 cases (and the distributed path's query counts) read the same three
+    # partitions instead of shuffling the queries again for each.
+    qdf = (
+        spark.createDataFrame(
+            [(q, f.tolist()) for q, f in enumerate(queries)], "qid int, features array<double>"
+        )
+        .repartition(3)
+        .cache()
+    )
     est = KNNClassifier(k=k, idCol="id", numShards=3, algorithm="brute", neighborsCol="nb")
     models = [est.fit(df), est.copy({est.maxBroadcastBytes: 0}).fit(df)]
     assert [m.storage for m in models] == ["broadcast", "distributed"]
@@ -312,6 +318,7 @@ def test_every_metric_and_weighting_matches_numpy_on_both_paths(spark):
     for frame in scored[1:]:
         union = union.unionByName(frame)
     collected = sorted(union.collect(), key=lambda r: (r["case"], r["qid"]))
+    qdf.unpersist()
     for i, (metric, p, weights, model) in enumerate(cases):
         rows = [r for r in collected if r["case"] == i]
         ref_dist = _reference_distances(metric, p, queries, train)

@@ -60,6 +60,29 @@ def data(spark, frames):
     return train, queries, train_df, query_df
 
 
+@pytest.fixture(scope="module")
+def fitted(data):
+    """Brute-force models fitted once per module, by (estimator, path): tests that search the
+    same index share it (a copy with other search-time params shares the fitted index)."""
+    _, _, train_df, _ = data
+    estimators = {
+        "neighbors": lambda extra: NearestNeighbors(
+            k=K, idCol="id", groupCol="country", numShards=4, algorithm="brute", **extra
+        ),
+        "classifier": lambda extra: KNNClassifier(
+            k=K, groupCol="country", numShards=4, algorithm="brute", **extra
+        ),
+    }
+    cache = {}
+
+    def get(name, path):
+        if (name, path) not in cache:
+            cache[name, path] = estimators[name](PATHS[path]).fit(train_df)
+        return cache[name, path]
+
+    return get
+
+
 def per_group_reference(train, queries, k, make):
     """Per query: the model ``make()`` fitted on the query's group (None: no such group)."""
     fitted = {}
@@ -87,11 +110,9 @@ def by_qid(df):
 
 
 @pytest.mark.parametrize("path", sorted(PATHS))
-def test_kneighbors_equal_per_group_brute_force(data, path):
+def test_kneighbors_equal_per_group_brute_force(data, fitted, path):
     train, queries, train_df, query_df = data
-    model = NearestNeighbors(
-        k=K, idCol="id", groupCol="country", numShards=4, algorithm="brute", **PATHS[path]
-    ).fit(train_df)
+    model = fitted("neighbors", path)
     assert model.storage == path
     rows = by_qid(model.kneighbors(query_df))
     assert len(rows) == 40
@@ -106,10 +127,9 @@ def test_kneighbors_equal_per_group_brute_force(data, path):
 
 
 @pytest.mark.parametrize("path", sorted(PATHS))
-def test_classifier_equals_per_group_kneighborsclassifier(data, path):
+def test_classifier_equals_per_group_kneighborsclassifier(data, fitted, path):
     train, queries, train_df, query_df = data
-    model = KNNClassifier(k=K, groupCol="country", numShards=4, algorithm="brute", **PATHS[path])
-    model = model.fit(train_df)
+    model = fitted("classifier", path)
     rows = by_qid(model.transform(query_df))
     classes = [0.0, 1.0, 2.0]
     for qid, (g, q) in enumerate(zip(queries["country"], queries["features"], strict=True)):
@@ -188,12 +208,16 @@ def test_hnsw_recall_against_per_group_exact(data, path):
 
 
 @pytest.mark.parametrize(("path", "algorithm"), [("broadcast", "hnsw"), ("distributed", "brute")])
-def test_save_load_round_trip(data, tmp_path, path, algorithm):
+def test_save_load_round_trip(data, fitted, tmp_path, path, algorithm):
     _, _, train_df, query_df = data
-    model = KNNClassifier(
-        k=K, groupCol="country", numShards=4, algorithm=algorithm, neighborsCol="nb",
-        **PATHS[path],
-    ).fit(train_df)  # fmt: skip
+    if algorithm == "brute":  # the classifier test's model
+        model = fitted("classifier", path)
+    else:
+        model = KNNClassifier(
+            k=K, groupCol="country", numShards=4, algorithm=algorithm, **PATHS[path]
+        ).fit(train_df)
+    assert model.algorithmUsed == algorithm
+    model = model.copy({model.neighborsCol: "nb"})
     model.write().save(str(tmp_path / "m"))
     loaded = KNNClassificationModel.load(str(tmp_path / "m"))
     assert loaded.storage == model.storage == path
@@ -229,9 +253,9 @@ def test_bad_group_columns_fail_before_any_job(spark, data):
             estimator.fit(frame)
 
 
-def test_bad_queries_fail_before_any_job(spark, data):
+def test_bad_queries_fail_before_any_job(spark, data, fitted):
     _, _, train_df, query_df = data
-    model = NearestNeighbors(k=K, groupCol="country", numShards=2).fit(train_df)
+    model = fitted("neighbors", "broadcast")
     with no_spark_job(spark):
         with pytest.raises(InvalidInputError, match=r"'country' \(param groupCol\) does not "
                            r"exist in the query DataFrame"):  # fmt: skip

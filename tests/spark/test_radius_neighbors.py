@@ -135,6 +135,21 @@ def _kmeans_model(train, **params):
     ).fit(train)  # fmt: skip
 
 
+@pytest.fixture(scope="module")
+def kmeans_models(grid):
+    """The euclidean k-means model of each storage, fitted once for the module's cases."""
+    train = grid[2]
+    cache = {}
+
+    def get(storage):
+        if storage not in cache:
+            extra = {"maxBroadcastBytes": 0} if storage == "distributed" else {}
+            cache[storage] = _kmeans_model(train, **extra)
+        return cache[storage]
+
+    return get
+
+
 @pytest.mark.parametrize(
     ("storage", "radii"),
     [
@@ -143,9 +158,9 @@ def _kmeans_model(train, **params):
         pytest.param("distributed", (2.0, 9.0), id="distributed-more", marks=pytest.mark.slow),
     ],
 )
-def test_kmeans_routing_skips_shards_and_equals_sklearn(grid, storage, radii):
+def test_kmeans_routing_skips_shards_and_equals_sklearn(grid, kmeans_models, storage, radii):
     x, q, train, queries = grid
-    model = _kmeans_model(train, **({"maxBroadcastBytes": 0} if storage == "distributed" else {}))
+    model = kmeans_models(storage)
     assert model.storage == storage and model.index.router.can_prune
     dist = np.sqrt(((q[:, None, :] - x[None, :, :]) ** 2).sum(axis=2))
     at_row = np.sort(dist[0])[7]  # the distance of rows: 45 (query, row) pairs lie on it
