@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import uuid
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,14 +25,23 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from knnspark._faults import maybe_fail
-from knnspark.arrow_columns import LIST_F64, list_matrix
 from knnspark.errors import InvalidInputError
 from knnspark.group_pieces import GROUPED_BLOB_SCHEMA, build_pieces, shards_from_pieces
 from knnspark.kernels.grouped import GroupRouting
 from knnspark.kernels.kinds import SHARD_KINDS, shard_kind
 from knnspark.kernels.routing import Router
 from knnspark.kernels.shard import Shard
-from knnspark.kmeans_sharding import ShardRouting
+from knnspark.kmeans_sharding import (
+    RADII_FIELDS,
+    RADIUS,
+    Radii,
+    ShardRouting,
+    built_radii,
+    fold_radii,
+    radii_maxima,
+    row_distances,
+    with_radii,
+)
 from knnspark.preprocessing import Preprocessing
 from knnspark.shard_codec import (
     SHARD_BLOB_SCHEMA,
@@ -263,7 +270,7 @@ def build_index(df: DataFrame, spec: IndexSpec) -> TrainingIndex:
     return index
 
 
-def _collect_shards(index: TrainingIndex, blobs: DataFrame) -> _Radii:
+def _collect_shards(index: TrainingIndex, blobs: DataFrame) -> Radii:
     """Broadcast storage: every built shard comes to the driver (through Arrow).
 
     Returns each shard's radius and its balls' radii (k-means partitioning; empty otherwise).
@@ -285,11 +292,7 @@ def _collect_shards(index: TrainingIndex, blobs: DataFrame) -> _Radii:
         }
     if index.kind != EXACT_KIND:
         index.payload_bytes = sum(s.size_bytes for s in index.shards[index.kind])
-    routed = [b for b in collected if RADIUS in b]
-    return (
-        {int(b["shard"]): float(b[RADIUS]) for b in routed},
-        {int(b["shard"]): list(b[SUB_RADII]) for b in routed},
-    )
+    return built_radii([b for b in collected if RADIUS in b])
 
 
 def _keep_distributed(
@@ -298,25 +301,22 @@ def _keep_distributed(
     blobs: DataFrame,
     num_shards: int,
     routing: ShardRouting | None = None,
-) -> _Radii:
+) -> Radii:
     """Distributed storage: rows (and payload blobs) stay in Spark, persisted.
 
     Returns each shard's radius and its balls' radii (k-means partitioning; empty
     otherwise), measured in the job that counts the shards.
     """
     index.shard_partitions = num_shards
-    radii: _Radii = ({}, {})
+    radii: Radii = ({}, {})
     level = StorageLevel.MEMORY_AND_DISK
     index.shard_rows = shard_major_layout(rows, num_shards).persist(level)
     if shard_kind(index.kind).stores_features:
         measured, keys = index.shard_rows, ["shard"]
         aggs = [F.count(F.lit(1)).alias("count"), F.count_distinct("id").alias("ids")]
-        if routing is not None:
-            measured = measured.select("shard", "id", "features").mapInArrow(
-                _distance_fn(routing, index.n_features), _DISTANCE_SCHEMA
-            )
-            keys = ["shard", "sub"]
-            aggs += [F.max(RADIUS).alias(RADIUS), F.max(SUB_RADII).alias(SUB_RADII)]
+        if routing is not None:  # per (shard, ball): the largest distances, then folded
+            measured = row_distances(measured, routing, index.n_features)
+            keys, aggs = ["shard", "sub"], aggs + radii_maxima()
         counts = measured.groupBy(*keys).agg(*aggs).collect()
         repeated = [int(r["shard"]) for r in counts if r["count"] != r["ids"]]
         if repeated:
@@ -326,72 +326,21 @@ def _keep_distributed(
         for r in counts:
             sizes[int(r["shard"])] = sizes.get(int(r["shard"]), 0) + int(r["count"])
         if routing is not None:
-            radii = _fold_radii(routing, counts)
+            radii = fold_radii(routing, counts)
     else:
         index.shard_blobs = shard_major_layout(blobs.drop("features"), num_shards).persist(level)
         columns = ["shard", "n_rows", F.length("payload").alias("payload_bytes")]
         if routing is not None:
-            columns += [RADIUS, SUB_RADII]
+            columns += [field.name for field in RADII_FIELDS]
         built = index.shard_blobs.select(*columns).collect()
         sizes = {}
         for r in built:  # a grouped index has one blob per (shard, group)
             sizes[int(r["shard"])] = sizes.get(int(r["shard"]), 0) + int(r["n_rows"])
         index.payload_bytes = sum(int(r["payload_bytes"]) for r in built)
         if routing is not None:
-            radii = (
-                {int(r["shard"]): float(r[RADIUS]) for r in built},
-                {int(r["shard"]): list(r[SUB_RADII]) for r in built},
-            )
+            radii = built_radii(built)
     index.shard_sizes = dict(sorted(sizes.items()))
     return radii
-
-
-def _fold_radii(routing: ShardRouting, counts: list) -> _Radii:
-    """Per-(shard, ball) maxima -> each shard's radius and its balls' radii."""
-    radius: dict[int, float] = {}
-    balls: dict[int, list[float]] = {}
-    for r in counts:
-        shard = int(r["shard"])
-        radius[shard] = max(radius.get(shard, -math.inf), float(r[RADIUS]))
-        subs = routing.subs_of(shard).tolist()
-        mine = balls.setdefault(shard, [-math.inf] * len(subs))
-        mine[subs.index(int(r["sub"]))] = float(r[SUB_RADII])
-    return radius, balls
-
-
-#: Columns of a shard's radius and its balls' radii (k-means partitioning); per row of the
-#: distributed measurement, the row's distance to its shard's centroid and to its ball's.
-RADIUS = "radius"
-SUB_RADII = "sub_radii"
-_Radii = tuple[dict[int, float], dict[int, list[float]]]
-_DISTANCE_SCHEMA = T.StructType(
-    [
-        T.StructField("shard", T.IntegerType(), False),
-        T.StructField("sub", T.IntegerType(), False),
-        T.StructField("id", T.LongType(), True),
-        T.StructField(RADIUS, T.DoubleType(), False),
-        T.StructField(SUB_RADII, T.DoubleType(), False),
-    ]
-)
-
-
-def _distance_fn(
-    routing: ShardRouting, n_features: int
-) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """mapInArrow function: each training row's distances to its centroid and its ball."""
-
-    def measure(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for batch in batches:
-            shard = batch.column("shard").to_numpy(zero_copy_only=False)
-            features, _ = list_matrix(batch.column("features"), n_features, np.float32)
-            to_centroid, ball, to_ball = routing.row_distances(shard, features)
-            yield pa.RecordBatch.from_arrays(
-                [batch.column("shard"), pa.array(ball), batch.column("id")]
-                + [pa.array(to_centroid), pa.array(to_ball)],
-                names=["shard", "sub", "id", RADIUS, SUB_RADII],
-            )
-
-    return measure
 
 
 def _check_row_count(index: TrainingIndex) -> None:
@@ -440,23 +389,14 @@ def _shard_blobs(
         timer.count(table.num_rows)
         with timer.stage("build"):
             out = build_blob_table(table, has_labels, kind, params)
-            if routing is not None:
-                shard = int(table.column("shard")[0].as_py())
-                features = np.frombuffer(out.column("features")[0].as_py(), dtype=np.float32)
-                radius, balls = routing.measure(shard, features.reshape(table.num_rows, -1))
-                out = out.append_column(RADIUS, pa.array([radius], type=pa.float64()))
-                out = out.append_column(SUB_RADII, pa.array([balls], LIST_F64))
+        if routing is not None:
+            with timer.stage("radii"):
+                out = with_radii(routing, table, out)
         timer.flush()
         return out
 
     keyed = with_partition_key(rows, num_shards).repartition(num_shards, PARTITION_KEY)
     schema = SHARD_BLOB_SCHEMA
     if routing is not None:
-        schema = T.StructType(
-            [
-                *schema.fields,
-                T.StructField(RADIUS, T.DoubleType(), False),
-                T.StructField(SUB_RADII, T.ArrayType(T.DoubleType(), False), False),
-            ]
-        )
+        schema = T.StructType([*schema.fields, *RADII_FIELDS])
     return keyed.groupBy(PARTITION_KEY, "shard").applyInArrow(build, schema)

@@ -5,25 +5,25 @@ whitened: the space the index searches) to the driver, where
 :func:`knnspark.kernels.kmeans.fit_balanced_kmeans` fits the centroids and offsets.  Every
 row then gets its shard in a ``mapInArrow`` pass (:func:`knnspark.kernels.kmeans.assign_shards`),
 part of the build's plan: no extra job.  The shard radii are measured later, where the
-rows are built (:mod:`knnspark.index`).
+rows are built (:func:`with_radii`), or where they stay in Spark (:func:`row_distances`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from knnspark.arrow_columns import list_matrix
+from knnspark.arrow_columns import LIST_F64, list_matrix
 from knnspark.errors import InvalidInputError
 from knnspark.kernels.distances import get_metric, pair_distances
 from knnspark.kernels.kmeans import (
@@ -37,13 +37,22 @@ from knnspark.kernels.routing import Router, shard_radius
 
 __all__ = [
     "ASSIGNED_SCHEMA",
+    "RADII_FIELDS",
+    "RADIUS",
+    "SUB_RADII",
+    "Radii",
     "ShardRouting",
+    "built_radii",
     "check_kmeans_rows",
     "check_partitioning",
+    "fold_radii",
     "kmeans_shards",
+    "radii_maxima",
     "routing_from_json",
     "routing_to_json",
+    "row_distances",
     "search_router",
+    "with_radii",
 ]
 
 logger = logging.getLogger("knnspark")
@@ -208,10 +217,11 @@ def kmeans_shards(
 ) -> tuple[DataFrame, ShardRouting]:
     """``rows`` (``id, features, label``) with a ``shard`` column first, and the routing.
 
-    One job: the sample, drawn with ``seed`` (the same input partitioned the same way gives
-    the same centroids and shard sizes).  With an ``id_col`` the same job also looks for
-    repeated ids: rows go to shards by content, so a repeated id would not meet itself in one
-    shard, where the build finds repeats under hash partitioning.
+    One job, with no shuffle: the sample, drawn with ``seed`` (the same input partitioned
+    the same way gives the same centroids and shard sizes).  Rows go to shards by content,
+    so a repeated id would not meet itself in one shard, where the build finds repeats under
+    hash partitioning: with an ``id_col`` the training checks job looks for them instead
+    (:func:`knnspark.training_checks.collect_stats`).
     """
     check_kmeans_rows(num_shards, n_rows)
     target = kmeans_sample_size(n_rows, num_shards, n_features)
@@ -226,14 +236,10 @@ def kmeans_shards(
         picked = F.col("features")
         if target < n_rows:
             picked = F.when(F.rand(seed) < fraction, picked)
-        grouped = rows.select("id", picked.alias("f"))
-        grouped = grouped.groupBy("id").agg(
-            F.count(F.lit(1)).alias("n"), F.first("f", ignorenulls=True).alias("features")
-        )
-        table = grouped.filter((F.col("n") > 1) | F.col("features").isNotNull()).toArrow()
-        _check_repeated_ids(table, id_col)
-        # Shuffle output comes in any order: sort, so the trimmed sample is always the same.
-        table = table.filter(pc.is_valid(table.column("features"))).sort_by("id")
+        sampled = rows.select("id", picked.alias("features"))
+        table = sampled.filter(F.col("features").isNotNull()).toArrow()
+        # Partitions come back in any order: sort, so the trimmed sample is always the same.
+        table = table.sort_by("id")
     sample, _ = list_matrix(table.column("features"), n_features, np.float64)
     sample = sample[:target]
     centroids, offsets = fit_balanced_kmeans(sample, num_shards, seed)
@@ -241,16 +247,6 @@ def kmeans_shards(
     routing = ShardRouting(centroids, sub_centroids, sub_shards)
     assign = assign_fn(centroids, offsets, n_features)
     return rows.select("id", "features", "label").mapInArrow(assign, ASSIGNED_SCHEMA), routing
-
-
-def _check_repeated_ids(table: pa.Table, id_col: str) -> None:
-    counts = table.column("n").to_numpy()
-    if np.any(counts > 1):
-        first = int(np.argmax(counts > 1))
-        raise InvalidInputError(
-            f"Column '{id_col}' (param idCol) must hold unique ids; id "
-            f"{table.column('id')[first].as_py()} appears {int(counts[first])} times."
-        )
 
 
 def assign_fn(
@@ -267,6 +263,86 @@ def assign_fn(
             )
 
     return assign
+
+
+# ------------------------------------------------------------------- the radii, measured
+
+#: Columns of a shard's radius and its balls' radii: a built shard's (:func:`with_radii`);
+#: per row, its distances to its centroid and to its ball (:func:`row_distances`).
+RADIUS = "radius"
+SUB_RADII = "sub_radii"
+#: The columns :func:`with_radii` appends to a built shard's row.
+RADII_FIELDS = (
+    T.StructField(RADIUS, T.DoubleType(), False),
+    T.StructField(SUB_RADII, T.ArrayType(T.DoubleType(), False), False),
+)
+#: Each shard's radius and its balls' radii (in the order of :meth:`ShardRouting.subs_of`).
+Radii = tuple[dict[int, float], dict[int, list[float]]]
+_DISTANCE_SCHEMA = T.StructType(
+    [
+        T.StructField("shard", T.IntegerType(), False),
+        T.StructField("sub", T.IntegerType(), False),
+        T.StructField("id", T.LongType(), True),
+        T.StructField(RADIUS, T.DoubleType(), False),
+        T.StructField(SUB_RADII, T.DoubleType(), False),
+    ]
+)
+
+
+def with_radii(routing: ShardRouting, table: pa.Table, built: pa.Table) -> pa.Table:
+    """One built shard's row (``built``, of its rows ``table``) with its radii appended."""
+    shard = int(table.column("shard")[0].as_py())
+    features = np.frombuffer(built.column("features")[0].as_buffer(), dtype=np.float32)
+    radius, balls = routing.measure(shard, features.reshape(table.num_rows, -1))
+    built = built.append_column(RADIUS, pa.array([radius], type=pa.float64()))
+    return built.append_column(SUB_RADII, pa.array([balls], LIST_F64))
+
+
+def built_radii(built: list) -> Radii:
+    """The radii of built shards' rows (:func:`with_radii`; dicts or Rows)."""
+    return (
+        {int(r["shard"]): float(r[RADIUS]) for r in built},
+        {int(r["shard"]): list(r[SUB_RADII]) for r in built},
+    )
+
+
+def row_distances(rows: DataFrame, routing: ShardRouting, n_features: int) -> DataFrame:
+    """Per training row (``shard, id, features``): its ball, distances to centroid and ball.
+
+    Grouped by ``shard, sub`` with :func:`radii_maxima` and folded by :func:`fold_radii`,
+    they give the radii of shards that stay in Spark (distributed storage).
+    """
+
+    def measure(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            shard = batch.column("shard").to_numpy(zero_copy_only=False)
+            features, _ = list_matrix(batch.column("features"), n_features, np.float32)
+            to_centroid, ball, to_ball = routing.row_distances(shard, features)
+            yield pa.RecordBatch.from_arrays(
+                [batch.column("shard"), pa.array(ball), batch.column("id")]
+                + [pa.array(to_centroid), pa.array(to_ball)],
+                names=["shard", "sub", "id", RADIUS, SUB_RADII],
+            )
+
+    return rows.select("shard", "id", "features").mapInArrow(measure, _DISTANCE_SCHEMA)
+
+
+def radii_maxima() -> list[Column]:
+    """Aggregates of :func:`row_distances`'s rows: the largest of each distance."""
+    return [F.max(RADIUS).alias(RADIUS), F.max(SUB_RADII).alias(SUB_RADII)]
+
+
+def fold_radii(routing: ShardRouting, maxima: list) -> Radii:
+    """Per-(shard, ball) maxima (:func:`radii_maxima`) -> each shard's and its balls' radii."""
+    radius: dict[int, float] = {}
+    balls: dict[int, list[float]] = {}
+    for r in maxima:
+        shard = int(r["shard"])
+        radius[shard] = max(radius.get(shard, -math.inf), float(r[RADIUS]))
+        subs = routing.subs_of(shard).tolist()
+        mine = balls.setdefault(shard, [-math.inf] * len(subs))
+        mine[subs.index(int(r["sub"]))] = float(r[SUB_RADII])
+    return radius, balls
 
 
 def routing_to_json(router: Router | None) -> dict[str, Any] | None:

@@ -85,8 +85,11 @@ def prepare_training(
     base, invalid, keeps_nan = checks.base, checks.invalid, checks.keeps_nan
     settings = (features_col, label_col, id_col, classifier, impute_strategy, metric)
     stats = known_stats(df, settings) if group_col is None else None
+    # k-means shards rows by content: the checks job looks for repeated ids (see below).
+    unique_ids = partitioning == "kmeans" and id_col is not None
     if stats is None:
-        stats = summed_stats(*collect_stats(checks, classifier), classifier)
+        per_partition, per_class, repeated = collect_stats(checks, classifier, (), unique_ids)
+        stats = summed_stats(per_partition, per_class, classifier, repeated)
     n_valid = check_stats(
         stats, features_col, label_col, id_col, handle_invalid, k, metric, group_col
     )
@@ -132,13 +135,15 @@ def prepare_training(
         *([F.col(GROUP_KEY)] if groups is not None else []),
     )
     routing = None
+    if unique_ids and "repeated_id" not in stats:  # stats counted beforehand (tuning)
+        check_unique_ids(rows, id_col)
     if partitioning == "kmeans":
         rows, routing = kmeans_shards(
             rows.drop("shard"), n_valid, n_features, num_shards, seed, id_col
         )
     # Unique ids are checked by the build (ids hash to shards, so a repeated id meets itself
     # in one shard); check_unique_ids names the repeated id when a build fails. With groups,
-    # the group-count job looks for an id repeated across groups.
+    # the group-count job looks for an id repeated across groups; with k-means, the checks.
     classes = counts = None
     if classifier:
         per_class = sorted(stats["class_counts"].items())

@@ -121,14 +121,18 @@ def training_checks(
 
 
 def collect_stats(
-    checks: TrainingChecks, classifier: bool, by: tuple[str, ...] = ()
-) -> tuple[list, list]:
+    checks: TrainingChecks, classifier: bool, by: tuple[str, ...] = (), unique_ids: bool = False
+) -> tuple[list, list, list | None]:
     """One job: counts and checks per partition (and, for a classifier, the class counts).
 
     The per-row checks are evaluated once, into small flag columns; a classifier's job
     aggregates them in two grouping sets, by partition and by class (the class of valid rows
     with an integer label), so the driver gets one row per partition plus one per class.
     ``by`` names more columns of ``checks.base`` to group both by (the folds of tuning).
+    With ``unique_ids`` one more grouping set counts the valid rows of each id, and the
+    driver gets a row for each id seen more than once (``partitioning="kmeans"``, whose
+    build cannot see a repeated id: rows go to shards by content); otherwise that list is
+    None.
     """
     bad_features, invalid = checks.bad_features, checks.invalid
     null_or_empty = F.col("features").isNull() | (F.size("features") == 0)
@@ -144,6 +148,7 @@ def collect_stats(
         F.col("id").isNull().cast("long").alias("null_id"),
         checks.bad_group.cast("long").alias("null_group"),
         F.when(~invalid, F.size("features")).alias("length"),
+        *([F.when(~invalid, F.col("id")).alias("valid_id")] if unique_ids else []),
     ]
     aggs = [
         F.count(F.lit(1)).alias("n"),
@@ -158,7 +163,7 @@ def collect_stats(
         F.min("length").alias("min_len"),
         F.max("length").alias("max_len"),
     ]
-    base = checks.base
+    sets, keys = [["pid", *by]], ["pid"]
     if classifier:
         label = F.col("label")
         # label % 1, not floor(label): floor returns a long and overflows past 2**63.
@@ -171,21 +176,36 @@ def collect_stats(
         aggs += [
             F.sum("nonint").alias("n_nonint"),
             F.first("nonint_value", True).alias("nonint_example"),
-            F.grouping("class").alias("by_partition"),
         ]
-        sets = [["pid", *by], ["class", *by]]
-        rows = base.select(*flags).groupingSets(sets, "pid", "class", *by)
-        groups = rows.agg(*aggs).collect()
-        per_partition = [r for r in groups if r["by_partition"]]
-        per_class = [r for r in groups if not r["by_partition"] and r["class"] is not None]
-    else:
-        per_partition = base.select(*flags).groupBy("pid", *by).agg(*aggs).collect()
-        per_class = []
-    return per_partition, per_class
+        sets, keys = [*sets, ["class", *by]], [*keys, "class"]
+    if unique_ids:
+        sets, keys = [*sets, ["valid_id"]], [*keys, "valid_id"]
+    rows = checks.base.select(*flags)
+    if len(sets) == 1:
+        return rows.groupBy("pid", *by).agg(*aggs).collect(), [], None
+    # grouping(key) is 0 in the rows of the sets that group by key.
+    marks = [F.grouping(key).alias(f"not_{key}") for key in keys]
+    groups = rows.groupingSets(sets, *keys, *by).agg(*aggs, *marks)
+    if unique_ids:  # of the id set, only the ids seen twice or more come back
+        seen_twice = F.col("valid_id").isNotNull() & (F.col("n") > 1)
+        groups = groups.filter((F.col("not_valid_id") == 1) | seen_twice)
+    groups = groups.collect()
+    per_partition = [r for r in groups if r["not_pid"] == 0]
+    per_class = []
+    if classifier:
+        per_class = [r for r in groups if r["not_class"] == 0 and r["class"] is not None]
+    repeated = [r for r in groups if r["not_valid_id"] == 0] if unique_ids else None
+    return per_partition, per_class, repeated
 
 
-def summed_stats(per_partition: list, per_class: list, classifier: bool) -> dict:
-    """The training set's counts from :func:`collect_stats`'s rows (summed over groups)."""
+def summed_stats(
+    per_partition: list, per_class: list, classifier: bool, repeated: list | None = None
+) -> dict:
+    """The training set's counts from :func:`collect_stats`'s rows (summed over groups).
+
+    With ``repeated`` (the ids :func:`collect_stats` found more than once), ``repeated_id``
+    holds the smallest such id and its count, or None.
+    """
     total = {key: sum(int(r[key] or 0) for r in per_partition) for key in _SUMMED_COUNTS}
     lengths = [r["min_len"] for r in per_partition if r["min_len"] is not None]
     lengths += [r["max_len"] for r in per_partition if r["max_len"] is not None]
@@ -203,6 +223,9 @@ def summed_stats(per_partition: list, per_class: list, classifier: bool) -> dict
         for r in per_class:
             class_counts[float(r["class"])] = class_counts.get(float(r["class"]), 0) + int(r["n"])
         total["class_counts"] = class_counts
+    if repeated is not None:
+        first = min(repeated, key=lambda r: r["valid_id"], default=None)
+        total["repeated_id"] = None if first is None else (first["valid_id"], int(first["n"]))
     return total
 
 
@@ -231,7 +254,7 @@ def fold_training_stats(
         df, features_col, label_col, id_col, classifier, impute_strategy, metric,
         (fold.alias(fold_name),),
     )  # fmt: skip
-    per_partition, per_class = collect_stats(checks, classifier, (fold_name,))
+    per_partition, per_class, _ = collect_stats(checks, classifier, (fold_name,))
     without = [
         summed_stats(
             [r for r in per_partition if r[fold_name] != i],
@@ -348,5 +371,11 @@ def check_stats(
             f"Param metric={metric!r} needs more training rows than features to invert their "
             f"covariance: column '{features_col}' (param featuresCol) has {n_features} "
             f"features but only {n_valid} valid training rows (at least {n_features + 1})."
+        )
+    if stats.get("repeated_id") is not None:
+        repeated, count = stats["repeated_id"]
+        raise InvalidInputError(
+            f"Column '{id_col}' (param idCol) must hold unique ids; id {repeated} appears "
+            f"{count} times."
         )
     return n_valid

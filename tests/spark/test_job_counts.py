@@ -82,7 +82,7 @@ def test_broadcast_transform_runs_one_job(spark, frames, name):
     ("algorithm", "id_col"), [("brute", None), ("hnsw", None), ("brute", "id")]
 )
 def test_kmeans_fit_runs_one_more_job_and_search_one(spark, frames, algorithm, id_col):
-    # With an idCol the sample job also looks for repeated ids: still one job.
+    # With an idCol the checks job also looks for repeated ids: the sample is one more job.
     train, queries = frames
     estimator = KNNClassifier(
         k=3, numShards=3, partitioning="kmeans", algorithm=algorithm, idCol=id_col
@@ -96,6 +96,28 @@ def test_kmeans_fit_runs_one_more_job_and_search_one(spark, frames, algorithm, i
         jobs, rows = count_jobs(spark, lambda: model.transform(queries).collect())
         assert len(rows) == 40
         assert jobs == 1
+
+
+def test_kmeans_fit_adds_one_job_without_a_shuffle_under_aqe(spark, frames):
+    # With adaptive execution each shuffle's map stage is a job: the sample (no shuffle) is
+    # the one job a k-means fit adds to a hash fit, repeated ids looked for or not.
+    train, _ = frames
+    spark.conf.set("spark.sql.adaptive.enabled", "true")
+    try:
+        jobs = {
+            (partitioning, id_col): count_jobs(
+                spark,
+                lambda p=partitioning, i=id_col: NearestNeighbors(
+                    k=3, numShards=3, partitioning=p, idCol=i
+                ).fit(train),
+            )[0]
+            for partitioning in ("hash", "kmeans")
+            for id_col in (None, "id")
+        }
+    finally:
+        spark.conf.set("spark.sql.adaptive.enabled", "false")
+    assert jobs[("kmeans", None)] == jobs[("hash", None)] + 1
+    assert jobs[("kmeans", "id")] == jobs[("hash", "id")] + 1
 
 
 @pytest.mark.parametrize("id_col", [None, "id"])

@@ -7,6 +7,7 @@ import logging
 import numpy as np
 import pandas as pd
 import pytest
+from pyspark.sql import functions as F
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.neighbors import NearestNeighbors as SkNearestNeighbors
 from spark_jobs import no_spark_job
@@ -279,13 +280,25 @@ def test_identical_training_rows_share_one_shard(spark):
     assert out["neighbor_ids"] == [0, 1, 2] and out["n"] == 1
 
 
-def test_repeated_ids_are_named_by_the_sample_job(spark, frames):
+def test_repeated_ids_are_named_by_the_checks_job(spark, frames):
     # Rows go to shards by content: the build cannot see a repeated id meet itself.
     train, _ = frames
     moved = train.filter("id = 3").selectExpr("id", "transform(features, x -> x + 50)", "label")
-    repeated = train.union(moved)
-    with pytest.raises(InvalidInputError, match=r"must hold unique ids; id 3 appears 2 times"):
+    repeated = train.union(moved).union(moved).union(moved.withColumn("id", F.lit(7)))
+    with pytest.raises(InvalidInputError, match=r"must hold unique ids; id 3 appears 3 times"):
         NearestNeighbors(k=2, idCol="id", numShards=3, partitioning="kmeans").fit(repeated)
+
+
+def test_an_id_repeated_by_a_skipped_row_is_not_a_repeat(spark, frames):
+    # handleInvalid="skip" drops the invalid copy before the rows are numbered and sharded.
+    train, _ = frames
+    broken = train.filter("id = 3").selectExpr(
+        "id", "transform(features, x -> double('NaN'))", "label"
+    )
+    estimator = NearestNeighbors(
+        k=2, idCol="id", numShards=3, partitioning="kmeans", handleInvalid="skip"
+    )
+    assert sum(estimator.fit(train.union(broken)).shardSizes.values()) == train.count()
 
 
 def test_a_search_with_another_metric_than_the_radii_visits_every_shard(frames, data):
@@ -300,3 +313,24 @@ def test_a_search_with_another_metric_than_the_radii_visits_every_shard(frames, 
     _, ids, out = neighbors(model, queries)
     np.testing.assert_array_equal(ids, reference(x, q, "manhattan")[1])
     np.testing.assert_array_equal(out["visited"], len(model.shardSizes))
+
+
+def test_cross_validation_names_a_repeated_id(spark, frames):
+    # Tuning counts the folds' checks beforehand, without ids: each fold fit looks for them.
+    from pyspark.ml.evaluation import MulticlassClassificationEvaluator
+    from pyspark.ml.tuning import ParamGridBuilder
+
+    from knnspark.tuning import KNNCrossValidator
+
+    train, _ = frames
+    moved = train.filter("id = 3").selectExpr("id", "transform(features, x -> x + 50)", "label")
+    clf = KNNClassifier(numShards=3, partitioning="kmeans", idCol="id")
+    validator = KNNCrossValidator(
+        estimator=clf,
+        estimatorParamMaps=ParamGridBuilder().addGrid(clf.k, [3]).build(),
+        evaluator=MulticlassClassificationEvaluator(metricName="accuracy"),
+        numFolds=3,
+        seed=1,
+    )
+    with pytest.raises(InvalidInputError, match=r"must hold unique ids; id 3 appears 2 times"):
+        validator.fit(train.union(moved))
