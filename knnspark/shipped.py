@@ -72,7 +72,8 @@ class MappedShards:
     driver writes the shards' arrays once, raw, to ``path`` (the pickle keeps only a small
     header; arrays and large ``bytes`` travel out of band, pickle protocol 5), and each
     worker maps the file and rebuilds the shards over the mapped pages: no copy per worker,
-    the page cache shared by all of them.  The arrays come back read-only.
+    the page cache shared by all of them.  The arrays come back read-only, and large
+    ``bytes`` as read-only ``memoryview``s of the file.
 
     Parameters
     ----------
@@ -84,21 +85,23 @@ class MappedShards:
     """
 
     def __init__(self, path: str, shards: list[Any]) -> None:
-        buffers: list[pickle.PickleBuffer] = []
         stream = io.BytesIO()
-        _OutOfBandPickler(stream, protocol=5, buffer_callback=buffers.append).dump(shards)
+        pickler = _OutOfBandPickler(stream)
+        pickler.dump(shards)
         self.path = path
         self.header = stream.getvalue()
-        self.spans: list[tuple[int, int]] = []
         offset = 0
+        spans: dict[str, list[tuple[int, int]]] = {"arrays": [], "bytes": []}
         with open(path, "wb") as f:
-            for buffer in buffers:
-                raw = buffer.raw()
-                offset += -offset % _ALIGN
-                f.seek(offset)
-                f.write(raw)
-                self.spans.append((offset, raw.nbytes))
-                offset += raw.nbytes
+            for group, buffers in (("arrays", pickler.arrays), ("bytes", pickler.large_bytes)):
+                for buffer in buffers:
+                    raw = buffer.raw()
+                    offset += -offset % _ALIGN
+                    f.seek(offset)
+                    f.write(raw)
+                    spans[group].append((offset, raw.nbytes))
+                    offset += raw.nbytes
+        self.spans = spans
         self.size_bytes = offset
 
     @property
@@ -107,39 +110,58 @@ class MappedShards:
         key = ("file", self.path)
         shards = _LOADED.get(key)
         if shards is None:
-            with open(self.path, "rb") as f:
-                mapped = (
-                    mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if self.size_bytes else b""
-                )
-            view = memoryview(mapped)
-            shards = pickle.loads(
-                self.header, buffers=[view[start : start + size] for start, size in self.spans]
-            )
+            shards = self._load()
             _LOADED[key] = shards
             while len(_LOADED) > _CACHE_ENTRIES:
                 _LOADED.popitem(last=False)
         _LOADED.move_to_end(key)
         return shards
 
+    def _load(self) -> Any:
+        mapped: Any = b""
+        if self.size_bytes:
+            with open(self.path, "rb") as f:
+                mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        view = memoryview(mapped).toreadonly()
+        arrays, large_bytes = (
+            [view[start : start + size] for start, size in self.spans[group]]
+            for group in ("arrays", "bytes")
+        )
+        unpickler = pickle.Unpickler(io.BytesIO(self.header), buffers=arrays)
+        # Large bytes come back as the mapped pages themselves, not a copy: an HNSW graph is
+        # copied once more only where hnswlib reads it.
+        unpickler.persistent_load = lambda n: large_bytes[n]  # type: ignore[method-assign]
+        return unpickler.load()
 
-#: Offsets of the arrays in a :class:`MappedShards` file (a cache line; numpy needs 8).
+
+#: Offsets of the buffers in a :class:`MappedShards` file (a cache line; numpy needs 8).
 _ALIGN = 64
-#: ``bytes`` at least this large (an HNSW graph) leave the pickle header, as arrays do.
+#: Buffers at least this large (an HNSW graph, a shard's arrays) leave the pickle header.
 _OUT_OF_BAND_BYTES = 1 << 16
 
 
 class _OutOfBandPickler(pickle.Pickler):
-    """Protocol 5 pickler that also sends large ``bytes`` out of band (numpy arrays do already)."""
+    """Protocol 5 pickler that keeps arrays and large ``bytes`` out of the pickle.
+
+    numpy hands contiguous arrays to ``buffer_callback`` (collected in ``arrays``); large
+    ``bytes`` go by persistent id (``large_bytes``): pickle calls ``reducer_override``
+    for neither ``bytes`` nor other builtins.
+    """
+
+    def __init__(self, file: io.BytesIO) -> None:
+        self.arrays: list[pickle.PickleBuffer] = []
+        self.large_bytes: list[pickle.PickleBuffer] = []
+        super().__init__(file, protocol=5, buffer_callback=self.arrays.append)
+
+    def persistent_id(self, obj: Any) -> Any:
+        if type(obj) is bytes and len(obj) >= _OUT_OF_BAND_BYTES:
+            self.large_bytes.append(pickle.PickleBuffer(obj))
+            return len(self.large_bytes) - 1
+        return None
 
     def reducer_override(self, obj: Any) -> Any:
-        if type(obj) is bytes and len(obj) >= _OUT_OF_BAND_BYTES:
-            return _bytes_from_buffer, (pickle.PickleBuffer(obj),)
         if isinstance(obj, np.ndarray) and obj.nbytes >= _OUT_OF_BAND_BYTES:
             if not (obj.flags.c_contiguous or obj.flags.f_contiguous):
                 # numpy sends only contiguous arrays out of band (a strided view of labels).
                 return np.ascontiguousarray(obj).__reduce_ex__(5)
         return NotImplemented
-
-
-def _bytes_from_buffer(buffer: Any) -> bytes:
-    return bytes(buffer)

@@ -49,12 +49,15 @@ def test_exact_shards_come_back_equal_and_search_the_same(tmp_path):
 
 
 def test_hnsw_graphs_come_back_byte_identical(tmp_path):
-    x, q = _data(n=400)
+    x, q = _data(n=1500)  # a graph over 64 KiB leaves the header
     ids = np.arange(len(x))
     graph = build_hnsw(x, "euclidean", 8, 50, 0)
     shards = [HnswShard(graph, ids, None, x.shape[1], "euclidean", "mapped-test", 0)]
-    got = _in_worker(MappedShards(str(tmp_path / "shards"), shards)).value[0]
-    assert got.index_bytes == graph and got.labels is None and got.model_id == "mapped-test"
+    handle = _in_worker(MappedShards(str(tmp_path / "shards"), shards))
+    assert len(pickle.dumps(handle)) < 4096  # the graph stays in the file
+    got = handle.value[0]
+    assert isinstance(got.index_bytes, memoryview) and got.index_bytes == graph
+    assert got.labels is None and got.model_id == "mapped-test"
     options = SearchOptions(ef=32)
     for a, b in zip(got.search(q, 5, options), shards[0].search(q, 5, options), strict=True):
         np.testing.assert_array_equal(a, b)
