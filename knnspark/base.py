@@ -262,7 +262,8 @@ class _KNNModel(KNeighborsMixin, RadiusNeighborsMixin, Model, MLWritable, MLRead
     def _shipped_shards(self, session: Any, kind: str) -> Any:
         """The shards of ``kind`` as every search task reaches them, made once per session.
 
-        A classic session broadcasts them; Spark Connect has no broadcast variables, so
+        A classic session broadcasts them, or in local mode maps them from one file
+        (:func:`knnspark.classic.shard_handle`); Spark Connect has no broadcast variables, so
         they travel inside the search function (:class:`knnspark.shipped.ShippedShards`).
         """
         cached = self._broadcast
@@ -282,7 +283,7 @@ class _KNNModel(KNeighborsMixin, RadiusNeighborsMixin, Model, MLWritable, MLRead
                 )
             handle: Any = ShippedShards(self.index.model_id, kind, shards)
         else:
-            handle = classic.broadcast(session, shards)
+            handle = classic.shard_handle(session, shards)
         self._broadcast = (session, kind, handle)
         return handle
 

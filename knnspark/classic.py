@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
 __all__ = [
     "CONNECT_MODE_VAR",
+    "LOCAL_MAPPED_BYTES",
     "broadcast",
     "default_parallelism",
     "hadoop_file_system",
@@ -29,6 +31,7 @@ __all__ = [
     "set_job_description",
     "set_local_property",
     "set_log_level",
+    "shard_handle",
     "stage_progress",
 ]
 
@@ -87,6 +90,41 @@ def default_parallelism(session: Any) -> int:
 def broadcast(session: Any, value: Any) -> Any:
     """A broadcast variable holding ``value``; its ``.value`` is read once per Python worker."""
     return session.sparkContext.broadcast(value)
+
+
+#: Bytes of shards a local session may keep in mapped files (:func:`shard_handle`); past it,
+#: searches of further models broadcast their shards.  The files stay until the JVM exits.
+LOCAL_MAPPED_BYTES = 8 << 30
+# Bytes written so far, per SparkContext (its temporary directory names it).
+_MAPPED: dict[str, int] = {}
+
+
+def shard_handle(session: Any, shards: list[Any]) -> Any:
+    """How search tasks reach ``shards``: a mapped file in local mode, else a broadcast.
+
+    Either has ``.value``, the shards, read once per Python worker.  A ``local[N]`` session
+    runs its Python workers on the driver's machine, where a broadcast only copies the
+    shards (driver pickle, JVM blocks, one unpickled copy per worker):
+    :class:`knnspark.shipped.MappedShards` writes them once to the session's temporary
+    directory, which Spark deletes when the JVM exits, and the workers map that file.  Not
+    with I/O encryption on (the file would hold the rows in clear), and not past
+    :data:`LOCAL_MAPPED_BYTES` per session (the files outlive the model: a DataFrame made
+    by its ``transform`` may run after the model is gone).
+    """
+    from knnspark.shipped import MappedShards
+
+    sc = session.sparkContext
+    master = sc.master
+    local = master == "local" or master.startswith("local[")
+    if local and not sc._encryption_enabled:
+        directory = sc._temp_dir
+        size = sum(s.size_bytes for s in shards)
+        if _MAPPED.get(directory, 0) + size <= LOCAL_MAPPED_BYTES:
+            _MAPPED[directory] = _MAPPED.get(directory, 0) + size
+            fd, path = tempfile.mkstemp(prefix="knnspark-shards-", dir=directory)
+            os.close(fd)
+            return MappedShards(path, shards)
+    return broadcast(session, shards)
 
 
 def is_alive(session: Any) -> bool:

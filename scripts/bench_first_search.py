@@ -6,7 +6,8 @@ once per worker) is what it pays. This script measures it end to end, apart from
 searches that follow, in one process and on the same cores as the references:
 
 - knnspark exact (``algorithm="brute"``) against faiss ``IndexFlatL2`` (``--cores`` threads);
-- knnspark HNSW (hash partitioning, and ``partitioning="kmeans"`` with each ``--nprobe``)
+- knnspark HNSW (hash partitioning with the default shards and each ``--hash-shards``, and
+  ``partitioning="kmeans"`` with each ``--nprobe``)
   against raw hnswlib built with the same ``M``/``efConstruction`` and searched at the same
   ``ef``, with recall@k of both against faiss's exact neighbors.
 
@@ -55,6 +56,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--ef-construction", type=int, default=200)
     add("--nprobe", default="2", help="kmeans-partitioned HNSW runs, comma-separated ('' skips)")
     add("--kmeans-shards", type=int, default=8, help="numShards of the kmeans-partitioned runs")
+    add(
+        "--hash-shards",
+        default="",
+        help="numShards of extra hash-partitioned HNSW runs, comma-separated ('' adds none)",
+    )
     add("--warm", type=int, default=2, help="warm searches after the first")
     add("--repeats", type=int, default=3, help="timed rounds of faiss / hnswlib (best kept)")
     add("--seed", type=int, default=0)
@@ -147,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
             results["hnswlib"] = {"search_s": hnsw_s, "recall": raw_recall}
             hnsw = {"algorithm": "hnsw", "M": args.M, "efConstruction": args.ef_construction}
             variants = [("HNSW hash", {})]
+            variants += [
+                (f"HNSW hash numShards={n}", {"numShards": int(n)})
+                for n in args.hash_shards.split(",")
+                if n
+            ]
             variants += [
                 (
                     f"HNSW kmeans nprobe={p}",

@@ -120,7 +120,7 @@ def _scratch_dir() -> str | None:
     return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
 
 
-def _load(data: bytes, metric: str, n_features: int, n_rows: int) -> hnswlib.Index:
+def _load(data: bytes | memoryview, metric: str, n_features: int, n_rows: int) -> hnswlib.Index:
     index = hnswlib.Index(space=METRICS[metric].hnsw_space, dim=n_features)
     with tempfile.TemporaryDirectory(prefix="knnspark-hnsw-", dir=_scratch_dir()) as tmp:
         path = os.path.join(tmp, "index.bin")
@@ -152,7 +152,8 @@ class HnswShard:
     size_params: ClassVar[tuple[str, ...]] = ("M",)
     max_shard_bytes_applies: ClassVar[bool] = True
 
-    index_bytes: bytes
+    #: hnswlib's file; a read-only ``memoryview`` of the file a local session maps.
+    index_bytes: bytes | memoryview
     ids: np.ndarray
     labels: np.ndarray | None
     n_features: int
