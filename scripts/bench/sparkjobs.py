@@ -22,19 +22,29 @@ from .data import REPO_ROOT
 _UDF_PROFILER = "spark.sql.pyspark.udf.profiler"
 
 
-def build_spark(cores: int, batch_size: int, driver_memory: str, ui: bool = False) -> SparkSession:
+def build_spark(
+    cores: int,
+    batch_size: int,
+    driver_memory: str,
+    ui: bool = False,
+    conf: dict[str, str] | None = None,
+) -> SparkSession:
     """A session like the tests' (conftest.py), with large Arrow batches for speed.
 
     The Python workers import this checkout's knnspark and the benchmark's own functions
     (the Spark floor) from the repository root, put on their ``PYTHONPATH``. With ``ui``
-    the Spark UI (and its REST API, which reports shuffle bytes per stage) runs.
+    the Spark UI (and its REST API, which reports shuffle bytes per stage) runs; ``conf``
+    adds settings.
     """
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     paths = [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
     os.environ["PYTHONPATH"] = os.pathsep.join(paths)
+    builder = SparkSession.builder
+    for key, value in (conf or {}).items():
+        builder = builder.config(key, value)
     spark = (
-        SparkSession.builder.master(f"local[{cores}]")
+        builder.master(f"local[{cores}]")
         .appName("knnspark-bench")
         .config("spark.sql.shuffle.partitions", str(2 * cores))
         .config("spark.default.parallelism", str(cores))
