@@ -17,7 +17,7 @@ add one there. Writes JSON, markdown and a plot.
 
     .venv/bin/python scripts/bench_scale.py            # 100k x 64, 20k queries, 4 shards
     .venv/bin/python scripts/bench_scale.py --quick    # 20k x 32, 4k queries
-    .venv/bin/python scripts/bench_scale.py --full     # 1M x 64, 2k queries (PROFILES)
+    .venv/bin/python scripts/bench_scale.py --full     # 1M x 64, 500 queries (PROFILES)
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from knnspark import NearestNeighbors  # noqa: E402
 from scripts.bench.baselines import faiss_flat  # noqa: E402
+from scripts.bench.cli import script_parser  # noqa: E402
 from scripts.bench.data import Data, Frames, clustered_data  # noqa: E402
 from scripts.bench.sparkjobs import build_spark, noop, release_model  # noqa: E402
 from scripts.bench.tables import mib  # noqa: E402
@@ -173,7 +174,7 @@ def section_kmeans(bench: Bench) -> dict:
     ref_dist, ref_ids = flat.search(data.queries, K)
     faiss_qps = data.queries.shape[0] / (time.perf_counter() - start)
     rows = []
-    for kind in args.kinds:
+    for kind in args.kmeans_kinds:
         est = NearestNeighbors(
             k=K,
             numShards=args.kmeans_shards,
@@ -261,14 +262,18 @@ def plot(result: dict, path: Path) -> None:
 PROFILES = {
     "quick": dict(rows=20_000, queries=4_000, dim=32),
     "default": dict(rows=100_000, queries=20_000, dim=64),
-    # 1M x 64 (past the default 256 MiB maxBroadcastBytes): 2k queries, 2 and 32 partitions,
+    # 1M x 64 (past the default 256 MiB maxBroadcastBytes): 500 queries, 2 and 32 partitions,
     # one timed round after the warm-up; the broadcast path is forced by a 2 GiB budget.
+    # Exact search only on both paths; HNSW (a 1M-row build takes 10-20 minutes on 2 busy
+    # cores) only with k-means shards.
     "full": dict(
         rows=1_000_000,
-        queries=2_000,
+        queries=500,
         dim=64,
         partitions=[2, 32],
         repeats=1,
+        kinds=["brute"],
+        kmeans_kinds=["brute", "hnsw"],
         broadcast_bytes=2 << 30,
         driver_memory="8g",
         out=Path("bench-results/scale-1m.json"),
@@ -276,6 +281,7 @@ PROFILES = {
 }
 _DEFAULTS = dict(
     partitions=[2, 8, 32],
+    kinds=["brute", "hnsw"],
     repeats=2,
     broadcast_bytes=None,
     driver_memory="4g",
@@ -284,21 +290,24 @@ _DEFAULTS = dict(
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = script_parser(__doc__)
     ints = lambda s: [int(v) for v in s.split(",")]  # noqa: E731
+    words = lambda s: s.split(",")  # noqa: E731
     profile = parser.add_mutually_exclusive_group()
     profile.add_argument("--quick", action="store_true", help="20k x 32, 4k queries")
     profile.add_argument(
         "--full",
         action="store_true",
-        help="1M x 64, 2k queries, partitions 2,32, 1 repeat, broadcast path at 2 GiB",
+        help="1M x 64, 500 queries, partitions 2,32, 1 repeat, exact on both paths (broadcast "
+        "at 2 GiB), exact and HNSW with k-means shards",
     )
     parser.add_argument("--rows", type=int, help="training rows (default 100000)")
     parser.add_argument("--queries", type=int, help="queries (default 20000)")
     parser.add_argument("--dim", type=int, help="features (default 64)")
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--partitions", type=ints, help="query partitions (default 2,8,32)")
-    parser.add_argument("--kinds", type=lambda s: s.split(","), default=["brute", "hnsw"])
+    parser.add_argument("--kinds", type=words, help="index kinds (default brute,hnsw)")
+    parser.add_argument("--kmeans-kinds", type=words, help="kmeans section (default --kinds)")
     parser.add_argument("--kmeans-shards", type=int, default=16)
     parser.add_argument("--nprobe", type=ints, default=[1, 2, 4])
     parser.add_argument("--no-kmeans", action="store_true")
@@ -317,6 +326,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name, value in (_DEFAULTS | PROFILES[args.profile]).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    if args.kmeans_kinds is None:
+        args.kmeans_kinds = args.kinds
     return args
 
 
