@@ -17,15 +17,22 @@ the function.
 
 from __future__ import annotations
 
-import argparse
 import os
 import socket
 import sys
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pyspark.sql.connect.session import SparkSession as ConnectSession
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts.bench
+
+from knnspark import KNNClassifier  # noqa: E402
+from scripts.bench.cli import add_int_flags, script_parser  # noqa: E402
+from scripts.bench.sparkjobs import local_session  # noqa: E402
 
 MODE_VAR = "SPARK_CONNECT_MODE_ENABLED"
 
@@ -43,10 +50,6 @@ def mode(connect: bool):
 
 
 def sessions(cores: int, batch: int):
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    from pyspark.sql import SparkSession
-    from pyspark.sql.connect.session import SparkSession as ConnectSession
-
     with socket.socket() as s:
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
@@ -55,19 +58,12 @@ def sessions(cores: int, batch: int):
         "spark.sql.execution.arrow.maxRecordsPerBatch": str(batch),
         "spark.sql.adaptive.enabled": "false",
     }
-    builder = (
-        SparkSession.builder.master(f"local[{cores}]")
-        .config("spark.plugins", "org.apache.spark.sql.connect.SparkConnectPlugin")
-        .config("spark.connect.grpc.binding.port", str(port))
-        .config("spark.default.parallelism", str(cores))
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.driver.memory", "4g")
-    )
-    for key, value in conf.items():
-        builder = builder.config(key, value)
-    classic = builder.getOrCreate()
-    classic.sparkContext.setLogLevel("ERROR")
+    server = {
+        "spark.plugins": "org.apache.spark.sql.connect.SparkConnectPlugin",
+        "spark.connect.grpc.binding.port": str(port),
+        "spark.default.parallelism": str(cores),
+    }
+    classic = local_session(f"local[{cores}]", 2 * cores, "4g", conf=conf | server)
     connect = ConnectSession.builder.remote(f"sc://localhost:{port}").getOrCreate()
     for key, value in conf.items():
         connect.conf.set(key, value)
@@ -90,18 +86,13 @@ def frame(spark, x, y=None):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = script_parser(__doc__)
     parser.add_argument("--rows", default="5000,100000", help="training sizes, comma-separated")
-    parser.add_argument("--queries", type=int, default=20000)
-    parser.add_argument("--dim", type=int, default=64)
-    parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--cores", type=int, default=2)
+    add_int_flags(parser, queries=20000, dim=64, k=10, cores=2)
     parser.add_argument("--partitions", type=int, default=8, help="query partitions (tasks)")
     parser.add_argument("--batch", type=int, default=4096, help="Arrow batch rows")
-    parser.add_argument("--repeats", type=int, default=3)
+    add_int_flags(parser, repeats=3)
     args = parser.parse_args()
-
-    from knnspark import KNNClassifier
 
     classic, connect = sessions(args.cores, args.batch)
     print(

@@ -63,6 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import knnspark  # noqa: E402
 from knnspark.kernels.exact import ExactShard, exact_search  # noqa: E402
 from knnspark.partition import NEIGHBORS, SearchSettings, search_shards  # noqa: E402
+from scripts.bench.cli import require_positive, script_parser  # noqa: E402
 from scripts.bench.data import mnist_like_data  # noqa: E402
 
 #: Largest relative difference allowed between knnspark's and faiss's neighbor distances.
@@ -322,7 +323,7 @@ def markdown_table(runs: list[dict]) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser = script_parser(__doc__)
     parser.add_argument(
         "--quick", action="store_true", help="20000 x 2000 clustered rows (under 2 minutes)"
     )
@@ -346,9 +347,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true", help="also cProfile one knnspark search")
     parser.add_argument("--out", type=Path, default=Path("bench-results/exact_kernel.json"))
     args = parser.parse_args(argv)
-    for name in ("k", "shards", "threads", "repeats"):
-        if getattr(args, name) < 1:
-            parser.error(f"Expected --{name} >= 1. Got {getattr(args, name)}")
+    require_positive(parser, args, ("k", "shards", "threads", "repeats"))
     if args.n_train is None:
         args.n_train = 20_000 if args.quick else 50_000
     if args.n_queries is None:

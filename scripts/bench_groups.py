@@ -11,19 +11,23 @@ shard holding the whole big group (the layout without spreading big groups).
 
 from __future__ import annotations
 
-import argparse
+import sys
 import time
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from knnspark import NearestNeighbors
-from knnspark.group_pieces import shard_from_group_table
-from knnspark.kernels.exact import ExactShard
-from knnspark.kernels.shard import SearchOptions
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts.bench
+
+from knnspark import NearestNeighbors  # noqa: E402
+from knnspark.group_pieces import shard_from_group_table  # noqa: E402
+from knnspark.kernels.exact import ExactShard  # noqa: E402
+from knnspark.kernels.shard import SearchOptions  # noqa: E402
+from scripts.bench.cli import add_int_flags, script_parser  # noqa: E402
+from scripts.bench.sparkjobs import local_session  # noqa: E402
 
 
 def peak_mib(action) -> float:
@@ -35,19 +39,11 @@ def peak_mib(action) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rows", type=int, default=200_000)
-    parser.add_argument("--features", type=int, default=16)
-    parser.add_argument("--shards", type=int, default=16)
+    parser = script_parser(__doc__, rows=200_000, features=16, shards=16)
     parser.add_argument("--share", type=float, default=0.9)
-    parser.add_argument("--k", type=int, default=10)
+    add_int_flags(parser, k=10)
     args = parser.parse_args()
-    spark = (
-        SparkSession.builder.master("local[2]")
-        .config("spark.sql.shuffle.partitions", "8")
-        .config("spark.driver.memory", "3g")
-        .getOrCreate()
-    )
+    spark = local_session("local[2]", 8, "3g")
     rng = np.random.default_rng(0)
     n, f = args.rows, args.features
     n_big = int(n * args.share)

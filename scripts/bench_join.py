@@ -13,49 +13,29 @@ writes ``bench-results/bench_join.json``. Needs Spark >= 4.3 (``vector_l2_distan
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pyspark.sql import functions as F
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts.bench
 
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+from knnspark import knn_join  # noqa: E402
+from scripts.bench.cli import script_parser  # noqa: E402
+from scripts.bench.sparkjobs import local_session, noop  # noqa: E402
+from scripts.bench.timing import timed  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--items", type=int, default=20_000)
-    parser.add_argument("--queries", type=int, default=2_000)
-    parser.add_argument("--dim", type=int, default=64)
-    parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser = script_parser(__doc__, items=20_000, queries=2_000, dim=64, k=10, repeats=3)
     parser.add_argument("--quick", action="store_true", help="5k items, 500 queries")
     args = parser.parse_args()
     if args.quick:
         args.items, args.queries = 5_000, 500
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    from pyspark.sql import SparkSession
-    from pyspark.sql import functions as F
-
-    from knnspark import knn_join
-
-    spark = (
-        SparkSession.builder.master("local[2]")
-        .config("spark.sql.shuffle.partitions", "4")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.driver.memory", "4g")
-        .getOrCreate()
-    )
-    spark.sparkContext.setLogLevel("ERROR")
+    spark = local_session("local[2]", 4, "4g")
     rng = np.random.default_rng(0)
     centres = rng.normal(scale=3.0, size=(20, args.dim))
 
@@ -69,17 +49,13 @@ def main() -> None:
     left = spark.createDataFrame(queries).withColumn("features", floats).repartition(2).cache()
     right.count(), left.count()
     k = args.k
-
-    def noop(frame):
-        frame.write.format("noop").mode("overwrite").save()
-
     base = right.withColumnRenamed("features", "item_features")
     ranking = F.vector_l2_distance(left["features"], base["item_features"])
     spark_join = left.nearestByJoin(base, ranking, k, "exact", "distance")
     ours = knn_join(left, right, k, idCol="item")
-    spark_seconds = _timed(lambda: noop(spark_join))
+    spark_seconds = timed(lambda: noop(spark_join))
     ours_seconds = min(
-        _timed(lambda: noop(knn_join(left, right, k, idCol="item"))) for _ in range(args.repeats)
+        timed(lambda: noop(knn_join(left, right, k, idCol="item"))) for _ in range(args.repeats)
     )
     expected = {(r["qid"], r["item"]) for r in spark_join.select("qid", "item").collect()}
     got = {(r["qid"], r["item"]) for r in ours.select("qid", "item").collect()}

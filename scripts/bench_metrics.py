@@ -10,13 +10,18 @@ markdown table; every row is the best of ``--repeats`` runs, after one warm-up.
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
-import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts.bench
+
+from knnspark import KNNClassifier  # noqa: E402
+from scripts.bench.cli import script_parser  # noqa: E402
+from scripts.bench.sparkjobs import local_session, noop  # noqa: E402
+from scripts.bench.timing import best_of  # noqa: E402
 
 
 def _data(rows: int, queries: int, dim: int, seed: int = 0):
@@ -28,39 +33,13 @@ def _data(rows: int, queries: int, dim: int, seed: int = 0):
     return x[:rows], labels[:rows].astype(float), x[rows:]
 
 
-def _best(fn, repeats: int, *args):
-    """(fastest seconds of ``repeats`` calls of ``fn(*args)``, the last result)."""
-    times, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn(*args)
-        times.append(time.perf_counter() - start)
-    return min(times), result
-
-
 def _score(model, queries) -> None:
-    model.transform(queries).write.format("noop").mode("overwrite").save()
+    noop(model.transform(queries))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rows", type=int, default=20000)
-    parser.add_argument("--queries", type=int, default=5000)
-    parser.add_argument("--dim", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=2)
-    args = parser.parse_args()
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    from pyspark.sql import SparkSession
-
-    from knnspark import KNNClassifier
-
-    spark = (
-        SparkSession.builder.master("local[2]")
-        .config("spark.sql.shuffle.partitions", "4")
-        .config("spark.ui.showConsoleProgress", "false")
-        .getOrCreate()
-    )
-    spark.sparkContext.setLogLevel("ERROR")
+    args = script_parser(__doc__, rows=20000, queries=5000, dim=32, repeats=2).parse_args()
+    spark = local_session("local[2]", 4)
     x, y, q = _data(args.rows, args.queries, args.dim)
     holes = x.copy()
     holes[np.random.default_rng(1).random(x.shape) < 0.1] = np.nan
@@ -93,8 +72,8 @@ def main() -> None:
     rows = []
     for name, params, tr, qu in cases:
         estimator = KNNClassifier(k=10, numShards=2, algorithm="brute").setParams(**params)
-        fit_s, model = _best(estimator.fit, args.repeats, tr)
-        search_s, _ = _best(_score, args.repeats, model, qu)
+        fit_s, model = best_of(estimator.fit, args.repeats, tr)
+        search_s, _ = best_of(_score, args.repeats, model, qu)
         rows.append((name, fit_s, search_s))
     base_fit, base_search = rows[0][1], rows[0][2]
     hnsw_fit, hnsw_search = rows[6][1], rows[6][2]

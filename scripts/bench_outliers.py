@@ -14,45 +14,27 @@ each is forced with a noop write and timed best of ``--repeats``:
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
-import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts.bench
 
-def _best(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+from knnspark import EditedNearestNeighbors, KNNOutlierDetector, NearestNeighbors  # noqa: E402
+from scripts.bench.cli import script_parser  # noqa: E402
+from scripts.bench.sparkjobs import local_session, noop  # noqa: E402
+from scripts.bench.timing import best_of  # noqa: E402
+
+
+def _best(fn, repeats: int) -> float:
+    return best_of(fn, repeats)[0]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=20_000)
-    parser.add_argument("--dim", type=int, default=16)
-    parser.add_argument("--k", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=2)
-    args = parser.parse_args()
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    from pyspark.sql import SparkSession
-
-    from knnspark import EditedNearestNeighbors, KNNOutlierDetector, NearestNeighbors
-
-    spark = (
-        SparkSession.builder.master("local[2]")
-        .config("spark.sql.shuffle.partitions", "4")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.driver.memory", "2g")
-        .getOrCreate()
-    )
-    spark.sparkContext.setLogLevel("ERROR")
+    args = script_parser(__doc__, rows=20_000, dim=16, k=5, repeats=2).parse_args()
+    spark = local_session("local[2]", 4, "2g")
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 3, size=args.rows)
     centers = rng.normal(scale=3.0, size=(3, args.dim))
@@ -61,9 +43,6 @@ def main() -> None:
     df = spark.createDataFrame(pdf).repartition(2).cache()
     df.count()
     k = args.k
-
-    def noop(frame):
-        frame.write.format("noop").mode("overwrite").save()
 
     def plain():
         noop(NearestNeighbors(k=k, algorithm="brute").fit(df).kneighbors(df))

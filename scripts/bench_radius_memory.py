@@ -19,19 +19,23 @@ root::
 
 from __future__ import annotations
 
-import argparse
+import sys
 import tracemalloc
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from knnspark.kernels.exact import ExactShard
-from knnspark.partition import FEATURES_TMP, KEY_HI, KEY_LO, NEIGHBORS, SearchSettings
-from knnspark.radius import RadiusSettings, _broadcast_fn, _shard_fn
-from knnspark.shard_codec import shard_rows_table
-from knnspark.shard_major import ROUTE_KEY
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts.bench
+
+from knnspark.kernels.exact import ExactShard  # noqa: E402
+from knnspark.partition import FEATURES_TMP, KEY_HI, KEY_LO, NEIGHBORS, SearchSettings  # noqa: E402
+from knnspark.radius import RadiusSettings, _broadcast_fn, _shard_fn  # noqa: E402
+from knnspark.shard_codec import shard_rows_table  # noqa: E402
+from knnspark.shard_major import ROUTE_KEY  # noqa: E402
+from scripts.bench.cli import script_parser  # noqa: E402
 
 
 def _features(matrix: np.ndarray) -> pa.Array:
@@ -50,12 +54,7 @@ def _peak(call) -> tuple[float, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=20_000)
-    parser.add_argument("--features", type=int, default=32)
-    parser.add_argument("--batch", type=int, default=512)
-    parser.add_argument("--routed", type=int, default=512)
-    parser.add_argument("--shards", type=int, default=4)
+    parser = script_parser(__doc__, rows=20_000, features=32, batch=512, routed=512, shards=4)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     x = rng.normal(size=(args.rows, args.features)).astype(np.float32)

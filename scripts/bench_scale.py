@@ -17,6 +17,7 @@ add one there. Writes JSON, markdown and a plot.
 
     .venv/bin/python scripts/bench_scale.py            # 100k x 64, 20k queries, 4 shards
     .venv/bin/python scripts/bench_scale.py --quick    # 20k x 32, 4k queries
+    .venv/bin/python scripts/bench_scale.py --full     # 1M x 64, 500 queries (PROFILES)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import sys
 import time
 import urllib.request
@@ -42,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from knnspark import NearestNeighbors  # noqa: E402
 from scripts.bench.baselines import faiss_flat  # noqa: E402
+from scripts.bench.cli import script_parser  # noqa: E402
 from scripts.bench.data import Data, Frames, clustered_data  # noqa: E402
 from scripts.bench.sparkjobs import build_spark, noop, release_model  # noqa: E402
 from scripts.bench.tables import mib  # noqa: E402
@@ -107,6 +110,16 @@ def release(model: object) -> None:
             persisted.unpersist()
 
 
+def fit(bench: Bench, est: object, what: str) -> object:
+    """``est`` fitted to the training rows; its seconds and the load go to ``results["fits"]``."""
+    start = time.perf_counter()
+    model = est.fit(bench.train)
+    row = {"what": what, "fit_s": time.perf_counter() - start, "loadavg": os.getloadavg()[0]}
+    print(row, flush=True)
+    bench.results.setdefault("fits", []).append(row)
+    return model
+
+
 def section_paths(bench: Bench) -> dict:
     args, n_queries = bench.args, bench.data.queries.shape[0]
     rows = []
@@ -114,12 +127,15 @@ def section_paths(bench: Bench) -> dict:
         est = NearestNeighbors(k=K, numShards=args.shards, algorithm=kind, idCol="id")
         if path == "shard-major":
             est.setMaxBroadcastBytes(0)
-        model = est.fit(bench.train)
+        elif args.broadcast_bytes is not None:
+            est.setMaxBroadcastBytes(args.broadcast_bytes)
+        model = fit(bench, est, f"{kind} {path}")
         assert model.storage == ("broadcast" if path == "broadcast" else "distributed")
         for parts, queries in bench.queries.items():
             m = bench.best(lambda model=model, queries=queries: noop(model.kneighbors(queries)))
             row = {"kind": kind, "path": path, "partitions": parts, "wall_s": m["wall_s"]}
             row |= {"queries_per_s": n_queries / m["wall_s"], "shuffle_bytes": m["shuffle_bytes"]}
+            row |= {"loadavg": os.getloadavg()[0]}
             print(row, flush=True)
             rows.append(row)
         release(model)
@@ -158,7 +174,7 @@ def section_kmeans(bench: Bench) -> dict:
     ref_dist, ref_ids = flat.search(data.queries, K)
     faiss_qps = data.queries.shape[0] / (time.perf_counter() - start)
     rows = []
-    for kind in args.kinds:
+    for kind in args.kmeans_kinds:
         est = NearestNeighbors(
             k=K,
             numShards=args.kmeans_shards,
@@ -168,7 +184,7 @@ def section_kmeans(bench: Bench) -> dict:
             maxBroadcastBytes=0,
             shardsVisitedCol="visited",
         )
-        model = est.fit(bench.train)
+        model = fit(bench, est, f"{kind} kmeans")
         for nprobe in [*args.nprobe, None]:
             model.setNprobe(nprobe)
 
@@ -183,7 +199,7 @@ def section_kmeans(bench: Bench) -> dict:
             row = {"kind": kind, "nprobe": nprobe, "recall": recall_at_k(found, ref_ids)}
             row |= {"queries_per_s": data.queries.shape[0] / m["wall_s"]}
             row |= {"visited": float(np.mean(table.column("visited").to_numpy()))}
-            row |= {"shuffle_bytes": m["shuffle_bytes"]}
+            row |= {"shuffle_bytes": m["shuffle_bytes"], "loadavg": os.getloadavg()[0]}
             print(row, flush=True)
             rows.append(row)
         release(model)
@@ -242,33 +258,103 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
+#: What each profile runs; a flag given on the command line overrides its profile's value.
+PROFILES = {
+    "quick": dict(rows=20_000, queries=4_000, dim=32),
+    "default": dict(rows=100_000, queries=20_000, dim=64),
+    # 1M x 64 (past the default 256 MiB maxBroadcastBytes): 500 queries, 2 and 32 partitions,
+    # one timed round after the warm-up; the broadcast path is forced by a 2 GiB budget.
+    # Exact search only on both paths; HNSW (a 1M-row build takes 10-20 minutes on 2 busy
+    # cores) only with k-means shards.
+    "full": dict(
+        rows=1_000_000,
+        queries=500,
+        dim=64,
+        partitions=[2, 32],
+        repeats=1,
+        kinds=["brute"],
+        kmeans_kinds=["brute", "hnsw"],
+        broadcast_bytes=2 << 30,
+        driver_memory="8g",
+        out=Path("bench-results/scale-1m.json"),
+    ),
+}
+_DEFAULTS = dict(
+    partitions=[2, 8, 32],
+    kinds=["brute", "hnsw"],
+    repeats=2,
+    broadcast_bytes=None,
+    driver_memory="4g",
+    out=Path("bench-results/scale.json"),
+)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = script_parser(__doc__)
     ints = lambda s: [int(v) for v in s.split(",")]  # noqa: E731
-    parser.add_argument("--quick", action="store_true", help="20k x 32, 4k queries")
-    parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--queries", type=int, default=20_000)
-    parser.add_argument("--dim", type=int, default=64)
+    words = lambda s: s.split(",")  # noqa: E731
+    profile = parser.add_mutually_exclusive_group()
+    profile.add_argument("--quick", action="store_true", help="20k x 32, 4k queries")
+    profile.add_argument(
+        "--full",
+        action="store_true",
+        help="1M x 64, 500 queries, partitions 2,32, 1 repeat, exact on both paths (broadcast "
+        "at 2 GiB), exact and HNSW with k-means shards",
+    )
+    parser.add_argument("--rows", type=int, help="training rows (default 100000)")
+    parser.add_argument("--queries", type=int, help="queries (default 20000)")
+    parser.add_argument("--dim", type=int, help="features (default 64)")
     parser.add_argument("--shards", type=int, default=4)
-    parser.add_argument("--partitions", type=ints, default=[2, 8, 32])
-    parser.add_argument("--kinds", type=lambda s: s.split(","), default=["brute", "hnsw"])
+    parser.add_argument("--partitions", type=ints, help="query partitions (default 2,8,32)")
+    parser.add_argument("--kinds", type=words, help="index kinds (default brute,hnsw)")
+    parser.add_argument("--kmeans-kinds", type=words, help="kmeans section (default --kinds)")
     parser.add_argument("--kmeans-shards", type=int, default=16)
     parser.add_argument("--nprobe", type=ints, default=[1, 2, 4])
     parser.add_argument("--no-kmeans", action="store_true")
     parser.add_argument("--cores", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, help="timed rounds after a warm-up (default 2)")
+    parser.add_argument(
+        "--broadcast-bytes",
+        type=int,
+        help="maxBroadcastBytes of the broadcast path's models (default: the Param's default)",
+    )
+    parser.add_argument("--driver-memory", help="spark.driver.memory (default 4g)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("bench-results/scale.json"))
+    parser.add_argument("--out", type=Path, help="JSON path (default bench-results/scale.json)")
     args = parser.parse_args(argv)
-    if args.quick:
-        args.rows, args.queries, args.dim = 20_000, 4_000, 32
+    args.profile = "quick" if args.quick else "full" if args.full else "default"
+    for name, value in (_DEFAULTS | PROFILES[args.profile]).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.kmeans_kinds is None:
+        args.kmeans_kinds = args.kinds
     return args
+
+
+def write(bench: Bench, lines: list[str], started: float) -> None:
+    """JSON and markdown of the sections run so far (after each one: a long run keeps them)."""
+    args = bench.args
+    bench.results["meta"] = vars(args) | {
+        "wall_s": time.perf_counter() - started,
+        "loadavg": os.getloadavg(),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(bench.results, indent=2, default=str))
+    args.out.with_suffix(".md").write_text("\n".join(lines))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
-    spark = build_spark(args.cores, batch_size=10_000, driver_memory="4g", ui=True)
+    # A broadcast model's built shards reach the driver in one collect (toArrow): at 1M x 64
+    # with HNSW graphs that is about 0.7 GB, near Spark's 1g default maxResultSize.
+    spark = build_spark(
+        args.cores,
+        batch_size=10_000,
+        driver_memory=args.driver_memory,
+        ui=True,
+        conf={"spark.driver.maxResultSize": "4g"},
+    )
     data = clustered_data(args.rows, args.queries, args.dim, 64, 10, args.seed)
     frames = Frames(spark, partitions=args.cores)
     train = frames.rows("train", data.train, data.train_labels, "id")
@@ -286,12 +372,11 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for name in names:
         title, run, render = SECTIONS[name]
+        load = os.getloadavg()
         bench.results[name] = run(bench)
+        bench.results[name]["loadavg"] = [load, os.getloadavg()]
         lines += [f"## {title}", "", *render(bench.results[name]), ""]
-    bench.results["meta"] = vars(args) | {"wall_s": time.perf_counter() - started}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(bench.results, indent=2, default=str))
-    args.out.with_suffix(".md").write_text("\n".join(lines))
+        write(bench, lines, started)
     plot(bench.results["paths"], args.out.with_suffix(".png"))
     print("\n".join(lines))
     print(f"wrote {args.out}, {args.out.with_suffix('.md')}, {args.out.with_suffix('.png')}")

@@ -58,6 +58,8 @@ from knnspark import KNNClassifier  # noqa: E402
 from knnspark.tuning import KNNCrossValidator  # noqa: E402
 from knnspark.tuning import evaluation as tuning_evaluation  # noqa: E402
 from knnspark.tuning import validator as tuning_validator  # noqa: E402
+from scripts.bench.cli import script_parser  # noqa: E402
+from scripts.bench.sparkjobs import local_session  # noqa: E402
 
 FULL_KS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 13, 15, 19, 23, 27, 31]
 QUICK_KS = [1, 3, 7, 15]
@@ -68,7 +70,7 @@ TARGET_RATIO = 0.1
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = script_parser(__doc__)
     parser.add_argument("--quick", action="store_true", help="4 k x 2 weights x 3 folds")
     parser.add_argument("--master", default="local[*]", help="Spark master (default local[*])")
     parser.add_argument("--folds", type=int, default=None, help="number of folds (default 5)")
@@ -85,18 +87,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def build_spark(master: str) -> SparkSession:
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    spark = (
-        SparkSession.builder.master(master)
-        .appName("knnspark-bench-tuning")
-        .config("spark.sql.shuffle.partitions", "4")
-        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.driver.memory", "4g")
-        .getOrCreate()
-    )
-    spark.sparkContext.setLogLevel("ERROR")
-    return spark
+    arrow = {"spark.sql.execution.arrow.pyspark.enabled": "true"}
+    return local_session(master, 4, "4g", app_name="knnspark-bench-tuning", conf=arrow)
 
 
 def load_digits_frame(spark: SparkSession) -> DataFrame:

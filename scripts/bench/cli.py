@@ -1,4 +1,5 @@
-"""Command-line flags and the two profiles (``--quick`` and the full run)."""
+"""Command-line flags: the end-to-end benchmark's and its two profiles (``--quick`` and the
+full run), and the parser every standalone ``scripts/bench_*.py`` starts from."""
 
 from __future__ import annotations
 
@@ -95,12 +96,41 @@ def parse_args(argv: list[str] | None = None, description: str = "") -> argparse
         (float(b), int(t))
         for b, t in (x.split(":") for x in (args.lsh or profile["lsh"]).split(","))
     ]
-    for name in ("k", "cores", "batch_size", "repeats", "build_repeats", "n_queries"):
-        if getattr(args, name) < 1:
-            parser.error(f"Expected --{name.replace('_', '-')} >= 1. Got {getattr(args, name)}")
+    require_positive(
+        parser, args, ("k", "cores", "batch_size", "repeats", "build_repeats", "n_queries")
+    )
     if args.lsh_n_train is None:
         big = [s for s in args.sizes if s >= 20_000]
         args.lsh_n_train = min(big) if big else max(args.sizes)
     if args.lsh_n_train not in args.sizes:
         parser.error(f"--lsh-n-train must be one of --sizes {args.sizes}; got {args.lsh_n_train}")
     return args
+
+
+# ----------------------------------------------------------------- standalone scripts
+
+
+def script_parser(doc: str, **int_flags: int) -> argparse.ArgumentParser:
+    """A standalone script's parser: the first line of its docstring, then ``int_flags``.
+
+    >>> script_parser("Bench.", rows=20_000, n_queries=500).parse_args(["--n-queries", "9"])
+    Namespace(rows=20000, n_queries=9)
+    """
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    add_int_flags(parser, **int_flags)
+    return parser
+
+
+def add_int_flags(parser: argparse.ArgumentParser, **defaults: int) -> None:
+    """An integer flag per keyword, with its default: ``n_queries=500`` is ``--n-queries``."""
+    for name, default in defaults.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=default)
+
+
+def require_positive(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, names: tuple[str, ...]
+) -> None:
+    """Exit through ``parser.error`` when one of the flags ``names`` is below 1."""
+    for name in names:
+        if getattr(args, name) < 1:
+            parser.error(f"Expected --{name.replace('_', '-')} >= 1. Got {getattr(args, name)}")

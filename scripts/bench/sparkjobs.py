@@ -22,32 +22,66 @@ from .data import REPO_ROOT
 _UDF_PROFILER = "spark.sql.pyspark.udf.profiler"
 
 
-def build_spark(cores: int, batch_size: int, driver_memory: str, ui: bool = False) -> SparkSession:
-    """A session like the tests' (conftest.py), with large Arrow batches for speed.
+def local_session(
+    master: str,
+    shuffle_partitions: int,
+    driver_memory: str | None = None,
+    *,
+    ui: bool = False,
+    app_name: str | None = None,
+    conf: dict[str, str] | None = None,
+) -> SparkSession:
+    """The session of a benchmark: ``master``, quiet (no progress bars, log level ERROR).
 
-    The Python workers import this checkout's knnspark and the benchmark's own functions
-    (the Spark floor) from the repository root, put on their ``PYTHONPATH``. With ``ui``
-    the Spark UI (and its REST API, which reports shuffle bytes per stage) runs.
+    The Python workers run this interpreter and import this checkout's knnspark and the
+    benchmark's own functions (the Spark floor) from the repository root, put on their
+    ``PYTHONPATH``.  With ``ui`` the Spark UI (and its REST API, which reports shuffle bytes
+    per stage) runs; ``conf`` adds settings.
     """
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     paths = [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
-    os.environ["PYTHONPATH"] = os.pathsep.join(paths)
-    spark = (
-        SparkSession.builder.master(f"local[{cores}]")
-        .appName("knnspark-bench")
-        .config("spark.sql.shuffle.partitions", str(2 * cores))
-        .config("spark.default.parallelism", str(cores))
-        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_size))
-        .config("spark.ui.enabled", str(ui).lower())
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.driver.memory", driver_memory)
-        .config("spark.sql.adaptive.enabled", "false")
-        .getOrCreate()
-    )
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    builder = SparkSession.builder.master(master)
+    if app_name:
+        builder = builder.appName(app_name)
+    settings = {
+        "spark.sql.shuffle.partitions": str(shuffle_partitions),
+        "spark.ui.enabled": str(ui).lower(),
+        "spark.ui.showConsoleProgress": "false",
+        **({"spark.driver.memory": driver_memory} if driver_memory else {}),
+        **(conf or {}),
+    }
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+def build_spark(
+    cores: int,
+    batch_size: int,
+    driver_memory: str,
+    ui: bool = False,
+    conf: dict[str, str] | None = None,
+) -> SparkSession:
+    """A session like the tests' (conftest.py), with large Arrow batches for speed."""
+    settings = {
+        "spark.default.parallelism": str(cores),
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.execution.arrow.maxRecordsPerBatch": str(batch_size),
+        "spark.sql.adaptive.enabled": "false",
+        **(conf or {}),
+    }
+    return local_session(
+        f"local[{cores}]",
+        2 * cores,
+        driver_memory,
+        ui=ui,
+        app_name="knnspark-bench",
+        conf=settings,
+    )
 
 
 def noop(df: DataFrame) -> None:

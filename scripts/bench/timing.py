@@ -21,6 +21,16 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def best_of(fn: Callable[..., object], repeats: int, *args: object) -> tuple[float, object]:
+    """The fastest wall seconds of ``repeats`` calls of ``fn(*args)``, and the last result."""
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn(*args)
+        times.append(time.perf_counter() - start)
+    return min(times), result
+
+
 def measured(fn: Callable[[], object]) -> tuple[float, float]:
     """Wall seconds and CPU seconds of one call, CPU over this process and its descendants.
 
