@@ -40,7 +40,6 @@ from knnspark.kmeans_sharding import (
     fold_radii,
     radii_maxima,
     row_distances,
-    unpacked_rows,
     with_radii,
 )
 from knnspark.preprocessing import Preprocessing
@@ -233,14 +232,13 @@ def build_index(df: DataFrame, spec: IndexSpec) -> TrainingIndex:
     if prepared.routing is not None:  # radii measured with the model's metric
         routing = dataclasses.replace(prepared.routing, metric=spec.metric, p=spec.p)
     blobs = _shard_blobs(
-        prepared.rows if prepared.pieces is None else prepared.pieces,
+        prepared.rows,
         spec.label_col is not None,
         kind,
         params,
         spec.num_shards,
         routing,
         grouped=prepared.groups is not None,
-        n_features=n_features,
     )
     size = broadcast_bytes(n_rows, n_features, payload_estimate)
     storage = choose_storage(size, spec.max_broadcast_bytes, spec.connect)
@@ -368,7 +366,6 @@ def _shard_blobs(
     num_shards: int,
     routing: ShardRouting | None = None,
     grouped: bool = False,
-    n_features: int = 0,
 ) -> DataFrame:
     """One row per shard, built on the executors, each shard in a task of its own.
 
@@ -376,9 +373,7 @@ def _shard_blobs(
     partition are built one after the other (HNSW builds take long). So the rows are hash
     partitioned on a key chosen per shard to land in partition ``shard``
     (:func:`shard_partition_keys`), which the grouping reuses without a second shuffle.
-    With ``routing`` (k-means partitioning) ``rows`` are the rows packed by shard
-    (:data:`~knnspark.kmeans_sharding.PIECES_SCHEMA`), unpacked by the task, which also
-    measures its shard's radii.
+    With ``routing`` (k-means partitioning) each task also measures its shard's radii.
     A ``grouped`` index (``groupCol``) gives one row per (shard, group) instead.
     """
     if grouped:
@@ -391,9 +386,6 @@ def _shard_blobs(
     def build(table: pa.Table) -> pa.Table:
         maybe_fail("build")
         timer = TaskTimer("build")
-        if routing is not None:
-            with timer.stage("unpack"):
-                table = unpacked_rows(table, n_features)
         timer.count(table.num_rows)
         with timer.stage("build"):
             out = build_blob_table(table, has_labels, kind, params)

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -38,7 +37,6 @@ from knnspark.kernels.routing import Router, shard_radius
 
 __all__ = [
     "ASSIGNED_SCHEMA",
-    "PIECES_SCHEMA",
     "RADII_FIELDS",
     "RADIUS",
     "SUB_RADII",
@@ -49,13 +47,11 @@ __all__ = [
     "check_partitioning",
     "fold_radii",
     "kmeans_shards",
-    "pieces_fn",
     "radii_maxima",
     "routing_from_json",
     "routing_to_json",
     "row_distances",
     "search_router",
-    "unpacked_rows",
     "with_radii",
 ]
 
@@ -218,9 +214,8 @@ def kmeans_shards(
     num_shards: int,
     seed: int,
     id_col: str | None = None,
-) -> tuple[DataFrame, DataFrame, ShardRouting]:
-    """``rows`` (``id, features, label``) with a ``shard`` column first, the same rows
-    packed by shard (:data:`PIECES_SCHEMA`, what the build shuffles), and the routing.
+) -> tuple[DataFrame, ShardRouting]:
+    """``rows`` (``id, features, label``) with a ``shard`` column first, and the routing.
 
     One job, with no shuffle: the sample, drawn with ``seed`` (the same input partitioned
     the same way gives the same centroids and shard sizes).  Rows go to shards by content,
@@ -250,10 +245,8 @@ def kmeans_shards(
     centroids, offsets = fit_balanced_kmeans(sample, num_shards, seed)
     sub_centroids, sub_shards = fit_sub_centroids(sample, centroids, offsets, seed)
     routing = ShardRouting(centroids, sub_centroids, sub_shards)
-    unassigned = rows.select("id", "features", "label")
-    assigned = unassigned.mapInArrow(assign_fn(centroids, offsets, n_features), ASSIGNED_SCHEMA)
-    pieces = unassigned.mapInArrow(pieces_fn(centroids, offsets, n_features), PIECES_SCHEMA)
-    return assigned, pieces, routing
+    assign = assign_fn(centroids, offsets, n_features)
+    return rows.select("id", "features", "label").mapInArrow(assign, ASSIGNED_SCHEMA), routing
 
 
 def assign_fn(
@@ -350,81 +343,6 @@ def fold_radii(routing: ShardRouting, maxima: list) -> Radii:
         mine = balls.setdefault(shard, [-math.inf] * len(subs))
         mine[subs.index(int(r["sub"]))] = float(r[SUB_RADII])
     return radius, balls
-
-
-#: The rows of one Arrow batch that go to one shard, packed (what the build of a k-means
-#: index shuffles: a few large values instead of a row per training row, each converted
-#: between Arrow and Spark's rows at the cost of a copy).  ``ids`` int64, ``features``
-#: float32 (row-major), ``labels`` float64, each as raw bytes in the same row order.
-PIECES_SCHEMA = T.StructType(
-    [
-        T.StructField("shard", T.IntegerType(), False),
-        T.StructField("n_rows", T.IntegerType(), False),
-        T.StructField("ids", T.BinaryType(), False),
-        T.StructField("features", T.BinaryType(), False),
-        T.StructField("labels", T.BinaryType(), False),
-    ]
-)
-
-
-def pieces_fn(
-    centroids: np.ndarray, offsets: np.ndarray, n_features: int
-) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """mapInArrow function: each batch's rows by shard (the balanced k-means rule), packed."""
-
-    def pack(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for batch in batches:
-            features, _ = list_matrix(batch.column("features"), n_features, np.float32)
-            shard = assign_shards(features, centroids, offsets)
-            ids = batch.column("id").to_numpy(zero_copy_only=False).astype(np.int64)
-            labels = batch.column("label").to_numpy(zero_copy_only=False).astype(np.float64)
-            order = np.argsort(shard, kind="stable")
-            shards, starts = np.unique(shard[order], return_index=True)
-            pieces = np.split(order, starts[1:])
-            yield pa.RecordBatch.from_pydict(
-                {
-                    "shard": pa.array(shards, pa.int32()),
-                    "n_rows": pa.array([len(p) for p in pieces], pa.int32()),
-                    "ids": [ids[p].tobytes() for p in pieces],
-                    "features": [features[p].tobytes() for p in pieces],
-                    "labels": [labels[p].tobytes() for p in pieces],
-                },
-                schema=_PIECES_ARROW_SCHEMA,
-            )
-
-    return pack
-
-
-_PIECES_ARROW_SCHEMA = pa.schema(
-    [
-        pa.field("shard", pa.int32(), False),
-        pa.field("n_rows", pa.int32(), False),
-        pa.field("ids", pa.binary(), False),
-        pa.field("features", pa.binary(), False),
-        pa.field("labels", pa.binary(), False),
-    ]
-)
-
-
-def unpacked_rows(pieces: pa.Table, n_features: int) -> pa.Table:
-    """One shard's pieces (:data:`PIECES_SCHEMA`) as rows: ``shard, id, features, label``."""
-
-    def joined(name: str, dtype: Any) -> np.ndarray:
-        return np.concatenate(
-            [np.frombuffer(v.as_buffer(), dtype=dtype) for v in pieces.column(name)]
-        )
-
-    n = int(pc.sum(pieces.column("n_rows")).as_py() or 0)
-    values = pa.array(joined("features", np.float32))
-    offsets = pa.array(np.arange(0, n * n_features + 1, n_features, dtype=np.int32))
-    return pa.table(
-        {
-            "shard": pa.array(np.full(n, pieces.column("shard")[0].as_py(), np.int32)),
-            "id": pa.array(joined("ids", np.int64)),
-            "features": pa.ListArray.from_arrays(offsets, values),
-            "label": pa.array(joined("labels", np.float64)),
-        }
-    )
 
 
 def routing_to_json(router: Router | None) -> dict[str, Any] | None:

@@ -47,9 +47,6 @@ class PreparedTraining:
     routing: ShardRouting | None = None
     #: groupCol: which shards hold each group (the rows then have a ``group`` column).
     groups: GroupRouting | None = None
-    #: partitioning="kmeans": the rows packed by shard, what the build shuffles
-    #: (:data:`knnspark.kmeans_sharding.PIECES_SCHEMA`).
-    pieces: DataFrame | None = None
 
 
 def prepare_training(
@@ -137,11 +134,11 @@ def prepare_training(
         F.col("label"),
         *([F.col(GROUP_KEY)] if groups is not None else []),
     )
-    routing = pieces = None
+    routing = None
     if unique_ids and "repeated_id" not in stats:  # stats counted beforehand (tuning)
         check_unique_ids(rows, id_col)
     if partitioning == "kmeans":
-        rows, pieces, routing = kmeans_shards(
+        rows, routing = kmeans_shards(
             rows.drop("shard"), n_valid, n_features, num_shards, seed, id_col
         )
     # Unique ids are checked by the build (ids hash to shards, so a repeated id meets itself
@@ -153,7 +150,7 @@ def prepare_training(
         classes = np.array([c for c, _ in per_class], dtype=np.float64)
         counts = np.array([n for _, n in per_class], dtype=np.int64)
     return PreparedTraining(
-        rows, n_valid, n_features, classes, counts, preprocessing, routing, groups, pieces
+        rows, n_valid, n_features, classes, counts, preprocessing, routing, groups
     )
 
 

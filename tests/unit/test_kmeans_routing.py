@@ -211,35 +211,3 @@ def test_finer_balls_give_valid_and_tighter_bounds():
         for i, sub in enumerate(routing.subs_of(s)):
             inside = to_ball[ball == sub]
             assert (inside.max() if inside.size else -np.inf) == pytest.approx(balls[i])
-
-
-def test_packed_pieces_unpack_to_each_shards_rows():
-    # What the build of a k-means index shuffles: every row once, in its assigned shard.
-    import pyarrow as pa
-
-    from knnspark.kmeans_sharding import pieces_fn, unpacked_rows
-
-    x = clustered(500, 4, 6, seed=3)
-    centroids, offsets = fit_balanced_kmeans(x.astype(np.float64), 5, 0)
-    shard_of = assign_shards(x, centroids, offsets)
-    ids = np.arange(500, dtype=np.int64) * 7
-    features = pa.ListArray.from_arrays(
-        pa.array(np.arange(0, x.size + 1, 4, dtype=np.int32)), pa.array(x.reshape(-1))
-    )
-    table = pa.table({"id": ids, "features": features, "label": ids % 3 * 1.0})
-    packed = pa.Table.from_batches(
-        list(pieces_fn(centroids, offsets, 4)(iter(table.to_batches(max_chunksize=120))))
-    )
-    assert packed.num_rows <= 5 * 5  # at most one piece per (batch, shard)
-    for shard in range(5):
-        mine = packed.filter(pa.compute.equal(packed.column("shard"), shard))
-        rows = unpacked_rows(mine, 4)
-        got = rows.column("id").to_numpy()
-        np.testing.assert_array_equal(np.sort(got), ids[shard_of == shard])
-        order = np.argsort(got)
-        flat = rows.column("features").combine_chunks().flatten().to_numpy().reshape(-1, 4)[order]
-        np.testing.assert_array_equal(flat, x[shard_of == shard])
-        np.testing.assert_array_equal(
-            rows.column("label").to_numpy()[order], ids[shard_of == shard] % 3
-        )
-        assert set(rows.column("shard").to_pylist()) <= {shard}
