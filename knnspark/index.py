@@ -243,7 +243,9 @@ def build_index(df: DataFrame, spec: IndexSpec) -> TrainingIndex:
     size = broadcast_bytes(n_rows, n_features, payload_estimate)
     storage = choose_storage(size, spec.max_broadcast_bytes, spec.connect)
     if not kind_cls.stores_features or storage == "broadcast":
-        check_blob_row(kind_cls, params, n_rows, n_features, spec.num_shards)
+        check_blob_row(
+            kind_cls, params, n_rows, n_features, spec.num_shards, partitioning=spec.partitioning
+        )
     try:
         if storage == "broadcast":
             radii = _collect_shards(index, blobs)

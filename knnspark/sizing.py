@@ -26,6 +26,7 @@ __all__ = [
     "CONNECT_SHIPPED_BYTES",
     "EXACT_KIND",
     "MAX_ROW_BYTES",
+    "SHARD_SKEW",
     "blob_row_bytes",
     "broadcast_bytes",
     "check_blob_row",
@@ -34,6 +35,7 @@ __all__ = [
     "choose_storage",
     "default_num_shards",
     "index_size_bytes",
+    "largest_shard_rows",
     "metric_message",
 ]
 
@@ -41,12 +43,25 @@ __all__ = [
 #: can be searched exactly (``algorithm='brute'`` on a fitted model).
 EXACT_KIND = ExactShard.kind
 
-# Hash sharding is uneven: the size rules allow the largest shard 20% above the mean.
-_UNEVEN_SHARDS = 1.2
+#: The largest shard over the mean shard that every size rule assumes, by ``partitioning``:
+#: hash sharding is uneven by chance (20% above the mean); balanced k-means caps its shards
+#: at ``kernels.kmeans.CAP_RATIO`` (1.25) of the mean on its sample, about 1.5 on all the rows.
+SHARD_SKEW = {"hash": 1.2, "kmeans": 1.5}
 
 # Exact search uses BLAS, which evaluates a distance about this many times
 # faster than HNSW's scattered memory reads; see choose_algorithm.
 _BLAS_ADVANTAGE = 10
+
+
+def largest_shard_rows(n_rows: int, num_shards: int, partitioning: str) -> int:
+    """Rows of the largest shard the size rules plan for (:data:`SHARD_SKEW` times the mean).
+
+    Examples
+    --------
+    >>> largest_shard_rows(1_000_000, 16, "hash"), largest_shard_rows(1_000_000, 16, "kmeans")
+    (75000, 93750)
+    """
+    return math.ceil(SHARD_SKEW[partitioning] * int(n_rows) / int(num_shards))
 
 
 def index_size_bytes(n_rows: int, n_features: int, payload_bytes: int = 0) -> int:
@@ -185,9 +200,8 @@ def check_shard_memory(
     """
     if not kind_cls.max_shard_bytes_applies:
         return 0
-    # Balanced k-means caps shards at about 1.5 times the mean.
-    skew = 1.5 if partitioning == "kmeans" else _UNEVEN_SHARDS
-    rows_per_shard = math.ceil(skew * n_rows / num_shards)
+    skew = SHARD_SKEW[partitioning]
+    rows_per_shard = largest_shard_rows(n_rows, num_shards, partitioning)
     per_shard = kind_cls.estimate_bytes(rows_per_shard, n_features, params)
     if per_shard > max_shard_bytes:
         per_row = max(1.0, per_shard / max(1, rows_per_shard))
@@ -211,25 +225,39 @@ MAX_ROW_BYTES = (1 << 31) - 1
 
 
 def blob_row_bytes(
-    kind_cls: type[Shard], params: dict, n_rows: int, n_features: int, num_shards: int
+    kind_cls: type[Shard],
+    params: dict,
+    n_rows: int,
+    n_features: int,
+    num_shards: int,
+    *,
+    partitioning: str,
 ) -> int:
     """Bytes of the largest built shard's row: its exact rows plus the kind's payload."""
-    rows = math.ceil(_UNEVEN_SHARDS * n_rows / num_shards)
+    rows = largest_shard_rows(n_rows, num_shards, partitioning)
     payload = 0 if kind_cls is ExactShard else kind_cls.estimate_bytes(rows, n_features, params)
     return ExactShard.estimate_bytes(rows, n_features, {}) + payload
 
 
 def check_blob_row(
-    kind_cls: type[Shard], params: dict, n_rows: int, n_features: int, num_shards: int
+    kind_cls: type[Shard],
+    params: dict,
+    n_rows: int,
+    n_features: int,
+    num_shards: int,
+    *,
+    partitioning: str,
 ) -> None:
     """Fail before building when a built shard's row would pass :data:`MAX_ROW_BYTES`."""
-    row = blob_row_bytes(kind_cls, params, n_rows, n_features, num_shards)
+    row = blob_row_bytes(
+        kind_cls, params, n_rows, n_features, num_shards, partitioning=partitioning
+    )
     if row <= MAX_ROW_BYTES:
         return
     needed = math.ceil(num_shards * row / MAX_ROW_BYTES)
     raise InvalidInputError(
         f"A built {kind_cls.kind.upper()} shard would be one Spark row of about "
-        f"{row / 2**20:.0f} MiB ({math.ceil(_UNEVEN_SHARDS * n_rows / num_shards)} rows of "
+        f"{row / 2**20:.0f} MiB ({largest_shard_rows(n_rows, num_shards, partitioning)} rows of "
         f"{n_features} features, with ids, labels and the kind's payload), over Spark's "
         f"2 GiB limit on a row. Use more shards (numShards >= {needed})."
     )

@@ -1,7 +1,8 @@
 """The scale model on paper: what each search plan ships per search and holds per executor.
 
 Computed from the size formulas knnspark itself uses (``sizing.broadcast_bytes``,
-``sizing.index_size_bytes``, the shard kinds' ``estimate_bytes``, ``sizing.blob_row_bytes``,
+``sizing.index_size_bytes``, the shard kinds' ``estimate_bytes``, ``sizing.blob_row_bytes``
+and ``sizing.largest_shard_rows`` (the largest shard per partitioning: ``sizing.SHARD_SKEW``),
 ``search.routed_row_bytes`` and ``search.rounds_for``), for training sets of 1M, 100M and 1B
 rows (128 float features by default), so that the table moves when the code's formulas do.
 The verdicts name the rule the code enforces and the number to change.
@@ -15,7 +16,6 @@ The verdicts name the rule the code enforces and the number to change.
 from __future__ import annotations
 
 import argparse
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +30,7 @@ from knnspark.sizing import (
     broadcast_bytes,
     choose_storage,
     index_size_bytes,
+    largest_shard_rows,
 )
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -69,18 +70,25 @@ def count(n: int) -> str:
     return str(n)
 
 
+PARTITIONINGS = ("hash", "kmeans")
+
+
 def plan_rows(setting: Setting, n_rows: int, num_shards: int) -> list[list[str]]:
     d, q, k, e = setting.n_features, setting.queries, setting.k, setting.executors
     rows = []
     for kind in (ExactShard, HnswShard):
-        payload = 0 if kind is ExactShard else kind.estimate_bytes(n_rows, d, HNSW_PARAMS)
+        params = {} if kind is ExactShard else HNSW_PARAMS
+        payload = 0 if kind is ExactShard else kind.estimate_bytes(n_rows, d, params)
         shipped = broadcast_bytes(n_rows, d, payload)
         stored = index_size_bytes(n_rows, d, payload)
-        per_shard = math.ceil(1.2 * n_rows / num_shards)
-        shard_bytes = (ExactShard if kind is ExactShard else kind).estimate_bytes(
-            per_shard, d, {} if kind is ExactShard else HNSW_PARAMS
-        )
-        row_bytes = blob_row_bytes(kind, HNSW_PARAMS, n_rows, d, num_shards)
+        # The largest shard and its built row, as fit sizes them for each partitioning.
+        shard_bytes, row_bytes = {}, {}
+        for partitioning in PARTITIONINGS:
+            largest = largest_shard_rows(n_rows, num_shards, partitioning)
+            shard_bytes[partitioning] = kind.estimate_bytes(largest, d, params)
+            row_bytes[partitioning] = blob_row_bytes(
+                kind, HNSW_PARAMS, n_rows, d, num_shards, partitioning=partitioning
+            )
         name = "exact" if kind is ExactShard else "HNSW"
 
         # Broadcast: every executor receives every shard of the kind searched.
@@ -92,8 +100,10 @@ def plan_rows(setting: Setting, n_rows: int, num_shards: int) -> list[list[str]]
             )
         if shipped > setting.executor_memory:
             notes.append("over executor memory")
-        if row_bytes > MAX_ROW_BYTES:
-            notes.append("a built shard over 2 GiB: fit refuses (numShards)")
+        too_big = [p for p in PARTITIONINGS if row_bytes[p] > MAX_ROW_BYTES]
+        if too_big:
+            which = "" if len(too_big) == len(PARTITIONINGS) else f" ({', '.join(too_big)})"
+            notes.append(f"a built shard over 2 GiB{which}: fit refuses (numShards)")
         rows.append(
             [name, "any", "broadcast", "all or nprobe", size(e * shipped), size(shipped), "-"]
             + ["; ".join(notes) or "works"]
@@ -103,12 +113,14 @@ def plan_rows(setting: Setting, n_rows: int, num_shards: int) -> list[list[str]]
         kmeans_visits = min(setting.nprobe, num_shards)
         for partitioning, visited in (("hash", num_shards), ("kmeans", kmeans_visits)):
             network = q * visited * 2 * routed_row_bytes(d, k)  # the query out, its list back
-            held = stored / e + shard_bytes
+            held = stored / e + shard_bytes[partitioning]
             rounds = rounds_for(q, d, k, QUERY_BYTES_PER_TASK)
             notes = []
-            if kind.max_shard_bytes_applies and shard_bytes > setting.max_shard_bytes:
-                notes.append(f"a shard over maxShardBytes ({size(shard_bytes)}): fit refuses")
-            if not kind.stores_features and row_bytes > MAX_ROW_BYTES:
+            if kind.max_shard_bytes_applies and shard_bytes[partitioning] > setting.max_shard_bytes:
+                notes.append(
+                    f"a shard over maxShardBytes ({size(shard_bytes[partitioning])}): fit refuses"
+                )
+            if not kind.stores_features and row_bytes[partitioning] > MAX_ROW_BYTES:
                 notes.append("a built shard over 2 GiB: fit refuses (numShards)")
             if held > setting.executor_memory:
                 notes.append("over executor memory: the persisted shards spill to disk")
