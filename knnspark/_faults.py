@@ -10,9 +10,12 @@ partition of an enabled stage raises; Spark retries it (with
 
 from __future__ import annotations
 
-__all__ = ["FAULTS_PROPERTY", "maybe_fail"]
+__all__ = ["FAULTS_PROPERTY", "UNROUTED_PROPERTY", "check_routed", "maybe_fail"]
 
 FAULTS_PROPERTY = "knnspark.test.injectFaults"
+#: Local property: when set, a shard-major search task that receives a shard's rows without
+#: a query routed to it raises (the test that unrouted shards are never read).
+UNROUTED_PROPERTY = "knnspark.test.failOnUnroutedShard"
 
 
 class InjectedFault(RuntimeError):
@@ -33,3 +36,14 @@ def maybe_fail(stage: str) -> None:
         raise InjectedFault(
             f"knnspark injected fault: {stage} task {context.partitionId()}, attempt 0"
         )
+
+
+def check_routed(n_queries: int, n_shard_rows: int) -> None:
+    """Raise when a shard's rows reached a task without queries, if the test asked."""
+    if n_queries or not n_shard_rows:
+        return
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    if context is not None and context.getLocalProperty(UNROUTED_PROPERTY):
+        raise InjectedFault(f"knnspark: {n_shard_rows} rows of an unrouted shard were read")

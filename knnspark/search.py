@@ -12,8 +12,12 @@ Two plans give identical results:
   with k-means routing, a ``mapInArrow`` picks its ``nprobe`` nearest or, for
   pruned exact search, its nearest and then those its k-th distance cannot
   exclude.  A ``cogroup`` per round meets each shard with all queries routed
-  to it (Spark shuffles only the query side); the partial top-k lists are
-  repartitioned and sorted on the query's key, so that a ``mapInArrow`` merges
+  to it (Spark shuffles only the query side); with k-means routing or groups
+  the shard side is first restricted to the shards some query is routed to (a
+  broadcast left-semi join on keys read from the routed queries' exchange,
+  which Spark reuses), so an unvisited shard never reaches Python.  The
+  partial top-k lists are repartitioned and sorted on the query's key, so that
+  a ``mapInArrow`` merges
   each query's consecutive lists with the same numpy merge (no aggregate).
   Shuffle bytes grow with queries x shards visited, not with the query
   DataFrame's partitioning.  The result is joined back to the queries on a
@@ -138,15 +142,23 @@ def _shard_major_plan(
     )
     queries = keyed.select(KEY_HI, KEY_LO, FEATURES_TMP, *extra)
     routing = shard_routing(index)
-    shard_side = index.distributed_data(settings.kind).groupBy(PARTITION_KEY)
     n_queries = df.count()  # the one job before the search: rounds and the join's side
     rounds = rounds_for(n_queries, settings.n_features, settings.k, _query_budget(df))
+
+    shard_data = index.distributed_data(settings.kind)
+    every_shard = routing.visits_every_shard(settings)
+    partitions = index.shard_partitions
 
     def search(routed: DataFrame, route_next: bool) -> DataFrame:
         # The shard side is persisted hash partitioned on PARTITION_KEY, one shard per
         # partition: the cogroup shuffles the routed queries to it and leaves it in place.
         fn = shard_search_fn(settings, routing, route_next)
-        return routed.groupBy(ROUTE_KEY).cogroup(shard_side).applyInArrow(fn, ROUTED_SCHEMA)
+        if every_shard:
+            shards = shard_data.groupBy(PARTITION_KEY)
+        else:
+            routed = routed.repartition(partitions, ROUTE_KEY)
+            shards = _routed_shards(shard_data, routed).groupBy(PARTITION_KEY)
+        return routed.groupBy(ROUTE_KEY).cogroup(shards).applyInArrow(fn, ROUTED_SCHEMA)
 
     partials = []
     for r in range(rounds):
@@ -172,6 +184,32 @@ def _shard_major_plan(
         merged = F.broadcast(merged)
     joined = keyed.join(merged, on=[KEY_HI, KEY_LO], how="left")
     return joined.select(*[column(c) for c in df.columns], *merged.columns[2:])
+
+
+def _routed_shards(shard_data: DataFrame, routed: DataFrame) -> DataFrame:
+    """The rows of the shards that ``routed`` sends at least one query to.
+
+    A cogroup hands every shard's rows to a Python task, queries or not; this keeps only
+    the shards some query visits, by a broadcast left-semi join, which leaves the persisted
+    side's partitioning and order as they are.  ``routed`` must be the very DataFrame the
+    cogroup reads, repartitioned on :data:`ROUTE_KEY`: the keys are taken from that
+    exchange, which Spark then reuses, so the routing pass (or pruned search's first round)
+    runs once.  A key that only carries partial lists (passed through pruned search's second
+    round) needs no shard: the cogroup passes them on without one.  The hash reads every
+    column so that the optimizer cannot prune the keys' side to :data:`ROUTE_KEY` below
+    the exchange (which would make it another exchange, and the routing run twice).
+    """
+    everything = F.xxhash64(*routed.columns)
+    keys = (
+        routed.groupBy(ROUTE_KEY)
+        .agg(
+            F.max(F.col("ids").isNull()).alias("__knn_has_query"),
+            F.max(everything).alias("__knn_reads_all"),
+        )
+        .filter(F.col("__knn_has_query") & F.col("__knn_reads_all").isNotNull())
+        .select(F.col(ROUTE_KEY).alias(PARTITION_KEY))
+    )
+    return shard_data.join(F.broadcast(keys), on=PARTITION_KEY, how="left_semi")
 
 
 def route_all(queries: DataFrame, routing: Routing) -> DataFrame:

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import types as T
 
-from knnspark._faults import maybe_fail
+from knnspark._faults import check_routed, maybe_fail
 from knnspark.arrow_columns import (
     LIST_F64,
     LIST_F64_NULLS,
@@ -119,6 +119,17 @@ class Routing:
         keep = (np.arange(order.shape[1])[None, :] < settings.nprobe) | (rows_before < settings.k)
         return np.where(keep, order, -1)
 
+    def visits_every_shard(self, settings: SearchSettings) -> bool:
+        """Whether the first round sends every query to every shard (nothing to filter)."""
+        router = settings.router
+        if settings.groups is not None:
+            return False
+        if router is None:
+            return True
+        if settings.nprobe is None:
+            return not router.can_prune
+        return settings.nprobe >= router.num_shards
+
     def pruned(self, settings: SearchSettings) -> bool:
         """Whether a second round visits the shards the first one's k-th distance keeps."""
         router = settings.router
@@ -192,6 +203,7 @@ def shard_search_fn(
         is_query = routed.column("ids").is_null()
         passed = routed.filter(pc.invert(is_query))
         queries = distinct_keys(routed.filter(is_query))
+        check_routed(queries.num_rows, shard_rows.num_rows)
         if settings.groups is not None:
             return pa.concat_tables([passed, grouped_partials(queries, shard_rows, settings)])
         if queries.num_rows == 0 or shard_rows.num_rows == 0:

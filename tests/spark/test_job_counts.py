@@ -178,3 +178,23 @@ def test_cross_validation_counts_every_fold_in_one_job(spark, frames, fold_col):
     jobs, model = count_jobs(spark, lambda: validator.fit(data))
     assert len(model.avgMetrics) == 2
     assert jobs == 1 + 3 * 2 + 1
+
+
+@pytest.mark.parametrize(
+    ("partitioning", "nprobe", "expected"),
+    [("hash", None, 3), ("kmeans", 1, 4), ("kmeans", None, 5), ("kmeans", 3, 3)],
+)
+def test_shard_major_kneighbors_jobs(spark, frames, partitioning, nprobe, expected):
+    # The query count, the search, and the broadcast of its merged result: three jobs. Each
+    # cogroup that does not visit every shard adds one: the keys of the shards its queries
+    # are routed to, broadcast to filter the shard side (taken from the routed queries' own
+    # exchange, which the search then reuses: the routing runs once). Pruned exact search
+    # has two such rounds; hash partitioning and nprobe = numShards visit every shard.
+    train, queries = frames
+    model = NearestNeighbors(k=3, numShards=3, partitioning=partitioning, maxBroadcastBytes=0).fit(
+        train
+    )
+    model.setNprobe(nprobe)
+    jobs, rows = count_jobs(spark, lambda: model.kneighbors(queries).collect())
+    assert len(rows) == 40
+    assert jobs == expected

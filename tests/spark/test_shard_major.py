@@ -172,39 +172,83 @@ def test_invalid_rows_get_null_shard_counts(spark, clustered):
     assert got[NIDS_TMP].isna().tolist() == [False, True, True, True]
 
 
-def _cogroup_children(plan: str) -> list[str]:
-    """The operator heading each child of the plan's cogroups (the tree's ``+-`` / ``:-``)."""
-    lines = plan.splitlines()
+def _children(lines: list[str], i: int) -> list[int]:
+    """Line numbers of the children of the plan node on line ``i`` (the tree's ``+-``/``:-``)."""
     depth = [re.search(r"[+:]- ", line) for line in lines]
+    below = depth[i].start() + 3 if depth[i] else 0
     found = []
-    for i, line in enumerate(lines):
-        if "FlatMapCoGroupsInArrow" in line:
-            below = depth[i].start() + 3 if depth[i] else 0
-            found += [
-                re.sub(r"^\*\(\d+\) ", "", lines[j][m.end() :])
-                for j, m in enumerate(depth)
-                if j > i and m is not None and m.start() == below
-            ][:2]
+    for j in range(i + 1, len(lines)):
+        if depth[j] is None or depth[j].start() < below:
+            break
+        if depth[j].start() == below:
+            found.append(j)
     return found
 
 
-@pytest.mark.parametrize("algorithm", ["brute", "hnsw"])
-def test_the_index_is_not_shuffled_at_search(spark, tmp_path, algorithm):
-    """The persisted shards are the cogroup's side as they are: no exchange, no sort."""
+def _node(lines: list[str], i: int) -> str:
+    """The operator on line ``i``, without its tree prefix and codegen stage."""
+    text = re.sub(r"^[\s|:+-]*", "", lines[i])
+    return re.sub(r"^\*\(\d+\) ", "", text)
+
+
+def _cogroup_sides(plan: str) -> list[list[str]]:
+    """For each cogroup: its routed queries' side and its shards' side, as the chain of
+    operators down to the first node with more than one child, and that node's children."""
+    lines = plan.splitlines()
+    sides = []
+    for i, line in enumerate(lines):
+        if "FlatMapCoGroupsInArrow" not in line:
+            continue
+        chains = []
+        for j in _children(lines, i):
+            chain = [_node(lines, j)]
+            while len(below := _children(lines, j)) == 1:
+                j = below[0]
+                chain.append(_node(lines, j))
+            chain += [_node(lines, c) for c in below]
+            chains.append(chain)
+        sides.append(chains)
+    return sides
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "partitioning"), [("brute", "hash"), ("hnsw", "hash"), ("brute", "kmeans")]
+)
+def test_the_index_is_not_shuffled_at_search(spark, tmp_path, algorithm, partitioning):
+    """The persisted shards are the cogroup's side as they are: no exchange, no sort.
+
+    With k-means routing (nprobe=1) the shard side is first restricted to the routed shards
+    by a broadcast left-semi join, which keeps the persisted partitioning and order; its keys
+    come from the routed queries' exchange, reused, so the routing pass runs once.
+    """
     rng = np.random.default_rng(2)
     train = spark.createDataFrame(pd.DataFrame({"features": list(rng.normal(size=(300, 4)))}))
     queries = spark.createDataFrame(pd.DataFrame({"features": list(rng.normal(size=(30, 4)))}))
-    model = NearestNeighbors(k=3, numShards=3, algorithm=algorithm, maxBroadcastBytes=0).fit(train)
+    est = NearestNeighbors(
+        k=3, numShards=3, algorithm=algorithm, partitioning=partitioning, maxBroadcastBytes=0
+    )
+    model = est.fit(train)
+    if partitioning == "kmeans":
+        model.setNprobe(1)
     model.write().save(str(tmp_path / "model"))
     loaded = type(model).load(str(tmp_path / "model"))
     assert loaded.storage == "distributed"
     for searched in (model, loaded):
         out = searched.kneighbors(queries.repartition(5))
         plan = out._jdf.queryExecution().executedPlan().toString()
-        children = _cogroup_children(plan)
-        assert len(children) == 2, plan
-        assert children[0].startswith("Sort"), plan  # the routed queries, shuffled and sorted
-        assert children[1].startswith("InMemoryTableScan"), plan  # the shards, left in place
+        sides = _cogroup_sides(plan)
+        assert len(sides) == 1, plan
+        routed, shards = sides[0]
+        assert routed[0].startswith("Sort"), plan  # the routed queries, shuffled and sorted
+        assert not any(op.startswith(("Exchange", "Sort")) for op in shards), plan
+        if partitioning == "hash":  # every shard, left in place
+            assert shards[0].startswith("InMemoryTableScan"), plan
+        else:  # only the routed shards, left in place
+            semi = next(op for op in shards if op.startswith("BroadcastHashJoin"))
+            assert "LeftSemi" in semi, plan
+            assert shards[shards.index(semi) + 1].startswith("InMemoryTableScan"), plan
+            assert plan.count("MapInArrow route(") == 1, plan  # the routing runs once
+            assert "ReusedExchange" in plan, plan
     expected = model.kneighbors(queries).orderBy("features").collect()
     assert loaded.kneighbors(queries).orderBy("features").collect() == expected
 
