@@ -11,6 +11,10 @@ On clustered data (``scripts/bench/data.py``), ``--shards`` hash shards, ``local
   ``partitioning="kmeans"`` models: recall@10 (against faiss ``IndexFlatL2``), throughput,
   shards visited and shuffle bytes against ``nprobe``, for ``brute`` and ``hnsw``, with the
   pruned exact search (``nprobe=None``) against faiss's throughput (2 threads).
+* **routed** (``--sections routed``): k-means shards on the shard-major path, by ``nprobe``,
+  with the shard side restricted to the routed shards (the plan) and unrestricted (the plan
+  before, every persisted shard handed to a task), for all the queries and for a batch from
+  one cluster: q/s, shuffle bytes, executor run and CPU time.
 
 A section is a function ``(Bench) -> dict`` in :data:`SECTIONS` with a markdown renderer;
 add one there. Writes JSON, markdown and a plot.
@@ -18,6 +22,8 @@ add one there. Writes JSON, markdown and a plot.
     .venv/bin/python scripts/bench_scale.py            # 100k x 64, 20k queries, 4 shards
     .venv/bin/python scripts/bench_scale.py --quick    # 20k x 32, 4k queries
     .venv/bin/python scripts/bench_scale.py --full     # 1M x 64, 500 queries (PROFILES)
+    .venv/bin/python scripts/bench_scale.py --rows 200000 --queries 2000 --partitions 8 \
+        --repeats 1 --sections routed --out bench-results/routed.json
 """
 
 from __future__ import annotations
@@ -52,6 +58,9 @@ from scripts.bench.targets import recall_at_k  # noqa: E402
 
 K = 10
 _GROUPS = itertools.count()
+#: What :meth:`Bench.stage_metrics` sums over a search's stages (run and CPU time in ms
+#: and ns, as Spark reports them).
+STAGE_METRICS = ("shuffleWriteBytes", "executorRunTime", "executorCpuTime")
 
 
 @dataclass
@@ -63,18 +72,29 @@ class Bench:
     queries: dict[int, object]  # query DataFrames by partition count, cached
     results: dict = field(default_factory=dict)
 
-    def stage_shuffle_bytes(self, stage_ids: list[int]) -> int:
-        """shuffleWriteBytes summed over the stages' attempts (Spark's REST API)."""
+    def stage_metrics(self, stage_ids: list[int]) -> dict[str, int]:
+        """:data:`STAGE_METRICS` summed over the stages' attempts (Spark's REST API)."""
         sc = self.spark.sparkContext
         base = f"{sc.uiWebUrl}/api/v1/applications/{sc.applicationId}/stages"
-        total = 0
+        total = dict.fromkeys(STAGE_METRICS, 0)
         for stage in stage_ids:
             with urllib.request.urlopen(f"{base}/{stage}") as reply:
-                total += sum(int(a.get("shuffleWriteBytes", 0)) for a in json.load(reply))
+                for attempt in json.load(reply):
+                    for name in STAGE_METRICS:
+                        total[name] += int(attempt.get(name, 0))
         return total
+
+    def stage_shuffle_bytes(self, stage_ids: list[int]) -> int:
+        """shuffleWriteBytes summed over the stages' attempts (Spark's REST API)."""
+        return self.stage_metrics(stage_ids)["shuffleWriteBytes"]
 
     def run(self, action: Callable[[], object]) -> tuple[float, int, object]:
         """Wall seconds, shuffle bytes written and the result of one ``action``."""
+        wall, metrics, out = self.run_metrics(action)
+        return wall, metrics["shuffleWriteBytes"], out
+
+    def run_metrics(self, action: Callable[[], object]) -> tuple[float, dict, object]:
+        """Wall seconds, :data:`STAGE_METRICS` and the result of one ``action``."""
         sc = self.spark.sparkContext
         group = f"bench-scale-{next(_GROUPS)}"
         sc.setJobGroup(group, "bench_scale")
@@ -89,7 +109,7 @@ class Bench:
             s for j in tracker.getJobIdsForGroup(group) for s in tracker.getJobInfo(j).stageIds
         ]
         time.sleep(0.5)  # the UI's listener catches up with the finished stages
-        return wall, self.stage_shuffle_bytes(sorted(set(stages))), out
+        return wall, self.stage_metrics(sorted(set(stages))), out
 
     def best(self, action: Callable[[], object]) -> dict:
         """Best wall time of ``--repeats`` runs after a warm-up, and the shuffle bytes."""
@@ -223,10 +243,86 @@ def markdown_kmeans(result: dict) -> list[str]:
     return lines
 
 
+def section_routed(bench: Bench) -> dict:
+    """Only the routed shards reach a search task: k-means shards, shard-major, by nprobe.
+
+    Each search runs twice in turn, with the shard side restricted to the routed shards (the
+    plan) and unrestricted ("every shard": ``Routing.visits_every_shard`` patched to say so,
+    the plan before the restriction), for two query sets: all the queries, spread over every
+    cluster, and ``--local-queries`` of them from one cluster (the queries nearest the
+    first), as a small batch against a large index is.
+    """
+    from knnspark import shard_major
+
+    args, data = bench.args, bench.data
+    queries = bench.queries[max(bench.queries)]
+    first = data.queries[0]
+    near = np.argsort(((data.queries - first) ** 2).sum(axis=1))[: args.local_queries]
+    local = queries.filter(queries["id"].isin([int(i) for i in near])).cache()
+    local.count()
+    sets = {"all": (queries, data.queries.shape[0]), "one cluster": (local, near.size)}
+    est = NearestNeighbors(
+        k=K,
+        numShards=args.kmeans_shards,
+        algorithm="brute",
+        idCol="id",
+        partitioning="kmeans",
+        maxBroadcastBytes=0,
+        shardsVisitedCol="visited",
+    )
+    model = fit(bench, est, "brute kmeans (routed)")
+    restricted = shard_major.Routing.visits_every_shard
+    rows = []
+    for (name, (frame, n)), nprobe in itertools.product(sets.items(), [*args.nprobe, None]):
+        model.setNprobe(nprobe)
+        for plan in ("routed shards", "every shard"):
+            if plan == "every shard":
+                shard_major.Routing.visits_every_shard = lambda self, settings: True
+            try:
+                bench.run_metrics(lambda m=model, f=frame: noop(m.kneighbors(f)))  # warm-up
+                runs = [
+                    bench.run_metrics(lambda m=model, f=frame: noop(m.kneighbors(f)))
+                    for _ in range(args.repeats)
+                ]
+            finally:
+                shard_major.Routing.visits_every_shard = restricted
+            wall, metrics, _ = min(runs, key=lambda r: r[0])
+            row = {"queries": name, "n": n, "nprobe": nprobe, "plan": plan, "wall_s": wall}
+            row |= {"queries_per_s": n / wall, "shuffle_bytes": metrics["shuffleWriteBytes"]}
+            row |= {"executor_s": metrics["executorRunTime"] / 1e3}
+            row |= {"executor_cpu_s": metrics["executorCpuTime"] / 1e9}
+            row |= {"loadavg": os.getloadavg()[0]}
+            print(row, flush=True)
+            rows.append(row)
+    local.unpersist()
+    release(model)
+    return {"rows": rows}
+
+
+def markdown_routed(result: dict) -> list[str]:
+    lines = [
+        "| queries | nprobe | plan | q/s | MiB shuffled | executor s | executor CPU s | load |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["rows"]:
+        nprobe = "pruned exact" if r["nprobe"] is None else r["nprobe"]
+        lines.append(
+            f"| {r['queries']} ({r['n']}) | {nprobe} | {r['plan']} | {r['queries_per_s']:,.0f} "
+            f"| {mib(r['shuffle_bytes'])} | {r['executor_s']:.1f} | {r['executor_cpu_s']:.1f} "
+            f"| {r['loadavg']:.1f} |"
+        )
+    return lines
+
+
 #: Each section: (title, run, markdown).
 SECTIONS: dict[str, tuple[str, Callable, Callable]] = {
     "paths": ("Throughput and shuffle against query partitions", section_paths, markdown_paths),
     "kmeans": ("k-means shards on the shard-major path", section_kmeans, markdown_kmeans),
+    "routed": (
+        "Only routed shards are read (k-means, shard-major)",
+        section_routed,
+        markdown_routed,
+    ),
 }
 
 
@@ -311,6 +407,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--kmeans-shards", type=int, default=16)
     parser.add_argument("--nprobe", type=ints, default=[1, 2, 4])
     parser.add_argument("--no-kmeans", action="store_true")
+    parser.add_argument(
+        "--sections",
+        type=words,
+        help=f"sections to run (default paths,kmeans; of {','.join(SECTIONS)})",
+    )
+    parser.add_argument(
+        "--local-queries", type=int, default=100, help="the routed section's one-cluster batch"
+    )
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--repeats", type=int, help="timed rounds after a warm-up (default 2)")
     parser.add_argument(
@@ -364,7 +468,8 @@ def main(argv: list[str] | None = None) -> int:
         queries[parts] = base.repartition(parts).cache()
         queries[parts].count()
     bench = Bench(args, spark, data, train, queries)
-    names = [n for n in SECTIONS if not (n == "kmeans" and args.no_kmeans)]
+    names = args.sections or ["paths", "kmeans"]
+    names = [n for n in names if not (n == "kmeans" and args.no_kmeans)]
     lines = [
         f"# Search at scale ({args.rows:,} x {args.dim} clustered rows, {args.queries:,} "
         f"queries, k={K}, local[{args.cores}])",
@@ -377,7 +482,8 @@ def main(argv: list[str] | None = None) -> int:
         bench.results[name]["loadavg"] = [load, os.getloadavg()]
         lines += [f"## {title}", "", *render(bench.results[name]), ""]
         write(bench, lines, started)
-    plot(bench.results["paths"], args.out.with_suffix(".png"))
+    if "paths" in bench.results:
+        plot(bench.results["paths"], args.out.with_suffix(".png"))
     print("\n".join(lines))
     print(f"wrote {args.out}, {args.out.with_suffix('.md')}, {args.out.with_suffix('.png')}")
     frames.close()
