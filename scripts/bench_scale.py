@@ -261,6 +261,7 @@ def section_routed(bench: Bench) -> dict:
     local = queries.filter(queries["id"].isin([int(i) for i in near])).cache()
     local.count()
     sets = {"all": (queries, data.queries.shape[0]), "one cluster": (local, near.size)}
+    sets = {name: sets[name] for name in args.routed_sets}
     est = NearestNeighbors(
         k=K,
         numShards=args.kmeans_shards,
@@ -415,6 +416,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--local-queries", type=int, default=100, help="the routed section's one-cluster batch"
     )
+    parser.add_argument(
+        "--routed-sets",
+        type=lambda s: s.split(","),
+        default=["all", "one cluster"],
+        help="the routed section's query sets (default 'all,one cluster')",
+    )
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--repeats", type=int, help="timed rounds after a warm-up (default 2)")
     parser.add_argument(
@@ -482,10 +489,12 @@ def main(argv: list[str] | None = None) -> int:
         bench.results[name]["loadavg"] = [load, os.getloadavg()]
         lines += [f"## {title}", "", *render(bench.results[name]), ""]
         write(bench, lines, started)
+    written = [args.out, args.out.with_suffix(".md")]
     if "paths" in bench.results:
         plot(bench.results["paths"], args.out.with_suffix(".png"))
+        written.append(args.out.with_suffix(".png"))
     print("\n".join(lines))
-    print(f"wrote {args.out}, {args.out.with_suffix('.md')}, {args.out.with_suffix('.png')}")
+    print("wrote " + ", ".join(str(path) for path in written))
     frames.close()
     spark.stop()
     return 0
