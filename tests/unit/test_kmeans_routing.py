@@ -16,7 +16,7 @@ from knnspark.kernels.kmeans import (
 from knnspark.kernels.routed import routed_search
 from knnspark.kernels.routing import Router, shard_radius
 from knnspark.kernels.shard import SearchOptions
-from knnspark.kmeans_sharding import ShardRouting
+from knnspark.kmeans_sharding import ShardRouting, one_blas_thread
 
 K = 5
 
@@ -211,3 +211,18 @@ def test_finer_balls_give_valid_and_tighter_bounds():
         for i, sub in enumerate(routing.subs_of(s)):
             inside = to_ball[ball == sub]
             assert (inside.max() if inside.size else -np.inf) == pytest.approx(balls[i])
+
+
+def test_the_driver_fit_runs_numpy_blas_on_one_thread():
+    # More BLAS threads spin between the fit's small products, on cores Spark's tasks need.
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def blas_threads():
+        return {
+            p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"
+        }
+
+    before = blas_threads()
+    with one_blas_thread():
+        assert blas_threads() == {1}
+    assert blas_threads() == before
