@@ -12,8 +12,8 @@ searches that follow, in one process and on the same cores as the references:
   ``ef``, with recall@k of both against faiss's exact neighbors.
 
 Every knnspark search is a ``transform`` of a cached query DataFrame to Spark's ``noop``
-sink. Before them, the **floor**: the same fresh session, a model fitted on the first
-``--floor-rows`` training rows whose shards are then swapped for null shards
+sink. Before them, the **floor**: a fresh session, an exact model fitted on the same
+training rows (or the first ``--floor-rows``) whose shards are then swapped for null shards
 (:mod:`.bench.null_shard`: same ids and labels, a search that returns at once), and its first
 and warm ``transform`` of the same queries to the same sink; then, warm, Spark's own floor
 (an identity ``mapInArrow`` with the same input and output columns, nothing of knnspark).
@@ -76,7 +76,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add("--warm", type=int, default=2, help="warm searches after the first")
     add("--repeats", type=int, default=3, help="timed rounds of faiss / hnswlib (best kept)")
-    add("--floor-rows", type=int, default=64, help="training rows of the floor's model")
+    add(
+        "--floor-rows",
+        type=int,
+        default=0,
+        help="training rows the floor's model is fitted on (0: all, as the others: the fit "
+        "warms the JVM and starts the workers the first search then finds)",
+    )
     add("--no-floor", action="store_true", help="skip the floor (null-search) session")
     add("--seed", type=int, default=0)
     add("--out", type=Path, default=Path("bench-results/first_search.json"))
@@ -189,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_floor:
             run = knnspark_run(
                 args,
-                data.with_train_prefix(args.floor_rows),
+                data.with_train_prefix(args.floor_rows or args.rows),
                 KNNClassifier(k=k, algorithm="brute", idCol="id"),
                 hook,
                 floor=True,
