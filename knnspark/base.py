@@ -10,6 +10,7 @@ from pyspark.ml.functions import array_to_vector
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable, MLReadable, MLWritable
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from knnspark import classic
 from knnspark.classic import is_connect
@@ -190,11 +191,17 @@ class _KNNModel(KNeighborsMixin, RadiusNeighborsMixin, Model, MLWritable, MLRead
             raise InvalidInputError(
                 f"Param k must be <= the number of training rows ({index.n_rows}); got {k}."
             )
+        features_column = None
         if features is None:
             # Fails early on a missing or mistyped features column.
-            features = index.preprocessing.apply(
-                feature_array_expr(dataset.schema, self.getFeaturesCol())
+            raw = feature_array_expr(dataset.schema, self.getFeaturesCol())
+            features = index.preprocessing.apply(raw)
+            dtype = dataset.schema[self.getFeaturesCol()].dataType
+            float_array = isinstance(dtype, T.ArrayType) and isinstance(
+                dtype.elementType, T.FloatType
             )
+            if index.preprocessing.is_identity and float_array:
+                features_column = self.getFeaturesCol()  # the search reads it as it is
         kind = self._search_kind()
         visited_col = self.getShardsVisitedCol()
         if visited_col is not None:
@@ -230,7 +237,9 @@ class _KNNModel(KNeighborsMixin, RadiusNeighborsMixin, Model, MLWritable, MLRead
         shipped = None
         if index.storage == "broadcast":
             shipped = self._shipped_shards(dataset.sparkSession, kind)
-        searched = search_dataframe(dataset, index, settings, shipped, features, group_columns)
+        searched = search_dataframe(
+            dataset, index, settings, shipped, features, group_columns, features_column
+        )
         if visited_col is not None:
             searched = searched.withColumnRenamed(SHARDS_TMP, visited_col)
         return searched

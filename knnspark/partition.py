@@ -114,6 +114,9 @@ class SearchSettings:
     shards_visited: bool = False  # add SHARDS_TMP, the shards each query visited
     # groupCol (kernels/grouped.py): queries carry GROUP_TMP and GROUP_HOME_TMP columns.
     groups: GroupRouting | None = None
+    # The input column the broadcast path decodes the queries from: FEATURES_TMP, or one of
+    # the passed-through columns when that already is the features (see search.py).
+    query_column: str = FEATURES_TMP
 
     @property
     def search_options(self) -> SearchOptions:
@@ -350,7 +353,9 @@ def broadcast_search_fn(
         dist, ids, labels, visited = search_batch(shards, queries, settings, timer, groups)
         with timer.stage("encode"):
             out = output_arrays(dist, ids, labels, valid, settings, visited)
-            temporary = [FEATURES_TMP, *([GROUP_TMP, GROUP_HOME_TMP] if groups else [])]
+            temporary = [GROUP_TMP, GROUP_HOME_TMP] if groups else []
+            if settings.query_column == FEATURES_TMP:
+                temporary.append(FEATURES_TMP)
             return with_columns(batch.drop_columns(temporary), out)
 
     return map_query_batches(shards_broadcast, settings, search)
@@ -370,7 +375,7 @@ def map_query_batches(
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     """mapInArrow function: the broadcast path's loop over query batches.
 
-    Loads the shards once per task, decodes each batch's ``FEATURES_TMP`` (invalid rows
+    Loads the shards once per task, decodes each batch's ``settings.query_column`` (invalid rows
     raise or are masked, by ``settings.handle_invalid``) and yields what ``search(shards,
     batch, queries, valid, timer)`` makes of the batch.  :func:`broadcast_search_fn` and
     ``radius_neighbors`` (:mod:`knnspark.radius`) differ only in ``search``.
@@ -384,7 +389,7 @@ def map_query_batches(
         for batch in batches:
             timer.count(batch.num_rows)
             with timer.stage("decode"):
-                queries, valid = query_matrix(batch.column(FEATURES_TMP), settings)
+                queries, valid = query_matrix(batch.column(settings.query_column), settings)
             yield search(shards, batch, queries, valid, timer)
         timer.flush()
 

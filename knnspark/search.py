@@ -30,6 +30,7 @@ Two plans give identical results:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from typing import Any
@@ -84,18 +85,22 @@ def search_dataframe(
     shards_broadcast: Any,
     features: Column,
     group_columns: dict[str, Column] | None = None,
+    features_column: str | None = None,
 ) -> DataFrame:
     """Every column of ``df`` plus the temporary output columns of ``settings.task``.
 
     ``shards_broadcast`` is the broadcast of the shards (broadcast storage)
     and is ignored for distributed storage; ``features`` is the query
     features as ``array<float>``, already imputed and standardized;
-    ``group_columns`` the query's group key and home shard (``groupCol``).
+    ``group_columns`` the query's group key and home shard (``groupCol``);
+    ``features_column`` names a column of ``df`` that ``features`` merely reads (an
+    ``array<float>`` column, no preprocessing), which the broadcast plan then decodes
+    instead of sending a copy of it to Python next to it.
     """
     _check_no_reserved_columns(df)
     extra = group_columns or {}
     if index.storage == "broadcast":
-        return _broadcast_plan(df, features, settings, shards_broadcast, extra)
+        return _broadcast_plan(df, features, settings, shards_broadcast, extra, features_column)
     return _shard_major_plan(df, features, index, settings, extra)
 
 
@@ -114,16 +119,23 @@ def _broadcast_plan(
     settings: SearchSettings,
     shards_broadcast: Any,
     extra: dict[str, Column],
+    features_column: str | None = None,
 ) -> DataFrame:
     schema = T.StructType(df.schema.fields + output_fields(settings))
-    fn = broadcast_search_fn(shards_broadcast, settings)
     # mapInArrow resolves each input column by its unquoted name, which fails for a name
     # holding a dot or a backtick; the columns go in under plain names (by position, which
     # is how the output schema gives them their own names back).
     plain = [f"{_PASS_THROUGH}{i}" for i in range(len(df.columns))]
-    searched = df.withColumns({FEATURES_TMP: features, **extra})
-    searched = searched.toDF(*plain, FEATURES_TMP, *extra)
-    return searched.mapInArrow(fn, schema)
+    if features_column is not None and df.columns.count(features_column) == 1:
+        # The query vectors cross to Python once (each copy is 4 bytes a value both ways
+        # through Arrow): the function decodes the passed-through column itself.
+        position = df.columns.index(features_column)
+        settings = dataclasses.replace(settings, query_column=plain[position])
+        searched = (df.withColumns(extra) if extra else df).toDF(*plain, *extra)
+    else:
+        searched = df.withColumns({FEATURES_TMP: features, **extra})
+        searched = searched.toDF(*plain, FEATURES_TMP, *extra)
+    return searched.mapInArrow(broadcast_search_fn(shards_broadcast, settings), schema)
 
 
 def _shard_major_plan(

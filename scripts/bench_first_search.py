@@ -12,7 +12,18 @@ searches that follow, in one process and on the same cores as the references:
   ``ef``, with recall@k of both against faiss's exact neighbors.
 
 Every knnspark search is a ``transform`` of a cached query DataFrame to Spark's ``noop``
-sink. faiss and hnswlib are timed ``--repeats`` times and their best is kept (a generous
+sink. Before them, the **floor**: a fresh session, an exact model fitted on the same
+training rows (or the first ``--floor-rows``) whose shards are then swapped for null shards
+(:mod:`.bench.null_shard`: same ids and labels, a search that returns at once), and its first
+and warm ``transform`` of the same queries to the same sink; then, warm, Spark's own floor
+(an identity ``mapInArrow`` with the same input and output columns, nothing of knnspark).
+The floor is every step of a real first search but the search: no search of ours can beat
+it, so reference time / floor time is the highest first-search ratio this machine allows.
+Each first job is broken down (:mod:`.bench.first_job`): CPU of the driver, the JVM and the
+Python workers; Spark's Python metrics (worker start, Python time, bytes sent and
+returned); the job's time outside its slowest task; the library's task stages.
+
+faiss and hnswlib are timed ``--repeats`` times and their best is kept (a generous
 baseline). Each knnspark model is fitted in its own fresh session (the JVM and Python workers
 started anew) so that its first search is a real first one. Run from the repository root::
 
@@ -39,8 +50,10 @@ from pyspark.sql import functions as F
 from knnspark import KNNClassifier
 
 from .bench.data import Frames, mnist_like_data, rows_table
+from .bench.first_job import JobMeter
 from .bench.hook import TimingHook, search_records, tasks_summary
-from .bench.sparkjobs import build_spark, noop
+from .bench.null_shard import null_model
+from .bench.sparkjobs import build_spark, noop, spark_floor
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -63,6 +76,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add("--warm", type=int, default=2, help="warm searches after the first")
     add("--repeats", type=int, default=3, help="timed rounds of faiss / hnswlib (best kept)")
+    add(
+        "--floor-rows",
+        type=int,
+        default=0,
+        help="training rows the floor's model is fitted on (0: all, as the others: the fit "
+        "warms the JVM and starts the workers the first search then finds)",
+    )
+    add("--no-floor", action="store_true", help="skip the floor (null-search) session")
     add("--seed", type=int, default=0)
     add("--out", type=Path, default=Path("bench-results/first_search.json"))
     return parser.parse_args(argv)
@@ -79,35 +100,70 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
     return hits / truth.size
 
 
-def knnspark_run(args, data, estimator: KNNClassifier, hook: TimingHook) -> dict:
-    """Fit in a fresh session, then the first and the warm searches; ids for recall."""
-    spark = build_spark(args.cores, 10_000, "6g")
+def knnspark_run(
+    args, data, estimator: KNNClassifier, hook: TimingHook, floor: bool = False
+) -> dict:
+    """Fit in a fresh session, then the first and the warm searches; ids for recall.
+
+    With ``floor``, the model's shards become null shards before its first search, no ids
+    are collected, and Spark's identity floor runs after the warm searches.
+    """
+    spark = build_spark(args.cores, 10_000, "6g", ui=True)
     frames = Frames(spark, args.cores)
+    meter = JobMeter(spark)
     try:
         train = frames.frame("train", rows_table(data.train, data.train_labels, "id"))
         queries = frames.frame("queries", rows_table(data.queries, data.query_labels, "qid"))
         start = time.perf_counter()
         model = estimator.fit(train)
         fit_s = time.perf_counter() - start
-        searches, tasks = [], []
+        if floor:
+            null_model(model)
+        searches, tasks, jobs = [], [], []
         for _ in range(1 + args.warm):
             hook.clear()
-            searches.append(timed(lambda: noop(model.transform(queries))))
+            job = meter.measure(lambda: noop(model.transform(queries)))
+            searches.append(job["wall_s"])
+            jobs.append(job)
             records = search_records(hook.records())
             tasks.append(tasks_summary(records) if records else None)
-        found = model.kneighbors(queries).orderBy("qid").select(F.col("neighbor_ids"))
-        ids = np.array([r[0] for r in found.collect()], dtype=np.int64)
-        return {
+        run = {
             "fit_s": fit_s,
             "first_s": searches[0],
             "warm_s": searches[1:],
             "tasks": tasks,
+            "jobs": jobs,
             "shards": model.shardSizes,
-            "_ids": ids,
         }
+        if floor:
+            n_classes = len(np.unique(data.train_labels))
+            identity = lambda: noop(spark_floor(queries, n_classes))  # noqa: E731
+            run["spark_identity"] = [meter.measure(identity) for _ in range(1 + args.warm)]
+            return run
+        found = model.kneighbors(queries).orderBy("qid").select(F.col("neighbor_ids"))
+        run["_ids"] = np.array([r[0] for r in found.collect()], dtype=np.int64)
+        return run
     finally:
         spark.stop()
         frames.close()
+
+
+def breakdown_lines(name: str, job: dict, tasks: dict | None) -> list[str]:
+    """One first job, where its time went (a markdown row)."""
+    cpu, py = job["cpu_s"], job["python_sql_metrics"]
+    outside = max((j["outside_slowest_task_s"] for j in job["jobs"]), default=float("nan"))
+    stages = ""
+    if tasks:
+        slow = tasks["slowest_task"]
+        parts = [f"{k} {v:.2f}" for k, v in slow["stages_s"].items()]
+        stages = ", ".join(parts + [f"outside {slow['outside_stages_s']:.2f}"])
+    return [
+        f"| {name} | {job['wall_s']:.2f} | {cpu['driver_python']:.2f} / {cpu['jvm']:.2f} / "
+        f"{cpu['python_workers']:.2f} | {py['boot_s']:.2f} | "
+        f"{py['python_total_s']:.2f} / {py['python_processing_s']:.2f} | "
+        f"{py['sent_mib']:.1f} / {py['returned_mib']:.1f} | {len(job['jobs'])} | "
+        f"{outside:.2f} | {stages} |"
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,11 +190,32 @@ def main(argv: list[str] | None = None) -> int:
             f"{warm_qps / ref_qps:.2f} | {'' if rec is None else f'{rec:.3f}'} |"
         )
 
+    breakdown: list[str] = []
     try:
+        if not args.no_floor:
+            run = knnspark_run(
+                args,
+                data.with_train_prefix(args.floor_rows or args.rows),
+                KNNClassifier(k=k, algorithm="brute", idCol="id"),
+                hook,
+                floor=True,
+            )
+            results["floor"] = run
+            breakdown += breakdown_lines(
+                "floor (null search), first", run["jobs"][0], run["tasks"][0]
+            )
+            if args.warm:
+                warm = min(range(1, len(run["jobs"])), key=lambda i: run["jobs"][i]["wall_s"])
+                breakdown += breakdown_lines(
+                    "floor (null search), warm", run["jobs"][warm], run["tasks"][warm]
+                )
+            ident = min(run["spark_identity"], key=lambda j: j["wall_s"])
+            breakdown += breakdown_lines("Spark identity mapInArrow, best", ident, None)
         if "brute" in kinds:
             run = knnspark_run(args, data, KNNClassifier(k=k, algorithm="brute", idCol="id"), hook)
             run["recall"] = recall(run.pop("_ids"), truth)
             results["brute"] = run
+            breakdown += breakdown_lines("exact, first", run["jobs"][0], run["tasks"][0])
             line("exact", run, "faiss IndexFlatL2", min(faiss_s), run["recall"])
         if "hnsw" in kinds:
             build = time.perf_counter()
@@ -171,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
                 run = knnspark_run(args, data, est, hook)
                 run["recall"] = recall(run.pop("_ids"), truth)
                 results[name] = run
+                breakdown += breakdown_lines(f"{name}, first", run["jobs"][0], run["tasks"][0])
                 line(name, run, f"hnswlib (recall {raw_recall:.3f})", min(hnsw_s), run["recall"])
     finally:
         hook.close()
@@ -182,9 +260,39 @@ def main(argv: list[str] | None = None) -> int:
         "| first ratio | warm ratio | recall@k |\n|---|---:|---:|---:|---|---:|---:|---:|"
     )
     print(header + "\n" + "\n".join(table))
+    if "floor" in results:
+        print("\n" + floor_text(results, nq))
+    print(
+        "\nWhere the first jobs' time went (seconds; CPU from /proc; Spark's Python metrics "
+        "summed over tasks; the library's stages of the slowest task)\n\n"
+        "| job | wall | CPU driver / JVM / workers | worker start | Python total / "
+        "processing | MiB sent / returned | jobs | job outside slowest task | slowest task's "
+        "stages |\n|---|---:|---|---|---|---|---:|---:|---|"
+    )
+    print("\n".join(breakdown))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1, default=str))
     return 0
+
+
+def floor_text(results: dict, nq: int) -> str:
+    """The floor's seconds and the ceiling ratios they imply for each reference."""
+    floor = results["floor"]
+    first, warm = floor["first_s"], min(floor["warm_s"] or [floor["first_s"]])
+    ident = min(j["wall_s"] for j in floor["spark_identity"])
+    lines = [
+        f"Floor (a model of {sum(floor['shards'].values())} rows, null search): first "
+        f"{first:.2f} s ({nq / first:,.0f} q/s), warm {warm:.2f} s; Spark identity "
+        f"mapInArrow (warm, best) {ident:.2f} s."
+    ]
+    refs = {"faiss IndexFlatL2": min(results["faiss_s"])}
+    if "hnswlib" in results:
+        refs["hnswlib"] = min(results["hnswlib"]["search_s"])
+    for name, ref in refs.items():
+        lines.append(
+            f"- {name} {ref:.2f} s: ceiling first ratio {ref / first:.2f} (warm {ref / warm:.2f})"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
