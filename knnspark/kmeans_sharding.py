@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import math
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,7 @@ import pyarrow as pa
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+from threadpoolctl import threadpool_limits
 
 from knnspark.arrow_columns import LIST_F64, list_matrix
 from knnspark.errors import InvalidInputError
@@ -253,7 +254,7 @@ def kmeans_shards(
 
 
 def one_blas_thread() -> AbstractContextManager[object]:
-    """Numpy's BLAS on one thread for the driver's k-means fit (where threadpoolctl is installed).
+    """Numpy's BLAS on one thread for the driver's k-means fit.
 
     The fit's matrix products are small (the sample times a few centroids): more BLAS
     threads gain nothing there, and between the products they spin on cores the Spark
@@ -262,10 +263,6 @@ def one_blas_thread() -> AbstractContextManager[object]:
     thread (``OMP_NUM_THREADS``); the driver is not one of them.  One thread also makes the
     centroids independent of the driver's core count.
     """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # an optional speed-up: the fit runs as well without it
-        return nullcontext()
     return threadpool_limits(limits=1, user_api="blas")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import threadpoolctl
 from sklearn.metrics import pairwise_distances
 
 from knnspark.kernels.exact import ExactShard
@@ -215,8 +216,6 @@ def test_finer_balls_give_valid_and_tighter_bounds():
 
 def test_the_driver_fit_runs_numpy_blas_on_one_thread():
     # More BLAS threads spin between the fit's small products, on cores Spark's tasks need.
-    threadpoolctl = pytest.importorskip("threadpoolctl")
-
     def blas_threads():
         return {
             p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"
