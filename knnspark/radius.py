@@ -28,6 +28,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from knnspark._faults import check_routed
 from knnspark.arrow_columns import padded_matrix
 from knnspark.converters import int_at_least, positive_float
 from knnspark.errors import InvalidInputError
@@ -51,8 +52,7 @@ from knnspark.partition import (
     with_columns,
 )
 from knnspark.schema import check_output_columns, column, feature_array_expr
-from knnspark.search import search_rounds, shard_routing
-from knnspark.shard_layout import PARTITION_KEY
+from knnspark.search import search_rounds, shard_cogroup, shard_routing
 from knnspark.shard_major import (
     ROUTE_KEY,
     ROUTED_SCHEMA,
@@ -329,6 +329,7 @@ def _shard_fn(settings: RadiusSettings) -> Callable[[pa.Table, pa.Table], pa.Tab
     opts = settings.search
 
     def search(routed: pa.Table, shard_rows: pa.Table) -> pa.Table:
+        check_routed(routed.num_rows, shard_rows.num_rows)
         if routed.num_rows == 0 or shard_rows.num_rows == 0:
             return _PARTIAL_SCHEMA_ARROW.empty_table()
         queries = distinct_keys(routed)
@@ -399,7 +400,8 @@ def _reduce_plan(df: DataFrame, features: Any, index: Any, settings: RadiusSetti
         **{f.name: getattr(plain, f.name) for f in dataclasses.fields(plain)},
         radius=settings.radius,
     )
-    shard_side = index.distributed_data(EXACT_KIND).groupBy(PARTITION_KEY)
+    shard_data = index.distributed_data(EXACT_KIND)
+    every_shard = routing.visits_every_shard(settings.search)
     # kneighbors' size model with k = maxNeighbors bounds what a task holds: its routed
     # queries and, with a cap, their lists.  Without a cap the lists are not bounded.
     rounds = search_rounds(df, dataclasses.replace(settings.search, k=settings.limit or 0))
@@ -407,12 +409,9 @@ def _reduce_plan(df: DataFrame, features: Any, index: Any, settings: RadiusSetti
     for r in range(rounds):
         part = queries if rounds == 1 else queries.filter(F.pmod(KEY_LO, rounds) == r)
         routed = part.mapInArrow(route_queries_fn(settings.search, routing), ROUTED_SCHEMA)
-        partials.append(
-            routed.select(KEY_HI, KEY_LO, ROUTE_KEY, FEATURES_TMP)
-            .groupBy(ROUTE_KEY)
-            .cogroup(shard_side)
-            .applyInArrow(_shard_fn(settings), _PARTIAL_SCHEMA)
-        )
+        routed = routed.select(KEY_HI, KEY_LO, ROUTE_KEY, FEATURES_TMP)
+        cogrouped = shard_cogroup(routed, shard_data, index.shard_partitions, every_shard)
+        partials.append(cogrouped.applyInArrow(_shard_fn(settings), _PARTIAL_SCHEMA))
     gathered = (
         functools.reduce(DataFrame.unionAll, partials)
         .groupBy(KEY_HI, KEY_LO)

@@ -65,7 +65,9 @@ __all__ = [
     "rounds_for",
     "routed_row_bytes",
     "search_dataframe",
+    "routed_shards",
     "search_rounds",
+    "shard_cogroup",
     "shard_routing",
 ]
 
@@ -162,15 +164,9 @@ def _shard_major_plan(
     partitions = index.shard_partitions
 
     def search(routed: DataFrame, route_next: bool) -> DataFrame:
-        # The shard side is persisted hash partitioned on PARTITION_KEY, one shard per
-        # partition: the cogroup shuffles the routed queries to it and leaves it in place.
         fn = shard_search_fn(settings, routing, route_next)
-        if every_shard:
-            shards = shard_data.groupBy(PARTITION_KEY)
-        else:
-            routed = routed.repartition(partitions, ROUTE_KEY)
-            shards = _routed_shards(shard_data, routed).groupBy(PARTITION_KEY)
-        return routed.groupBy(ROUTE_KEY).cogroup(shards).applyInArrow(fn, ROUTED_SCHEMA)
+        cogrouped = shard_cogroup(routed, shard_data, partitions, every_shard)
+        return cogrouped.applyInArrow(fn, ROUTED_SCHEMA)
 
     partials = []
     for r in range(rounds):
@@ -198,7 +194,24 @@ def _shard_major_plan(
     return joined.select(*[column(c) for c in df.columns], *merged.columns[2:])
 
 
-def _routed_shards(shard_data: DataFrame, routed: DataFrame) -> DataFrame:
+def shard_cogroup(routed: DataFrame, shard_data: DataFrame, partitions: int, every_shard: bool):
+    """``routed`` (by :data:`ROUTE_KEY`) cogrouped with the persisted shards they visit.
+
+    The shard side is persisted hash partitioned on ``PARTITION_KEY``, one shard per
+    partition: the cogroup shuffles the routed rows to it and leaves it in place.  Unless
+    ``every_shard`` (each query visits every shard: nothing to leave out), the shard side is
+    first restricted to the shards some query is routed to (:func:`routed_shards`), so an
+    unvisited shard never reaches Python.
+    """
+    if every_shard:
+        shards = shard_data.groupBy(PARTITION_KEY)
+    else:
+        routed = routed.repartition(partitions, ROUTE_KEY)
+        shards = routed_shards(shard_data, routed).groupBy(PARTITION_KEY)
+    return routed.groupBy(ROUTE_KEY).cogroup(shards)
+
+
+def routed_shards(shard_data: DataFrame, routed: DataFrame) -> DataFrame:
     """The rows of the shards that ``routed`` sends at least one query to.
 
     A cogroup hands every shard's rows to a Python task, queries or not; this keeps only
@@ -206,16 +219,18 @@ def _routed_shards(shard_data: DataFrame, routed: DataFrame) -> DataFrame:
     side's partitioning and order as they are.  ``routed`` must be the very DataFrame the
     cogroup reads, repartitioned on :data:`ROUTE_KEY`: the keys are taken from that
     exchange, which Spark then reuses, so the routing pass (or pruned search's first round)
-    runs once.  A key that only carries partial lists (passed through pruned search's second
-    round) needs no shard: the cogroup passes them on without one.  The hash reads every
-    column so that the optimizer cannot prune the keys' side to :data:`ROUTE_KEY` below
-    the exchange (which would make it another exchange, and the routing run twice).
+    runs once.  A key that only carries partial lists (rows with ``ids`` set, passed through
+    pruned search's second round) needs no shard: the cogroup passes them on without one.
+    The hash reads every column so that the optimizer cannot prune the keys' side to
+    :data:`ROUTE_KEY` below the exchange (which would make it another exchange, and the
+    routing run twice).
     """
     everything = F.xxhash64(*routed.columns)
+    is_query = F.col("ids").isNull() if "ids" in routed.columns else F.lit(True)
     keys = (
         routed.groupBy(ROUTE_KEY)
         .agg(
-            F.max(F.col("ids").isNull()).alias("__knn_has_query"),
+            F.max(is_query).alias("__knn_has_query"),
             F.max(everything).alias("__knn_reads_all"),
         )
         .filter(F.col("__knn_has_query") & F.col("__knn_reads_all").isNotNull())

@@ -120,3 +120,20 @@ def test_the_hook_sees_a_shard_read_without_queries(spark, clusters):
     with pytest.raises(Py4JJavaError, match="rows of an unrouted shard were read"):
         _searched(spark, lambda: model.kneighbors(_no_queries(spark)).collect())
     assert model.kneighbors(queries).count() == 12
+
+
+def test_radius_search_reads_only_routed_shards(spark, clusters, kmeans_models):
+    x, _, _, near, queries = clusters
+    model = kmeans_models("brute").setNprobe(None)
+    radius = 2.5
+    got = _searched(
+        spark, lambda: model.radius_neighbors(queries, radius).orderBy("qid").toPandas()
+    )
+    dist = pair_distances(near.astype(np.float32), x.astype(np.float32), "euclidean")
+    for ids, distances, row in zip(got["neighbor_ids"], got["distances"], dist, strict=True):
+        want = np.flatnonzero(row <= radius)
+        want = want[np.argsort(row[want], kind="stable")]
+        assert len(want) > 0
+        np.testing.assert_array_equal(ids, want)
+        np.testing.assert_allclose(distances, row[want], rtol=1e-6)
+    assert (got["visited"] == 1).all()  # the bound leaves every query one shard of four
